@@ -1,0 +1,99 @@
+//! Messages between a client (the CLI, later the Python package) and the host. Append only.
+//!
+//! A client opens one bidirectional stream per request, sends one [`ClientRequest`] frame and
+//! reads [`ToClient`] frames until the host finishes the stream.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{JobId, WorkerId};
+use crate::task::{Command, ItemOutput};
+use crate::telemetry::Telemetry;
+
+/// Which workers a job may use.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Targets {
+    /// Every connected worker.
+    All,
+    /// These workers, in this order (`apply` prints in this order).
+    Ids(Vec<WorkerId>),
+}
+
+/// How a job's items are placed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobKind {
+    /// Load-balanced: one task per chunk of items, placed by the scheduler's policy.
+    Map,
+    /// One task per target worker, pinned to it; no items.
+    Apply,
+}
+
+/// A job as the client submits it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub kind: JobKind,
+    pub command: Command,
+    /// `map` inputs; empty for `apply`.
+    pub items: Vec<String>,
+    /// Items sent to a worker together (≥ 1).
+    pub chunksize: u32,
+    pub targets: Targets,
+}
+
+/// Client → host, the first and only frame on a request stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientRequest {
+    /// Connected worker ids, ascending.
+    Ids,
+    /// One row per connected worker.
+    Status,
+    /// Run a job and stream its results back on this stream.
+    Submit(JobSpec),
+}
+
+/// One row of `bramble status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    pub id: WorkerId,
+    /// Name from the worker's certificate.
+    pub name: String,
+    /// Remote address as the host sees it.
+    pub address: String,
+    pub slots: u16,
+    /// Tasks the host has placed on it and not yet seen finish.
+    pub running: u32,
+    /// Items finished on it since the host started.
+    pub done: u64,
+    /// Time since this connection was established.
+    pub connected_ms: u64,
+    pub arch: String,
+    pub labels: Vec<String>,
+    /// Newest telemetry, if any arrived yet.
+    pub telemetry: Option<Telemetry>,
+}
+
+/// Host → client.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ToClient {
+    /// The request failed; nothing else follows.
+    Error {
+        message: String,
+    },
+    Ids(Vec<WorkerId>),
+    Status(Vec<WorkerStatus>),
+    /// The job is accepted with this many items (apply: one per target).
+    JobAccepted {
+        job: JobId,
+        total: u64,
+    },
+    /// One item finished (in completion order).
+    ItemDone {
+        job: JobId,
+        worker: WorkerId,
+        output: ItemOutput,
+    },
+    /// Every item has a result; `failed` of them did not exit 0.
+    JobFinished {
+        job: JobId,
+        failed: u64,
+    },
+}

@@ -1,0 +1,35 @@
+//! bramble's wire protocol: the messages host, workers and clients exchange, and their framing.
+//!
+//! Pure: no IO, no async runtime, no clock. Every type here is encoded with postcard, which
+//! writes enum variants by *position* and struct fields *in order*, without names. So:
+//!
+//! - **Append only.** New enum variants and new messages go at the end; nothing is reordered,
+//!   removed or changed in place. `tests/golden.rs` pins the bytes so an accident fails CI.
+//! - **Major version in ALPN** ([`ALPN`]): an incompatible change is a new ALPN string.
+//! - **Minor version in `Hello`** ([`PROTOCOL_MINOR`]) with capability bits, so the host only
+//!   sends what a peer understands.
+//! - Durations are integer milliseconds; no timestamps cross the wire.
+//!
+//! Directions are typed: a worker sends [`ToHost`] and receives [`ToWorker`]; a client sends
+//! [`ClientRequest`] and receives [`ToClient`]. Control streams carry u32-length-prefixed frames
+//! ([`codec`]); a one-shot stream carries one frame.
+
+pub mod client;
+pub mod codec;
+pub mod ids;
+pub mod task;
+pub mod telemetry;
+pub mod worker;
+
+pub use client::{ClientRequest, JobKind, JobSpec, Targets, ToClient, WorkerStatus};
+pub use codec::{DecodeError, EncodeError, FrameDecoder, MAX_FRAME_LEN};
+pub use ids::{Attempt, JobId, TaskId, WorkerId};
+pub use task::{Command, Item, ItemOutput, Outcome, TaskResult, TaskSpec};
+pub use telemetry::{Megahertz, MilliCelsius, Telemetry, ThrottleFlags};
+pub use worker::{Hello, ToHost, ToWorker, Welcome};
+
+/// ALPN protocol id; carries the major protocol version.
+pub const ALPN: &[u8] = b"bramble/1";
+
+/// Minor protocol version, sent in `Hello`. Bumped when messages are appended.
+pub const PROTOCOL_MINOR: u16 = 0;

@@ -1,0 +1,70 @@
+//! Messages between a worker and the host. Append only (see the crate docs).
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{TaskId, WorkerId};
+use crate::task::{TaskResult, TaskSpec};
+use crate::telemetry::Telemetry;
+
+/// Capability bit: the worker runs `Command` tasks.
+pub const CAP_COMMAND: u64 = 0x1;
+
+/// The first frame a worker sends on its control stream.
+///
+/// Identity is *not* in here: the host takes the worker's name from its verified certificate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// [`crate::PROTOCOL_MINOR`] of the worker.
+    pub protocol_minor: u16,
+    /// Capability bits (`CAP_*`).
+    pub capabilities: u64,
+    /// Tasks the worker runs at once.
+    pub slots: u16,
+    /// Random per worker process; a new value means the worker restarted.
+    pub boot_id: u64,
+    /// Free-form labels from the worker config, usable as targets.
+    pub labels: Vec<String>,
+    /// `uname -m`-style machine architecture, e.g. `aarch64`.
+    pub arch: String,
+    /// Worker version string.
+    pub version: String,
+}
+
+/// Worker → host.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ToHost {
+    /// First frame of a connection.
+    Hello(Hello),
+    /// Periodic sensor report; also the heartbeat.
+    Telemetry(Telemetry),
+    /// A task ended (all its items ran, or it was cancelled).
+    TaskFinished(TaskResult),
+    /// The worker is shutting down on purpose.
+    Goodbye,
+}
+
+/// The host's answer to `Hello`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The id given to this worker's name.
+    pub worker: WorkerId,
+    /// How often the host expects telemetry.
+    pub heartbeat_ms: u32,
+    /// [`crate::PROTOCOL_MINOR`] of the host.
+    pub protocol_minor: u16,
+}
+
+/// Host → worker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToWorker {
+    /// Registration accepted.
+    Welcome(Welcome),
+    /// Registration refused; the host closes the connection after this.
+    Reject { reason: String },
+    /// Run a task in a free slot.
+    RunTask(TaskSpec),
+    /// Stop a task: drop it if queued, kill its process group if running.
+    CancelTask { task: TaskId },
+    /// Finish running tasks, accept no new ones.
+    Drain,
+}

@@ -1,0 +1,169 @@
+//! Golden bytes: the exact postcard encoding of representative messages. postcard encodes enum
+//! variants by position and struct fields in order, so a reorder or insert changes these bytes
+//! and fails here. A *new* message gets a new line; existing lines never change.
+
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
+use bramble_wire::codec::decode_body;
+use bramble_wire::*;
+
+fn hex<T: serde::Serialize>(msg: &T) -> String {
+    postcard::to_allocvec(msg)
+        .unwrap()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn check<T>(msg: T, golden: &str)
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    assert_eq!(hex(&msg), golden, "encoding of {msg:?} changed");
+    let bytes: Vec<u8> = (0..golden.len() / 2)
+        .map(|i| u8::from_str_radix(&golden[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    assert_eq!(decode_body::<T>(&bytes).unwrap(), msg);
+}
+
+fn sample_output() -> ItemOutput {
+    ItemOutput {
+        index: 3,
+        outcome: Outcome::Exited(0),
+        stdout: b"hi\n".to_vec(),
+        stderr: vec![],
+        truncated_bytes: 0,
+        duration_ms: 12,
+    }
+}
+
+#[test]
+fn to_host() {
+    check(
+        ToHost::Hello(Hello {
+            protocol_minor: 0,
+            capabilities: worker::CAP_COMMAND,
+            slots: 4,
+            boot_id: 0x1234,
+            labels: vec!["rack1".into()],
+            arch: "aarch64".into(),
+            version: "0.1.0".into(),
+        }),
+        "00000104b42401057261636b31076161726368363405302e312e30",
+    );
+    check(
+        ToHost::Telemetry(Telemetry {
+            seq: 7,
+            cpu_temp: Some(MilliCelsius(48_312)),
+            arm_clock: Some(Megahertz(1500)),
+            arm_max: Some(Megahertz(1800)),
+            throttle: Some(ThrottleFlags(0x50005)),
+            load_milli: Some(1250),
+            mem_available_kib: Some(1_000_000),
+            mem_total_kib: None,
+            running: 2,
+            startup_error: None,
+        }),
+        "010701f0f20501dc0b01880e0185801401e20901c0843d000200",
+    );
+    check(
+        ToHost::TaskFinished(TaskResult {
+            task: TaskId(9),
+            attempt: Attempt(1),
+            outputs: vec![sample_output()],
+        }),
+        "020901010300000368690a00000c",
+    );
+    check(ToHost::Goodbye, "03");
+}
+
+#[test]
+fn to_worker() {
+    check(
+        ToWorker::Welcome(Welcome {
+            worker: WorkerId(2),
+            heartbeat_ms: 1000,
+            protocol_minor: 0,
+        }),
+        "0002e80700",
+    );
+    check(
+        ToWorker::Reject {
+            reason: "revoked".into(),
+        },
+        "01077265766f6b6564",
+    );
+    check(
+        ToWorker::RunTask(TaskSpec {
+            task: TaskId(9),
+            attempt: Attempt(0),
+            command: Command {
+                argv: vec!["echo".into(), "{}".into()],
+                shell: false,
+                timeout_ms: 0,
+            },
+            items: vec![
+                Item {
+                    index: 3,
+                    value: Some("x".into()),
+                },
+                Item {
+                    index: 4,
+                    value: None,
+                },
+            ],
+        }),
+        "02090002046563686f027b7d000002030101780400",
+    );
+    check(ToWorker::CancelTask { task: TaskId(300) }, "03ac02");
+    check(ToWorker::Drain, "04");
+}
+
+#[test]
+fn client() {
+    check(ClientRequest::Ids, "00");
+    check(ClientRequest::Status, "01");
+    check(
+        ClientRequest::Submit(JobSpec {
+            kind: JobKind::Map,
+            command: Command {
+                argv: vec!["true".into()],
+                shell: true,
+                timeout_ms: 5000,
+            },
+            items: vec!["a".into()],
+            chunksize: 10,
+            targets: Targets::Ids(vec![WorkerId(0), WorkerId(3)]),
+        }),
+        "02000104747275650188270101610a01020003",
+    );
+    check(ToClient::Ids(vec![WorkerId(0), WorkerId(1)]), "01020001");
+    check(
+        ToClient::JobAccepted {
+            job: JobId(5),
+            total: 64,
+        },
+        "030540",
+    );
+    check(
+        ToClient::ItemDone {
+            job: JobId(5),
+            worker: WorkerId(1),
+            output: sample_output(),
+        },
+        "0405010300000368690a00000c",
+    );
+    check(
+        ToClient::JobFinished {
+            job: JobId(5),
+            failed: 1,
+        },
+        "050501",
+    );
+    check(
+        ToClient::Error {
+            message: "no".into(),
+        },
+        "00026e6f",
+    );
+}
