@@ -1,1 +1,4 @@
-//! placeholder
+//! bramble's host: the scheduler (a sans-IO state machine), the QUIC server that drives it,
+//! the client library the CLI (and later the Python package) uses, and profile handling.
+
+pub mod sched;

@@ -1,0 +1,229 @@
+//! Scenario and randomised simulation tests of the scheduler (tier 2 of STYLE.md).
+
+mod sim;
+
+use std::time::Duration;
+
+use bramble_wire::{JobKind, Outcome, Targets, WorkerId};
+
+use super::{Policy, SchedConfig};
+use sim::{Sim, seeds};
+
+fn cluster(n: usize, slots: u16, item_ms: u64, policy: Policy, seed: u64) -> Sim {
+    let mut sim = Sim::new(
+        SchedConfig {
+            policy,
+            ..SchedConfig::default()
+        },
+        seed,
+    );
+    for i in 0..n {
+        sim.add_worker(slots, item_ms);
+        sim.connect(i);
+    }
+    sim
+}
+
+#[test]
+fn ids_are_stable_across_reconnects_and_new_names_get_the_next_id() {
+    let mut sim = cluster(3, 1, 10, Policy::LeastLoad, 0);
+    assert_eq!(sim.sched.ids(), [WorkerId(0), WorkerId(1), WorkerId(2)]);
+    sim.disconnect(1);
+    assert_eq!(sim.sched.ids(), [WorkerId(0), WorkerId(2)]);
+    sim.connect(1);
+    assert_eq!(sim.sched.ids(), [WorkerId(0), WorkerId(1), WorkerId(2)]);
+    sim.add_worker(1, 10);
+    sim.connect(3);
+    assert_eq!(sim.sched.status(sim.now)[3].name, "w3");
+    assert_eq!(sim.sched.ids().last(), Some(&WorkerId(3)));
+}
+
+#[test]
+fn map_runs_every_item_once_within_slots() {
+    for policy in [Policy::LeastLoad, Policy::RoundRobin] {
+        let mut sim = cluster(4, 2, 10, policy, 1);
+        sim.submit(JobKind::Map, 64, 10, Targets::All);
+        sim.run_until_jobs_done(10_000);
+        sim.assert_all_results_once();
+        // 7 chunks over 8 slots: every worker got work, none more than its slots.
+        assert!(
+            sim.workers
+                .iter()
+                .all(|w| (1..=2).contains(&w.peak_running)),
+            "{policy}"
+        );
+    }
+}
+
+#[test]
+fn apply_runs_once_on_each_target() {
+    let mut sim = cluster(4, 1, 10, Policy::LeastLoad, 2);
+    let c = sim.submit(JobKind::Apply, 0, 1, Targets::All);
+    sim.run_until_jobs_done(1_000);
+    sim.assert_all_results_once();
+    let log = &sim.jobs[&c];
+    let workers: Vec<WorkerId> = log.items.values().map(|(w, _)| *w).collect();
+    assert_eq!(
+        workers,
+        [WorkerId(0), WorkerId(1), WorkerId(2), WorkerId(3)]
+    );
+}
+
+#[test]
+fn map_respects_targets() {
+    let mut sim = cluster(4, 1, 10, Policy::LeastLoad, 3);
+    let c = sim.submit(
+        JobKind::Map,
+        20,
+        1,
+        Targets::Ids(vec![WorkerId(1), WorkerId(3)]),
+    );
+    sim.run_until_jobs_done(1_000);
+    sim.assert_all_results_once();
+    assert!(
+        sim.jobs[&c]
+            .items
+            .values()
+            .all(|(w, _)| *w == WorkerId(1) || *w == WorkerId(3))
+    );
+}
+
+#[test]
+fn bad_jobs_are_refused_with_a_reason() {
+    let mut sim = Sim::new(SchedConfig::default(), 4);
+    let c = sim.submit(JobKind::Map, 3, 1, Targets::All);
+    assert_eq!(sim.jobs[&c].error.as_deref(), Some("no workers connected"));
+    sim.add_worker(1, 10);
+    sim.connect(0);
+    let c = sim.submit(JobKind::Apply, 0, 1, Targets::Ids(vec![WorkerId(7)]));
+    assert_eq!(
+        sim.jobs[&c].error.as_deref(),
+        Some("worker 7 is not connected")
+    );
+    let c = sim.submit(JobKind::Map, 3, 0, Targets::All);
+    assert!(sim.jobs[&c].error.as_deref().unwrap().contains("chunksize"));
+}
+
+#[test]
+fn empty_map_finishes_at_once() {
+    let mut sim = cluster(1, 1, 10, Policy::LeastLoad, 5);
+    let c = sim.submit(JobKind::Map, 0, 1, Targets::All);
+    assert!(sim.jobs[&c].finished);
+    assert_eq!(sim.jobs[&c].total, Some(0));
+}
+
+#[test]
+fn disconnected_worker_tasks_are_requeued_and_late_results_dropped() {
+    let mut sim = cluster(3, 1, 1000, Policy::LeastLoad, 6);
+    sim.submit(JobKind::Map, 6, 1, Targets::All);
+    sim.run_for(Duration::from_millis(500));
+    sim.disconnect(0); // its task keeps running and lands in its outbox
+    sim.run_for(Duration::from_millis(700));
+    sim.connect(0); // delivers the outbox: the requeued copy may already be running elsewhere
+    sim.run_until_jobs_done(1_000);
+    sim.assert_all_results_once();
+}
+
+#[test]
+fn silent_worker_is_lost_after_the_timeout_and_its_results_count_once() {
+    let mut sim = cluster(2, 1, 2000, Policy::LeastLoad, 7);
+    sim.submit(JobKind::Map, 4, 1, Targets::All);
+    sim.run_for(Duration::from_millis(100));
+    sim.workers[1].frozen = true; // SIGSTOP
+    sim.run_for(SchedConfig::default().worker_timeout + Duration::from_secs(1));
+    assert_eq!(
+        sim.sched.ids(),
+        [WorkerId(0)],
+        "frozen worker not declared lost"
+    );
+    assert!(
+        sim.workers[1].session.is_none(),
+        "lost worker not disconnected"
+    );
+    sim.workers[1].frozen = false; // SIGCONT: finishes its task, reconnects, delivers it
+    sim.run_for(Duration::from_secs(3));
+    sim.connect(1);
+    sim.run_until_jobs_done(1_000);
+    sim.assert_all_results_once();
+}
+
+#[test]
+fn task_losing_too_many_workers_fails_as_lost() {
+    let mut sim = cluster(1, 1, 10_000, Policy::LeastLoad, 8);
+    let c = sim.submit(JobKind::Map, 1, 1, Targets::All);
+    for _ in 0..SchedConfig::default().max_losses {
+        sim.run_for(Duration::from_millis(10));
+        sim.disconnect(0);
+        sim.workers[0].restart();
+        sim.connect(0);
+    }
+    sim.run_until_jobs_done(100);
+    assert_eq!(sim.jobs[&c].items[&0].1, Outcome::Lost);
+}
+
+#[test]
+fn client_gone_cancels_queued_and_running_tasks() {
+    let mut sim = cluster(2, 1, 1000, Policy::LeastLoad, 9);
+    let c = sim.submit(JobKind::Map, 10, 1, Targets::All);
+    sim.run_for(Duration::from_millis(100));
+    sim.feed(super::Event::ClientGone { client: c });
+    assert!(sim.sched.tasks.is_empty() && sim.sched.queue.is_empty() && sim.sched.jobs.is_empty());
+    assert!(sim.sched.workers.values().all(|w| w.running.is_empty()));
+    sim.jobs.remove(&c);
+    // The cluster is still usable.
+    sim.submit(JobKind::Map, 3, 1, Targets::All);
+    sim.run_until_jobs_done(1_000);
+    sim.assert_all_results_once();
+}
+
+/// Random joins, drops, freezes and jobs; invariants after every step; every item of every
+/// job exactly once at the end.
+#[test]
+fn random_churn_keeps_invariants_and_loses_nothing() {
+    for seed in seeds(200) {
+        let mut sim = Sim::new(
+            SchedConfig {
+                max_losses: u32::MAX,
+                ..SchedConfig::default()
+            },
+            seed,
+        );
+        let n = 2 + sim.rng.below(4) as usize;
+        for i in 0..n {
+            let slots = 1 + sim.rng.below(3) as u16;
+            let ms = 5 + sim.rng.below(200);
+            sim.add_worker(slots, ms);
+            sim.connect(i);
+        }
+        let policy_rr = sim.rng.below(2) == 0;
+        if policy_rr {
+            sim.sched.config.policy = Policy::RoundRobin;
+        }
+        for _ in 0..1 + sim.rng.below(3) {
+            let items = sim.rng.below(40) as usize;
+            let chunk = 1 + sim.rng.below(5) as u32;
+            sim.submit(JobKind::Map, items, chunk, Targets::All);
+        }
+        for _ in 0..40 {
+            let i = sim.rng.below(n as u64) as usize;
+            match sim.rng.below(6) {
+                0 => sim.disconnect(i),
+                1 if sim.workers[i].session.is_none() && !sim.workers[i].frozen => sim.connect(i),
+                2 => sim.workers[i].frozen = true,
+                3 => sim.workers[i].frozen = false,
+                _ => {}
+            }
+            let d = Duration::from_millis(sim.rng.below(3000));
+            sim.run_for(d);
+        }
+        // Heal: everyone resumes and reconnects, so every job can finish.
+        for i in 0..n {
+            sim.workers[i].frozen = false;
+            if sim.workers[i].session.is_none() {
+                sim.connect(i);
+            }
+        }
+        sim.run_until_jobs_done(100_000);
+        sim.assert_all_results_once();
+    }
+}

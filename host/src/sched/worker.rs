@@ -1,0 +1,55 @@
+//! The scheduler's record of one connected worker.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use bramble_wire::{Hello, TaskId, Telemetry, WorkerId, WorkerStatus};
+
+use super::event::SessionId;
+
+/// A connected worker, as the scheduler tracks it.
+#[derive(Clone, Debug)]
+pub(crate) struct WorkerEntry {
+    pub(crate) session: SessionId,
+    pub(crate) name: String,
+    pub(crate) address: String,
+    pub(crate) hello: Hello,
+    pub(crate) connected_at: Instant,
+    /// When any frame last arrived; the heartbeat deadline counts from here.
+    pub(crate) last_seen: Instant,
+    pub(crate) telemetry: Option<Telemetry>,
+    /// Tasks placed here whose results have not arrived. Never more than `hello.slots`.
+    pub(crate) running: BTreeSet<TaskId>,
+    /// Items finished here since the host started.
+    pub(crate) done: u64,
+}
+
+impl WorkerEntry {
+    pub(crate) fn slots(&self) -> u32 {
+        u32::from(self.hello.slots)
+    }
+
+    pub(crate) fn running(&self) -> u32 {
+        u32::try_from(self.running.len()).unwrap_or(u32::MAX)
+    }
+
+    pub(crate) fn has_free_slot(&self) -> bool {
+        self.running() < self.slots()
+    }
+
+    pub(crate) fn status(&self, id: WorkerId, now: Instant) -> WorkerStatus {
+        let connected = now.saturating_duration_since(self.connected_at);
+        WorkerStatus {
+            id,
+            name: self.name.clone(),
+            address: self.address.clone(),
+            slots: self.hello.slots,
+            running: self.running(),
+            done: self.done,
+            connected_ms: u64::try_from(connected.as_millis()).unwrap_or(u64::MAX),
+            arch: self.hello.arch.clone(),
+            labels: self.hello.labels.clone(),
+            telemetry: self.telemetry.clone(),
+        }
+    }
+}
