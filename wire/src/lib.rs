@@ -31,5 +31,19 @@ pub use worker::{Hello, ToHost, ToWorker, Welcome};
 /// ALPN protocol id; carries the major protocol version.
 pub const ALPN: &[u8] = b"bramble/1";
 
+/// QUIC application close codes, so a peer can tell a refusal from a blip.
+pub mod close {
+    /// Normal shutdown.
+    pub const SHUTDOWN: u32 = 0;
+    /// Refused: bad role, revoked, incompatible. Do not retry quickly.
+    pub const REJECTED: u32 = 1;
+    /// The peer broke the protocol (malformed or oversized frame).
+    pub const PROTOCOL: u32 = 2;
+    /// A newer connection of the same worker replaced this one.
+    pub const SUPERSEDED: u32 = 3;
+    /// No heartbeat within the timeout.
+    pub const TIMEOUT: u32 = 4;
+}
+
 /// Minor protocol version, sent in `Hello`. Bumped when messages are appended.
 pub const PROTOCOL_MINOR: u16 = 0;

@@ -1,0 +1,63 @@
+//! Reconnect backoff: capped exponential with ±20 % jitter, so a rack of Pis does not
+//! reconnect in lock-step after a host restart. Pure: the caller sleeps.
+
+use std::time::Duration;
+
+const FIRST: Duration = Duration::from_millis(250);
+const CAP: Duration = Duration::from_secs(30);
+/// After a refusal (bad certificate, revoked, incompatible) retrying quickly cannot help.
+const FATAL: Duration = Duration::from_secs(60);
+
+/// Backoff state of one worker.
+#[derive(Debug)]
+pub(crate) struct Backoff {
+    next: Duration,
+    rng: u64,
+}
+
+impl Backoff {
+    pub(crate) fn new(seed: u64) -> Self {
+        Self {
+            next: FIRST,
+            rng: seed | 1,
+        }
+    }
+
+    /// After a connection that lived long enough: start from the short delay again.
+    pub(crate) fn reset(&mut self) {
+        self.next = FIRST;
+    }
+
+    /// The delay before the next attempt.
+    pub(crate) fn next_delay(&mut self, fatal: bool) -> Duration {
+        let base = if fatal { FATAL } else { self.next };
+        self.next = (self.next * 2).min(CAP);
+        // xorshift64: jitter only, no need for more.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let permille = 800 + self.rng % 401; // 0.8 .. 1.2
+        base * u32::try_from(permille).unwrap_or(1000) / 1000
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grows_caps_jitters_and_resets() {
+        let mut b = Backoff::new(42);
+        let d: Vec<Duration> = (0..12).map(|_| b.next_delay(false)).collect();
+        assert!(d[0] >= Duration::from_millis(200) && d[0] <= Duration::from_millis(300));
+        assert!(d[3] > d[0] * 4, "{d:?}");
+        assert!(d.iter().all(|x| *x <= CAP * 6 / 5), "{d:?}");
+        assert!(d[11] >= CAP * 4 / 5);
+        assert!(b.next_delay(true) >= Duration::from_secs(48));
+        b.reset();
+        assert!(b.next_delay(false) <= Duration::from_millis(300));
+        let mut other = Backoff::new(7);
+        let jittered: Vec<Duration> = (0..5).map(|_| other.next_delay(false)).collect();
+        assert_ne!(jittered, d[..5].to_vec(), "different seeds, same delays");
+    }
+}

@@ -1,0 +1,194 @@
+//! The worker's configuration: command-line flags (lexopt) over `/etc/bramble/worker.toml`
+//! over defaults. Parse, don't validate: what comes out is ready to use.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bramble_certs::{Bundle, Role};
+use serde::Deserialize;
+
+use crate::exec::ExecLimits;
+
+const DEFAULT_CONFIG: &str = "/etc/bramble/worker.toml";
+const DEFAULT_BUNDLE: &str = "/etc/bramble/bundle.json";
+
+pub(crate) const USAGE: &str = "\
+bramble-worker: the bramble agent for a Raspberry Pi (or any Linux machine)
+
+Connects to the host in its bundle, reports telemetry, runs tasks; reconnects forever.
+
+Usage: bramble-worker [OPTIONS]
+
+Options:
+  --bundle FILE            worker bundle from `bramble enroll` [env: BRAMBLE_BUNDLE]
+                           [default: /etc/bramble/bundle.json]
+  --config FILE            config file [default: /etc/bramble/worker.toml, if present]
+  --slots N                tasks run at once [default: number of CPUs]
+  --work-dir DIR           working directory of tasks
+  --label NAME             label usable as a target (repeatable)
+  --max-output-bytes N     bytes of stdout and of stderr kept per task [default: 1048576]
+  -h, --help               print this help
+  -V, --version            print the version
+
+Config file keys (all optional; flags override): bundle, slots, work_dir, labels,
+max_output_bytes, telemetry_interval_ms.";
+
+/// The worker config file, `worker.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    bundle: Option<PathBuf>,
+    slots: Option<u16>,
+    work_dir: Option<PathBuf>,
+    labels: Option<Vec<String>>,
+    max_output_bytes: Option<u64>,
+    telemetry_interval_ms: Option<u64>,
+}
+
+/// Everything the worker runs with.
+#[derive(Debug)]
+pub(crate) struct WorkerConfig {
+    pub(crate) bundle: Bundle,
+    pub(crate) slots: u16,
+    pub(crate) labels: Vec<String>,
+    pub(crate) limits: ExecLimits,
+    pub(crate) telemetry_interval: Duration,
+}
+
+/// What the command line asked for.
+#[derive(Debug)]
+pub(crate) enum Parsed {
+    Run(Box<WorkerConfig>),
+    Help,
+    Version,
+}
+
+/// Flags as given, before the file and defaults fill the gaps.
+#[derive(Debug, Default)]
+struct Flags {
+    bundle: Option<PathBuf>,
+    config: Option<PathBuf>,
+    slots: Option<u16>,
+    work_dir: Option<PathBuf>,
+    labels: Vec<String>,
+    max_output_bytes: Option<u64>,
+}
+
+/// Parses flags, reads the config file and the bundle.
+pub(crate) fn load(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<Parsed> {
+    use lexopt::prelude::*;
+    let mut flags = Flags::default();
+    let mut parser = lexopt::Parser::from_args(args);
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("bundle") => flags.bundle = Some(parser.value()?.into()),
+            Long("config") => flags.config = Some(parser.value()?.into()),
+            Long("slots") => flags.slots = Some(parser.value()?.parse()?),
+            Long("work-dir") => flags.work_dir = Some(parser.value()?.into()),
+            Long("label") => flags.labels.push(parser.value()?.string()?),
+            Long("max-output-bytes") => flags.max_output_bytes = Some(parser.value()?.parse()?),
+            Short('h') | Long("help") => return Ok(Parsed::Help),
+            Short('V') | Long("version") => return Ok(Parsed::Version),
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    let file = match &flags.config {
+        Some(path) => read_file_config(path)?,
+        None if Path::new(DEFAULT_CONFIG).exists() => read_file_config(Path::new(DEFAULT_CONFIG))?,
+        None => FileConfig::default(),
+    };
+    resolve(flags, file).map(|c| Parsed::Run(Box::new(c)))
+}
+
+fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message()))
+}
+
+fn resolve(flags: Flags, file: FileConfig) -> anyhow::Result<WorkerConfig> {
+    let bundle_path = flags
+        .bundle
+        .or_else(|| std::env::var_os("BRAMBLE_BUNDLE").map(PathBuf::from))
+        .or(file.bundle)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_BUNDLE));
+    let bundle = Bundle::load(&bundle_path)?;
+    if bundle.role != Role::Worker {
+        bail!(
+            "{}: a {} bundle cannot run a worker (use `bramble enroll`)",
+            bundle_path.display(),
+            bundle.role
+        );
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let slots = flags
+        .slots
+        .or(file.slots)
+        .unwrap_or_else(|| u16::try_from(cpus).unwrap_or(u16::MAX));
+    if slots == 0 {
+        bail!("slots must be at least 1");
+    }
+    let max_output = flags
+        .max_output_bytes
+        .or(file.max_output_bytes)
+        .unwrap_or(1 << 20);
+    // Two capped streams must fit one frame with room to spare.
+    if max_output > (bramble_wire::MAX_FRAME_LEN / 4) as u64 {
+        bail!(
+            "max_output_bytes is at most {}",
+            bramble_wire::MAX_FRAME_LEN / 4
+        );
+    }
+    let telemetry_ms = file.telemetry_interval_ms.unwrap_or(1000);
+    if !(50..=1000).contains(&telemetry_ms) {
+        bail!("telemetry_interval_ms must be between 50 and 1000 (it is the heartbeat)");
+    }
+    let mut labels = file.labels.unwrap_or_default();
+    labels.extend(flags.labels);
+    Ok(WorkerConfig {
+        bundle,
+        slots,
+        labels,
+        limits: ExecLimits {
+            max_output_bytes: usize::try_from(max_output).unwrap_or(usize::MAX),
+            work_dir: flags.work_dir.or(file.work_dir),
+        },
+        telemetry_interval: Duration::from_millis(telemetry_ms),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<OsString> {
+        list.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn unknown_flags_and_missing_bundles_are_errors() {
+        let e = load(args(&["--frobnicate"])).unwrap_err().to_string();
+        assert!(e.contains("--frobnicate"), "{e}");
+        let e = load(args(&["--bundle", "/nonexistent/b.json"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/b.json"), "{e}");
+        assert!(matches!(load(args(&["--help"])).unwrap(), Parsed::Help));
+    }
+
+    #[test]
+    fn unknown_config_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.toml");
+        std::fs::write(&path, "slots = 2\nslotz = 3\n").unwrap();
+        let e = read_file_config(&path).unwrap_err().to_string();
+        assert!(e.contains("slotz"), "{e}");
+        std::fs::write(&path, "slots = 2\nlabels = [\"rack1\"]\n").unwrap();
+        let f = read_file_config(&path).unwrap();
+        assert_eq!(
+            (f.slots, f.labels),
+            (Some(2), Some(vec!["rack1".to_owned()]))
+        );
+    }
+}

@@ -1,0 +1,299 @@
+//! One connection to the host: hello/welcome, then a loop that runs tasks, streams their
+//! results and sends telemetry. Tasks outlive the connection; their results are stashed in
+//! the agent's outbox until the next one.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bramble_wire::codec::{encode_frame, encode_frame_to_slice};
+use bramble_wire::worker::CAP_COMMAND;
+use bramble_wire::{
+    FrameDecoder, Hello, ItemOutput, Outcome, PROTOCOL_MINOR, TaskId, TaskResult, TaskSpec, ToHost,
+    ToWorker,
+};
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use crate::agent::{Admit, Agent};
+use crate::config::WorkerConfig;
+use crate::exec::{self, ExecLimits};
+use crate::net::is_refusal;
+use crate::sensors::Sensors;
+
+/// Results up to this size go on the control stream; larger ones get their own stream so
+/// they never hold up heartbeats.
+const INLINE_LIMIT: usize = 16 * 1024;
+/// Bytes of results kept while disconnected.
+const OUTBOX_LIMIT: usize = 64 << 20;
+const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a session ended.
+#[derive(Debug)]
+pub(crate) enum Ended {
+    /// SIGTERM/SIGINT: the worker exits.
+    Shutdown,
+    /// The connection is gone; `fatal` if the host refused us (retry slowly).
+    Lost { reason: String, fatal: bool },
+}
+
+struct Lost(String);
+
+impl<E: std::fmt::Display> From<E> for Lost {
+    fn from(e: E) -> Self {
+        Self(e.to_string())
+    }
+}
+
+/// The worker's state that survives reconnects.
+pub(crate) struct Worker {
+    hello: Hello,
+    limits: Arc<ExecLimits>,
+    telemetry_interval: Duration,
+    agent: Agent,
+    cancels: BTreeMap<TaskId, watch::Sender<bool>>,
+    results_tx: mpsc::Sender<TaskResult>,
+    results_rx: mpsc::Receiver<TaskResult>,
+    sensors: Sensors,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Worker {
+    pub(crate) fn new(
+        config: &WorkerConfig,
+        boot_id: u64,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        let slots = usize::from(config.slots);
+        let (results_tx, results_rx) = mpsc::channel(slots * 2 + 8);
+        Self {
+            hello: Hello {
+                protocol_minor: PROTOCOL_MINOR,
+                capabilities: CAP_COMMAND,
+                slots: config.slots,
+                boot_id,
+                labels: config.labels.clone(),
+                arch: std::env::consts::ARCH.to_owned(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            },
+            limits: Arc::new(config.limits.clone()),
+            telemetry_interval: config.telemetry_interval,
+            agent: Agent::new(slots, OUTBOX_LIMIT),
+            cancels: BTreeMap::new(),
+            results_tx,
+            results_rx,
+            sensors: Sensors::new(std::path::Path::new("/sys")),
+            shutdown,
+        }
+    }
+
+    /// Serves one connection until it is lost or the worker shuts down.
+    pub(crate) async fn serve(&mut self, conn: quinn::Connection) -> Ended {
+        match self.serve_inner(&conn).await {
+            Ok(()) => {
+                conn.close(
+                    bramble_wire::close::SHUTDOWN.into(),
+                    b"worker shutting down",
+                );
+                Ended::Shutdown
+            }
+            Err(Lost(reason)) => {
+                let fatal = conn.close_reason().is_some_and(|e| is_refusal(&e));
+                let reason = conn.close_reason().map_or(reason, |e| e.to_string());
+                conn.close(bramble_wire::close::SHUTDOWN.into(), b"");
+                Ended::Lost { reason, fatal }
+            }
+        }
+    }
+
+    /// Waits `delay` between connections, stashing results; true if shutdown was requested.
+    pub(crate) async fn idle_for(&mut self, delay: Duration) -> bool {
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                () = &mut sleep => return false,
+                Some(result) = self.results_rx.recv() => self.stash(result),
+                _ = self.shutdown.changed() => return true,
+            }
+        }
+    }
+
+    async fn serve_inner(&mut self, conn: &quinn::Connection) -> Result<(), Lost> {
+        let (mut send, mut recv) = conn.open_bi().await?;
+        let mut frame = Vec::new();
+        encode_frame(&ToHost::Hello(self.hello.clone()), &mut frame)?;
+        send.write_all(&frame).await?;
+        let mut decoder = FrameDecoder::default();
+        let mut buf = vec![0u8; 64 * 1024];
+        let welcome =
+            tokio::time::timeout(WELCOME_TIMEOUT, next_msg(&mut recv, &mut decoder, &mut buf))
+                .await
+                .map_err(|_| Lost("no welcome from host".into()))??;
+        match welcome {
+            ToWorker::Welcome(w) => info!(
+                "joined as worker {} (heartbeat {} ms)",
+                w.worker, w.heartbeat_ms
+            ),
+            ToWorker::Reject { reason } => return Err(Lost(format!("rejected: {reason}"))),
+            other => return Err(Lost(format!("expected welcome, got {other:?}"))),
+        }
+        for result in self.agent.drain_outbox() {
+            info!(
+                "delivering task {} finished while disconnected",
+                result.task
+            );
+            self.send_result(conn, &mut send, result).await?;
+        }
+        let mut tick = tokio::time::interval(self.telemetry_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tbuf = [0u8; 512];
+        loop {
+            tokio::select! {
+                read = recv.read(&mut buf) => {
+                    let n = read?.ok_or_else(|| Lost("host closed the control stream".into()))?;
+                    decoder.push(&buf[..n]);
+                    while let Some(msg) = decoder.next_msg::<ToWorker>()? {
+                        self.handle(conn, &mut send, msg).await?;
+                    }
+                }
+                Some(result) = self.results_rx.recv() => self.send_result(conn, &mut send, result).await?,
+                _ = tick.tick() => {
+                    let report = self.sensors.read(self.agent.running());
+                    send.write_all(encode_frame_to_slice(&ToHost::Telemetry(report), &mut tbuf)?).await?;
+                }
+                _ = self.shutdown.changed() => {
+                    frame.clear();
+                    encode_frame(&ToHost::Goodbye, &mut frame)?;
+                    let _ = send.write_all(&frame).await;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    async fn handle(
+        &mut self,
+        conn: &quinn::Connection,
+        send: &mut quinn::SendStream,
+        msg: ToWorker,
+    ) -> Result<(), Lost> {
+        match msg {
+            ToWorker::RunTask(spec) => match self.agent.admit(spec.task, spec.attempt) {
+                Admit::Start => self.start(spec),
+                Admit::Duplicate => {}
+                Admit::Full => {
+                    warn!("task {} refused: all slots busy", spec.task);
+                    let result = refused(&spec, "worker has no free slot");
+                    self.send_result(conn, send, result).await?;
+                }
+            },
+            ToWorker::CancelTask { task } => {
+                if let Some(cancel) = self.cancels.get(&task) {
+                    let _ = cancel.send(true);
+                }
+            }
+            ToWorker::Drain => {
+                info!("drain requested: finishing running tasks, taking no new ones");
+                self.agent.drain();
+            }
+            ToWorker::Reject { reason } => return Err(Lost(format!("rejected: {reason}"))),
+            ToWorker::Welcome(_) => return Err(Lost("unexpected second welcome".into())),
+        }
+        Ok(())
+    }
+
+    fn start(&mut self, spec: TaskSpec) {
+        let (cancel_tx, cancel_rx) = watch::channel(false);
+        self.cancels.insert(spec.task, cancel_tx);
+        let limits = self.limits.clone();
+        let results = self.results_tx.clone();
+        tokio::spawn(async move {
+            let result = exec::run_task(spec, &limits, cancel_rx).await;
+            // Fails only when the worker is exiting.
+            let _ = results.send(result).await;
+        });
+    }
+
+    fn stash(&mut self, result: TaskResult) {
+        self.forget(result.task);
+        let dropped = self.agent.stash(result);
+        if dropped > 0 {
+            warn!("outbox full: dropped {dropped} old results (the host will re-run them)");
+        }
+    }
+
+    fn forget(&mut self, task: TaskId) {
+        self.agent.finished(task);
+        self.cancels.remove(&task);
+    }
+
+    async fn send_result(
+        &mut self,
+        conn: &quinn::Connection,
+        send: &mut quinn::SendStream,
+        result: TaskResult,
+    ) -> Result<(), Lost> {
+        self.forget(result.task);
+        let mut frame = Vec::new();
+        let msg = ToHost::TaskFinished(result);
+        encode_frame(&msg, &mut frame)?;
+        let sent = if frame.len() <= INLINE_LIMIT {
+            send.write_all(&frame).await.map_err(Lost::from)
+        } else {
+            send_on_own_stream(conn, &frame).await
+        };
+        if let (Err(e), ToHost::TaskFinished(result)) = (&sent, msg) {
+            warn!(
+                "result of task {} kept for the next connection: {}",
+                result.task, e.0
+            );
+            self.stash(result);
+        }
+        sent
+    }
+}
+
+async fn send_on_own_stream(conn: &quinn::Connection, frame: &[u8]) -> Result<(), Lost> {
+    let mut uni = conn.open_uni().await?;
+    uni.write_all(frame).await?;
+    uni.finish()?;
+    Ok(())
+}
+
+async fn next_msg(
+    recv: &mut quinn::RecvStream,
+    decoder: &mut FrameDecoder,
+    buf: &mut [u8],
+) -> Result<ToWorker, Lost> {
+    loop {
+        if let Some(msg) = decoder.next_msg()? {
+            return Ok(msg);
+        }
+        let n = recv
+            .read(buf)
+            .await?
+            .ok_or_else(|| Lost("host closed the control stream".into()))?;
+        decoder.push(&buf[..n]);
+    }
+}
+
+fn refused(spec: &TaskSpec, why: &str) -> TaskResult {
+    let outputs = spec
+        .items
+        .iter()
+        .map(|i| ItemOutput {
+            index: i.index,
+            outcome: Outcome::StartFailed(why.to_owned()),
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            truncated_bytes: 0,
+            duration_ms: 0,
+        })
+        .collect();
+    TaskResult {
+        task: spec.task,
+        attempt: spec.attempt,
+        outputs,
+    }
+}

@@ -1,0 +1,119 @@
+//! Turning a command template and an item into the argv to run and the stdin to feed. Pure.
+
+use bramble_wire::{Command, Item};
+
+/// What to spawn for one item.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Invocation {
+    pub(crate) argv: Vec<String>,
+    /// Bytes for the process's stdin; `None` means stdin is /dev/null.
+    pub(crate) stdin: Option<Vec<u8>>,
+}
+
+/// `{}` → item, `{#}` → index. Without any `{}` the item goes to stdin (with a newline).
+/// In shell mode the argv is joined with spaces, run by `sh -c`, and `{}` is shell-quoted;
+/// `apply` items have no value, so a `{}` stays as written.
+pub(crate) fn expand(command: &Command, item: &Item) -> Invocation {
+    let index = item.index.to_string();
+    let has_slot = command.argv.iter().any(|a| a.contains("{}"));
+    let fill = |arg: &str, value: &str| arg.replace("{#}", &index).replace("{}", value);
+    let stdin = match (&item.value, has_slot) {
+        (Some(v), false) => Some(format!("{v}\n").into_bytes()),
+        _ => None,
+    };
+    let argv = match (&item.value, command.shell) {
+        (Some(v), false) => command.argv.iter().map(|a| fill(a, v)).collect(),
+        (Some(v), true) => {
+            let quoted = shell_quote(v);
+            let script = command
+                .argv
+                .iter()
+                .map(|a| fill(a, &quoted))
+                .collect::<Vec<_>>()
+                .join(" ");
+            vec!["sh".into(), "-c".into(), script]
+        }
+        (None, false) => command
+            .argv
+            .iter()
+            .map(|a| a.replace("{#}", &index))
+            .collect(),
+        (None, true) => {
+            let script = command
+                .argv
+                .iter()
+                .map(|a| a.replace("{#}", &index))
+                .collect::<Vec<_>>();
+            vec!["sh".into(), "-c".into(), script.join(" ")]
+        }
+    };
+    Invocation { argv, stdin }
+}
+
+/// Quotes `s` for POSIX sh: plain words stay as they are, anything else goes in single quotes.
+fn shell_quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | ':' | ',' | '+' | '=')
+        });
+    if plain {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(argv: &[&str], shell: bool) -> Command {
+        Command {
+            argv: argv.iter().map(|s| (*s).to_owned()).collect(),
+            shell,
+            timeout_ms: 0,
+        }
+    }
+
+    fn item(index: u64, value: Option<&str>) -> Item {
+        Item {
+            index,
+            value: value.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn placeholders_fill_argv() {
+        let inv = expand(
+            &cmd(&["python3", "-c", "print({}**10)", "#{#}"], false),
+            &item(3, Some("7")),
+        );
+        assert_eq!(inv.argv, ["python3", "-c", "print(7**10)", "#3"]);
+        assert_eq!(inv.stdin, None);
+    }
+
+    #[test]
+    fn item_goes_to_stdin_without_placeholder() {
+        let inv = expand(&cmd(&["wc", "-c"], false), &item(0, Some("abc")));
+        assert_eq!(inv.argv, ["wc", "-c"]);
+        assert_eq!(inv.stdin.as_deref(), Some(&b"abc\n"[..]));
+    }
+
+    #[test]
+    fn shell_mode_quotes_items() {
+        let inv = expand(
+            &cmd(&["echo", "{}", "|", "tr", "a", "b"], true),
+            &item(0, Some("it's $HOME")),
+        );
+        assert_eq!(inv.argv, ["sh", "-c", r"echo 'it'\''s $HOME' | tr a b"]);
+        let inv = expand(&cmd(&["echo {}"], true), &item(0, Some("plain-1")));
+        assert_eq!(inv.argv[2], "echo plain-1");
+    }
+
+    #[test]
+    fn apply_items_have_no_value() {
+        let inv = expand(&cmd(&["echo", "Hello World", "{#}"], false), &item(2, None));
+        assert_eq!(inv.argv, ["echo", "Hello World", "2"]);
+        assert_eq!(inv.stdin, None);
+    }
+}
