@@ -1,1 +1,164 @@
-//! placeholder
+//! Test harness: real `bramble` and `bramble-worker` processes on loopback, each cluster in
+//! its own temporary `BRAMBLE_HOME` on its own UDP port. The binaries come from the same
+//! cargo target directory (`cargo build --workspace --bins` first; `scripts/test.sh` does).
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// A binary of this workspace, next to the test executable's `deps/` directory.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/..");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} missing: run `cargo build --workspace --bins` first",
+        path.display()
+    );
+    path
+}
+
+/// A UDP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    sock.local_addr().expect("local addr").port()
+}
+
+/// `stdout` of a command as text.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `stderr` of a command as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A profile in a temporary `BRAMBLE_HOME` and, once started, `bramble cluster start`.
+pub struct Cluster {
+    pub home: TempDir,
+    pub port: u16,
+    process: Option<Child>,
+}
+
+impl Cluster {
+    /// An initialised profile listening on a fresh loopback port; nothing running yet.
+    pub fn init() -> Self {
+        let home = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let c = Self {
+            home,
+            port,
+            process: None,
+        };
+        let out = c.bramble(&["init", "--listen", &format!("127.0.0.1:{port}")]);
+        assert!(out.status.success(), "init failed: {}", stderr(&out));
+        c
+    }
+
+    /// `bramble cluster start -n N` with the profile, waiting until all N workers joined.
+    pub fn start(n: usize) -> Self {
+        let mut c = Self::init();
+        c.run(n);
+        c
+    }
+
+    /// Starts `bramble cluster start -n N` on this profile and waits for the N workers.
+    pub fn run(&mut self, n: usize) {
+        assert!(self.process.is_none(), "cluster already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.home.path().join("cluster.log"))
+            .expect("log file");
+        let child = Command::new(bin("bramble"))
+            .env("BRAMBLE_HOME", self.home.path())
+            .args(["cluster", "start", "-n", &n.to_string()])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn bramble cluster start");
+        self.process = Some(child);
+        self.wait_for_workers(n);
+    }
+
+    /// Polls `bramble ids` until `n` workers are connected (20 s at most).
+    pub fn wait_for_workers(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = self.bramble(&["ids"]);
+            if out.status.success() && self.parse_ids(&out).len() == n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{n} workers never joined; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The JSON array `bramble ids` printed.
+    pub fn parse_ids(&self, out: &Output) -> Vec<u32> {
+        serde_json::from_str(stdout(out).trim()).unwrap_or_default()
+    }
+
+    /// Runs `bramble ARGS..` against this profile.
+    pub fn bramble(&self, args: &[&str]) -> Output {
+        self.command("bramble", args).output().expect("run bramble")
+    }
+
+    /// A command for one of the binaries with this cluster's `BRAMBLE_HOME`.
+    pub fn command(&self, binary: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin(binary));
+        cmd.env("BRAMBLE_HOME", self.home.path())
+            .env_remove("BRAMBLE_BUNDLE")
+            .args(args);
+        cmd
+    }
+
+    /// Path inside the profile directory.
+    pub fn profile_path(&self, rel: &str) -> PathBuf {
+        self.home.path().join("default").join(rel)
+    }
+
+    /// What the cluster process logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.home.path().join("cluster.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Cluster {
+    /// Stops the cluster process (host and workers), if running.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.process.take() {
+            // SIGTERM lets `cluster start` stop its workers; SIGKILL only if it hangs.
+            if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -39,13 +39,37 @@ pub enum Event {
     ClientGone { client: ClientId },
 }
 
+/// Why the scheduler closes a worker session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// The worker cannot be used (what it announced is unusable).
+    Rejected(String),
+    /// No frame arrived within the worker timeout.
+    HeartbeatTimeout(std::time::Duration),
+    /// A newer connection of the same worker replaced this one.
+    Superseded,
+}
+
+impl std::fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Rejected(why) => write!(f, "rejected: {why}"),
+            Self::HeartbeatTimeout(d) => write!(f, "no heartbeat for {:.1}s", d.as_secs_f64()),
+            Self::Superseded => f.write_str("superseded by a new connection of the same worker"),
+        }
+    }
+}
+
 /// Something the driver must do, drained with [`super::Scheduler::poll_action`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     /// Send a frame to a worker session.
     Send { session: SessionId, msg: ToWorker },
-    /// Close a worker session, logging `reason`.
-    Disconnect { session: SessionId, reason: String },
+    /// Close a worker session.
+    Disconnect {
+        session: SessionId,
+        reason: DisconnectReason,
+    },
     /// Send a frame to a client.
     Reply { client: ClientId, msg: ToClient },
     /// The client's request is complete; finish its stream.

@@ -27,7 +27,7 @@ use bramble_wire::{
     TaskResult, TaskSpec, ToClient, ToWorker, Welcome, WorkerId, WorkerStatus,
 };
 
-pub use event::{Action, ClientId, Event, SessionId};
+pub use event::{Action, ClientId, DisconnectReason, Event, SessionId};
 pub use placement::Policy;
 
 use job::{Job, Task};
@@ -135,8 +135,7 @@ impl Scheduler {
             .map(|(id, w)| (*id, w.session))
             .collect();
         for (id, session) in expired {
-            let secs = self.config.worker_timeout.as_secs_f64();
-            let reason = format!("no heartbeat for {secs:.1}s");
+            let reason = DisconnectReason::HeartbeatTimeout(self.config.worker_timeout);
             self.actions
                 .push_back(Action::Disconnect { session, reason });
             self.lose_worker(id);
@@ -204,6 +203,7 @@ impl Scheduler {
                     reason: reason.clone(),
                 },
             });
+            let reason = DisconnectReason::Rejected(reason);
             self.actions
                 .push_back(Action::Disconnect { session, reason });
             return;
@@ -221,7 +221,7 @@ impl Scheduler {
             }
         };
         if let Some(old) = self.workers.get(&id).map(|w| w.session) {
-            let reason = "superseded by a new connection of the same worker".to_owned();
+            let reason = DisconnectReason::Superseded;
             self.actions.push_back(Action::Disconnect {
                 session: old,
                 reason,

@@ -1,1 +1,9 @@
-//! e2e
+//! End-to-end tests: real `bramble` and `bramble-worker` processes over loopback QUIC with a
+//! fresh CA per test, all in one test binary (STYLE.md tier 4).
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+/// Refusals: bad bundles, wrong roles, garbage frames, missing certificates.
+mod security;
+/// The first steps of the ipyparallel tutorial, through the CLI.
+mod seed;

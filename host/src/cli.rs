@@ -1,0 +1,147 @@
+//! The command line as typed (clap derive): raw values only; `cmd/` turns them into work.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Turn a cluster of Raspberry Pis into one parallel computer.
+#[derive(Debug, Parser)]
+#[command(name = "bramble", version, propagate_version = true)]
+pub(crate) struct Cli {
+    /// Profile under $BRAMBLE_HOME (default ~/.config/bramble).
+    #[arg(
+        long,
+        global = true,
+        default_value = "default",
+        env = "BRAMBLE_PROFILE"
+    )]
+    pub(crate) profile: String,
+    /// Client bundle to connect with, instead of the profile's (for a CLI on another machine).
+    #[arg(long, global = true, env = "BRAMBLE_BUNDLE")]
+    pub(crate) bundle: Option<PathBuf>,
+    /// Print machine-readable JSON.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Create the profile: private CA, host certificate, host.toml, local client bundle.
+    Init {
+        /// UDP address the host will listen on.
+        #[arg(long, default_value = "0.0.0.0:7707")]
+        listen: SocketAddr,
+        /// Address workers and clients dial (ip:port or name:port; repeatable).
+        #[arg(long)]
+        public: Vec<String>,
+        /// Recreate an existing profile (every issued bundle stops working).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue a worker bundle (kept in the profile's workers/ directory).
+    Enroll {
+        name: String,
+        /// Also write the bundle here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Issue a client bundle for a CLI on another machine.
+    ClientBundle {
+        name: String,
+        /// Where to write it [default: ./NAME.json].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Run the host scheduler (foreground).
+    Serve {
+        /// Listen address [default: from host.toml].
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Placement policy: leastload or roundrobin [default: from host.toml].
+        #[arg(long)]
+        policy: Option<String>,
+    },
+    /// A host and N local workers in one command.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
+    /// Connected worker ids as a JSON array.
+    Ids,
+    /// One row per connected worker.
+    Status {
+        /// Refresh every second.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Run CMD once on each target; print `[stdout:ID] line` in id order.
+    Apply(ApplyArgs),
+    /// Load-balanced: run CMD once per input item.
+    Map(MapArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ClusterAction {
+    /// Start the host and N workers in the foreground; Ctrl-C stops all.
+    Start {
+        /// Number of workers.
+        #[arg(short = 'n', long = "workers", default_value_t = 4)]
+        n: u16,
+        /// Slots per worker.
+        #[arg(long, default_value_t = 1)]
+        slots: u16,
+        /// Listen address when the profile is created by this command.
+        #[arg(long, default_value = "127.0.0.1:7707")]
+        listen: SocketAddr,
+        /// Placement policy [default: from host.toml].
+        #[arg(long)]
+        policy: Option<String>,
+    },
+}
+
+/// Options shared by the commands that run work.
+#[derive(Debug, Args)]
+pub(crate) struct RunOpts {
+    /// Workers to use: `all` or ids like `0,2,5-7`.
+    #[arg(long)]
+    pub(crate) targets: Option<String>,
+    /// Run CMD through `sh -c` (items are shell-quoted).
+    #[arg(long)]
+    pub(crate) shell: bool,
+    /// Kill a task's process group after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    pub(crate) timeout: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ApplyArgs {
+    #[command(flatten)]
+    pub(crate) run: RunOpts,
+    /// The command, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub(crate) command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MapArgs {
+    #[command(flatten)]
+    pub(crate) run: RunOpts,
+    /// Integer items A..B-1.
+    #[arg(long, value_name = "A..B")]
+    pub(crate) range: Option<String>,
+    /// One item per line; `-` for stdin.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) inputs: Option<PathBuf>,
+    /// Items sent to a worker together.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) chunksize: u32,
+    /// Print results as they complete instead of in input order.
+    #[arg(long)]
+    pub(crate) unordered: bool,
+    /// The command after `--`; `{}` is the item, `{#}` its index; `::: a b c` gives items.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub(crate) command: Vec<String>,
+}

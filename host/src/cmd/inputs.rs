@@ -1,0 +1,142 @@
+//! Parsing what the user gives a job: targets, items (`--range`, `--inputs`, `:::`), and the
+//! command itself. Pure except for reading `--inputs`.
+
+use std::io::BufRead;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use bramble_wire::{Targets, WorkerId};
+
+/// `all`, or ids and ranges: `0,2,5-7`.
+pub(super) fn parse_targets(s: Option<&str>) -> anyhow::Result<Targets> {
+    let Some(s) = s.map(str::trim).filter(|s| *s != "all") else {
+        return Ok(Targets::All);
+    };
+    let mut ids = Vec::new();
+    for part in s.split(',') {
+        let part = part.trim();
+        let id = |t: &str| {
+            t.parse::<u32>()
+                .with_context(|| format!("bad target {t:?} in --targets {s:?}"))
+        };
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (id(a)?, id(b)?);
+                if a > b {
+                    bail!("empty range {part:?} in --targets");
+                }
+                ids.extend((a..=b).map(WorkerId));
+            }
+            None => ids.push(WorkerId(id(part)?)),
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    ids.retain(|id| seen.insert(*id));
+    Ok(Targets::Ids(ids))
+}
+
+/// `A..B` → the integers A to B-1 as items.
+pub(super) fn parse_range(s: &str) -> anyhow::Result<Vec<String>> {
+    let (a, b) = s
+        .split_once("..")
+        .with_context(|| format!("--range {s:?}: expected A..B"))?;
+    let a: i64 = a
+        .trim()
+        .parse()
+        .with_context(|| format!("--range {s:?}: bad start"))?;
+    let b: i64 = b
+        .trim()
+        .parse()
+        .with_context(|| format!("--range {s:?}: bad end"))?;
+    if b < a {
+        bail!("--range {s:?}: end is before start");
+    }
+    if b - a > 100_000_000 {
+        bail!("--range {s:?}: more than 100000000 items");
+    }
+    Ok((a..b).map(|i| i.to_string()).collect())
+}
+
+/// One item per line from a file, or stdin for `-`.
+pub(super) fn read_inputs(path: &Path) -> anyhow::Result<Vec<String>> {
+    let lines = if path == Path::new("-") {
+        std::io::stdin()
+            .lock()
+            .lines()
+            .collect::<Result<Vec<_>, _>>()
+    } else {
+        let file =
+            std::fs::File::open(path).with_context(|| format!("--inputs {}", path.display()))?;
+        std::io::BufReader::new(file).lines().collect()
+    };
+    lines.with_context(|| format!("reading --inputs {}", path.display()))
+}
+
+/// Splits `CMD.. ::: a b c` into the command and the items after `:::` (if any).
+pub(super) fn split_command(
+    words: &[String],
+) -> anyhow::Result<(Vec<String>, Option<Vec<String>>)> {
+    let (cmd, items) = match words.iter().position(|w| w == ":::") {
+        Some(i) => (words[..i].to_vec(), Some(words[i + 1..].to_vec())),
+        None => (words.to_vec(), None),
+    };
+    if cmd.first().is_none_or(String::is_empty) {
+        bail!("no command given (put it after `--`)");
+    }
+    Ok((cmd, items))
+}
+
+/// Seconds (fractions allowed) → milliseconds; 0 means none.
+pub(super) fn timeout_ms(secs: Option<f64>) -> anyhow::Result<u64> {
+    match secs {
+        None => Ok(0),
+        Some(s) if s.is_finite() && s > 0.0 => Ok((s * 1000.0).ceil() as u64),
+        Some(s) => bail!("--timeout {s}: must be a positive number of seconds"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(s: &str) -> Vec<String> {
+        s.split(' ').map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn targets() {
+        assert_eq!(parse_targets(None).unwrap(), Targets::All);
+        assert_eq!(parse_targets(Some("all")).unwrap(), Targets::All);
+        let t = parse_targets(Some("3,0-2,1")).unwrap();
+        assert_eq!(
+            t,
+            Targets::Ids(vec![WorkerId(3), WorkerId(0), WorkerId(1), WorkerId(2)])
+        );
+        assert!(parse_targets(Some("x")).is_err());
+        assert!(parse_targets(Some("3-1")).is_err());
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("0..3").unwrap(), ["0", "1", "2"]);
+        assert_eq!(parse_range("-2..0").unwrap(), ["-2", "-1"]);
+        assert!(parse_range("5").is_err());
+        assert!(parse_range("3..1").is_err());
+        assert!(parse_range("0..1000000000").is_err());
+    }
+
+    #[test]
+    fn gnu_parallel_items() {
+        let (cmd, items) = split_command(&words("echo {} ::: a b c")).unwrap();
+        assert_eq!((cmd, items.unwrap()), (words("echo {}"), words("a b c")));
+        assert_eq!(split_command(&words("echo hi")).unwrap().1, None);
+        assert!(split_command(&words("::: a")).is_err());
+    }
+
+    #[test]
+    fn timeouts() {
+        assert_eq!(timeout_ms(None).unwrap(), 0);
+        assert_eq!(timeout_ms(Some(1.5)).unwrap(), 1500);
+        assert!(timeout_ms(Some(-1.0)).is_err());
+    }
+}

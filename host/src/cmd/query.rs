@@ -1,0 +1,99 @@
+//! `ids` and `status`.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bramble_host::client::Client;
+use bramble_wire::WorkerStatus;
+
+pub(super) async fn ids(client: Client) -> anyhow::Result<ExitCode> {
+    let ids = client.ids().await?;
+    client.close().await;
+    let list: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    println!("[{}]", list.join(", "));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn status(client: Client, json: bool, watch: bool) -> anyhow::Result<ExitCode> {
+    loop {
+        let rows = client.status().await?;
+        let text = if json {
+            super::output::status_json(&rows)?
+        } else {
+            table(&rows)
+        };
+        let mut out = std::io::stdout().lock();
+        if watch {
+            write!(out, "\x1b[2J\x1b[H")?; // clear screen, cursor home
+        }
+        writeln!(out, "{text}")?;
+        drop(out);
+        if !watch {
+            break;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    client.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn table(rows: &[WorkerStatus]) -> String {
+    let mut lines = vec![format!(
+        "{:>3}  {:<16} {:<22} {:>5} {:>7} {:>6} {:>11}  {:<16} {:>8} {:>9}",
+        "ID", "NAME", "ADDRESS", "SLOTS", "RUNNING", "°C", "MHz", "THROTTLE", "DONE", "UPTIME"
+    )];
+    for r in rows {
+        let t = r.telemetry.as_ref();
+        let temp = t
+            .and_then(|t| t.cpu_temp)
+            .map_or("-".into(), |c| format!("{:.1}", c.celsius()));
+        let mhz = match (t.and_then(|t| t.arm_clock), t.and_then(|t| t.arm_max)) {
+            (Some(c), Some(m)) => format!("{}/{}", c.0, m.0),
+            (None, Some(m)) => format!("-/{}", m.0),
+            (Some(c), None) => c.0.to_string(),
+            (None, None) => "-".into(),
+        };
+        let throttle = t
+            .and_then(|t| t.throttle)
+            .map_or("-".into(), |f| f.to_string());
+        lines.push(format!(
+            "{:>3}  {:<16} {:<22} {:>5} {:>7} {:>6} {:>11}  {:<16} {:>8} {:>9}",
+            r.id.0,
+            r.name,
+            r.address,
+            r.slots,
+            r.running,
+            temp,
+            mhz,
+            throttle,
+            r.done,
+            uptime(r.connected_ms)
+        ));
+    }
+    lines.join("\n")
+}
+
+fn uptime(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uptimes() {
+        assert_eq!(uptime(59_999), "59s");
+        assert_eq!(uptime(61_000), "1m01s");
+        assert_eq!(uptime(7_380_000), "2h03m");
+    }
+}

@@ -1,0 +1,171 @@
+//! `serve` and `cluster start`: run the host in this process (and, for a cluster, N local
+//! worker processes) until Ctrl-C or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bramble_certs::Role;
+use bramble_host::net::{Host, HostOptions};
+use bramble_host::profile::Profile;
+use bramble_host::sched::{Policy, SchedConfig};
+use tracing::{info, warn};
+
+/// Starts the host from the profile, with optional overrides.
+fn start_host(
+    profile: &Profile,
+    listen: Option<SocketAddr>,
+    policy: Option<String>,
+) -> anyhow::Result<Host> {
+    let config = profile.config()?;
+    let listen = match listen {
+        Some(l) => l,
+        None => config
+            .listen
+            .parse()
+            .with_context(|| format!("host.toml: bad listen address {:?}", config.listen))?,
+    };
+    let policy: Policy = policy
+        .unwrap_or(config.policy)
+        .parse()
+        .map_err(anyhow::Error::msg)?;
+    if config.heartbeat_ms == 0 || config.worker_timeout_ms <= config.heartbeat_ms {
+        bail!("host.toml: worker_timeout_ms must be larger than heartbeat_ms (> 0)");
+    }
+    let sched = SchedConfig {
+        policy,
+        heartbeat: Duration::from_millis(config.heartbeat_ms),
+        worker_timeout: Duration::from_millis(config.worker_timeout_ms),
+        ..SchedConfig::default()
+    };
+    let (ca_pem, cert_pem, key_pem) = profile.server_material()?;
+    let mut ids = profile.worker_ids()?;
+    let known_ids = ids.clone();
+    let saver = profile.clone();
+    let host = Host::start(HostOptions {
+        listen,
+        ca_pem,
+        cert_pem,
+        key_pem,
+        sched,
+        known_ids,
+        on_new_id: Box::new(move |name, id| {
+            ids.insert(name.to_owned(), id);
+            if let Err(e) = saver.save_worker_ids(&ids) {
+                warn!("cannot persist worker ids: {e:#}");
+            }
+        }),
+    })?;
+    info!(
+        "bramble host listening on {} (policy {policy}, profile {})",
+        host.local_addr()?,
+        profile.dir.display()
+    );
+    Ok(host)
+}
+
+pub(super) async fn serve(
+    profile: &Profile,
+    listen: Option<SocketAddr>,
+    policy: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let host = start_host(profile, listen, policy)?;
+    stop_signal().await?;
+    info!("shutting down");
+    host.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn cluster(
+    profile: &Profile,
+    n: u16,
+    slots: u16,
+    listen: SocketAddr,
+    policy: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    if n == 0 || slots == 0 {
+        bail!("need at least one worker with at least one slot");
+    }
+    if !profile.exists() {
+        profile.init(listen, Vec::new(), false)?;
+        info!("created profile {}", profile.dir.display());
+    }
+    let worker_bin = worker_binary()?;
+    let mut bundles = Vec::new();
+    let mut ids = profile.worker_ids()?;
+    for i in 0..n {
+        let name = format!("local-{i}");
+        let path = profile.worker_bundle_path(&name);
+        if !path.exists() {
+            profile.enroll(Role::Worker, &name, &path)?;
+        }
+        bundles.push(path);
+        // Give local-i the next free id now, so ids follow names rather than join order.
+        if !ids.contains_key(&name) {
+            let next = ids.values().map(|w| w.0 + 1).max().unwrap_or(0);
+            ids.insert(name, bramble_wire::WorkerId(next));
+        }
+    }
+    profile.save_worker_ids(&ids)?;
+    let host = start_host(profile, None, policy)?;
+    let mut children = Vec::new();
+    for bundle in &bundles {
+        let child = tokio::process::Command::new(&worker_bin)
+            .arg("--bundle")
+            .arg(bundle)
+            .arg("--slots")
+            .arg(slots.to_string())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", worker_bin.display()))?;
+        children.push(child);
+    }
+    info!("cluster up: {n} workers x {slots} slots; Ctrl-C stops all");
+    stop_signal().await?;
+    info!("stopping workers");
+    for child in &children {
+        if let Some(pid) = child
+            .id()
+            .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+    }
+    for mut child in children {
+        if tokio::time::timeout(Duration::from_secs(3), child.wait())
+            .await
+            .is_err()
+        {
+            let _ = child.kill().await;
+        }
+    }
+    host.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `bramble-worker` next to this executable, unless `BRAMBLE_WORKER_BIN` says otherwise.
+fn worker_binary() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("BRAMBLE_WORKER_BIN") {
+        return Ok(path.into());
+    }
+    let exe = std::env::current_exe().context("locating the bramble executable")?;
+    let sibling = exe.with_file_name("bramble-worker");
+    if sibling.exists() {
+        return Ok(sibling);
+    }
+    bail!(
+        "bramble-worker not found next to {} (build it, or set BRAMBLE_WORKER_BIN)",
+        exe.display()
+    )
+}
+
+async fn stop_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,307 @@
+//! The profile directory (`$BRAMBLE_HOME/<profile>/`): host config, CA and host certificate,
+//! bundles, and the persisted worker ids. Creating it is `bramble init`; issuing bundles is
+//! `enroll` / `client-bundle`.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use bramble_certs::bundle::{BUNDLE_VERSION, write_private};
+use bramble_certs::ca::Ca;
+use bramble_certs::{Bundle, HOST_SERVER_NAME, Role, check_name};
+use bramble_wire::WorkerId;
+use serde::{Deserialize, Serialize};
+
+/// Default UDP port of `bramble serve`.
+pub const DEFAULT_PORT: u16 = 7707;
+
+/// `host.toml`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// Address the host listens on (UDP).
+    pub listen: String,
+    /// Addresses workers and clients dial, written into every bundle.
+    pub public: Vec<String>,
+    /// Placement policy: `leastload` or `roundrobin`.
+    pub policy: String,
+    /// Telemetry interval asked of workers.
+    pub heartbeat_ms: u64,
+    /// A worker silent this long is lost and its tasks re-queued.
+    pub worker_timeout_ms: u64,
+}
+
+/// A profile directory.
+#[derive(Clone, Debug)]
+pub struct Profile {
+    pub dir: PathBuf,
+}
+
+impl Profile {
+    /// `$BRAMBLE_HOME/<name>`, `BRAMBLE_HOME` defaulting to `$XDG_CONFIG_HOME/bramble` or
+    /// `~/.config/bramble`.
+    pub fn locate(name: &str) -> anyhow::Result<Self> {
+        if name.is_empty() || name.contains('/') || name.starts_with('.') {
+            bail!("invalid profile name {name:?}");
+        }
+        let home = match std::env::var_os("BRAMBLE_HOME") {
+            Some(h) => PathBuf::from(h),
+            None => match std::env::var_os("XDG_CONFIG_HOME") {
+                Some(x) => PathBuf::from(x).join("bramble"),
+                None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?)
+                    .join(".config/bramble"),
+            },
+        };
+        Ok(Self {
+            dir: home.join(name),
+        })
+    }
+
+    fn security(&self) -> PathBuf {
+        self.dir.join("security")
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.join("host.toml")
+    }
+
+    /// The local CLI's client bundle.
+    pub fn client_bundle_path(&self) -> PathBuf {
+        self.security().join("client.json")
+    }
+
+    /// Where `enroll` keeps a copy of a worker's bundle.
+    pub fn worker_bundle_path(&self, name: &str) -> PathBuf {
+        self.dir.join("workers").join(format!("{name}.json"))
+    }
+
+    fn ids_path(&self) -> PathBuf {
+        self.dir.join("worker-ids.json")
+    }
+
+    pub fn exists(&self) -> bool {
+        self.config_path().exists()
+    }
+
+    /// Creates the profile: CA, host certificate, host.toml, local client bundle.
+    pub fn init(
+        &self,
+        listen: SocketAddr,
+        public: Vec<String>,
+        force: bool,
+    ) -> anyhow::Result<HostConfig> {
+        if self.exists() && !force {
+            bail!(
+                "profile already exists at {} (use --force to recreate it; every issued bundle stops working)",
+                self.dir.display()
+            );
+        }
+        let public = if public.is_empty() {
+            default_public(listen)
+        } else {
+            public
+        };
+        for p in &public {
+            split_host_port(p)?;
+        }
+        let config = HostConfig {
+            listen: listen.to_string(),
+            public,
+            policy: "leastload".into(),
+            heartbeat_ms: 1000,
+            worker_timeout_ms: 5000,
+        };
+        fs::create_dir_all(self.security())
+            .with_context(|| format!("creating {}", self.dir.display()))?;
+        fs::create_dir_all(self.dir.join("workers"))?;
+        let label = self
+            .dir
+            .file_name()
+            .map_or("default".into(), |n| n.to_string_lossy().into_owned());
+        let ca = Ca::generate(&label)?;
+        write_private(&self.security().join("ca.key"), ca.key_pem().as_bytes())?;
+        fs::write(self.security().join("ca.crt"), ca.cert_pem())?;
+        let names: Vec<String> = config
+            .public
+            .iter()
+            .map(|p| split_host_port(p).map(|(h, _)| h))
+            .collect::<Result<_, _>>()?;
+        let host = ca.issue_host(&names)?;
+        fs::write(self.security().join("host.crt"), &host.cert_pem)?;
+        write_private(&self.security().join("host.key"), host.key_pem.as_bytes())?;
+        fs::write(self.config_path(), toml::to_string(&config)?)?;
+        let _ = fs::remove_file(self.ids_path());
+        self.issue_bundle(
+            &ca,
+            &config,
+            Role::Client,
+            "local-cli",
+            &self.client_bundle_path(),
+        )?;
+        Ok(config)
+    }
+
+    /// Reads host.toml.
+    pub fn config(&self) -> anyhow::Result<HostConfig> {
+        let path = self.config_path();
+        let text = fs::read_to_string(&path).with_context(|| {
+            format!(
+                "no profile at {} (run `bramble init` first)",
+                self.dir.display()
+            )
+        })?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message()))
+    }
+
+    fn ca(&self) -> anyhow::Result<Ca> {
+        let cert = read(&self.security().join("ca.crt"))?;
+        let key = read(&self.security().join("ca.key"))?;
+        Ok(Ca::from_pem(&cert, &key)?)
+    }
+
+    /// Issues a worker or client bundle for `name`, writes it to `out` (0600) and returns it.
+    pub fn enroll(&self, role: Role, name: &str, out: &Path) -> anyhow::Result<Bundle> {
+        check_name(name)?;
+        let config = self.config()?;
+        let ca = self.ca()?;
+        self.issue_bundle(&ca, &config, role, name, out)
+    }
+
+    fn issue_bundle(
+        &self,
+        ca: &Ca,
+        config: &HostConfig,
+        role: Role,
+        name: &str,
+        out: &Path,
+    ) -> anyhow::Result<Bundle> {
+        let issued = ca.issue_peer(role, name)?;
+        let bundle = Bundle {
+            version: BUNDLE_VERSION,
+            role,
+            name: name.to_owned(),
+            hosts: config.public.clone(),
+            server_name: HOST_SERVER_NAME.to_owned(),
+            ca: ca.cert_pem().to_owned(),
+            cert: issued.cert_pem,
+            key: issued.key_pem,
+        };
+        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent)?;
+        }
+        bundle.save(out)?;
+        Ok(bundle)
+    }
+
+    /// The host's TLS material: (CA cert, host cert, host key), PEM.
+    pub fn server_material(&self) -> anyhow::Result<(String, String, String)> {
+        let s = self.security();
+        Ok((
+            read(&s.join("ca.crt"))?,
+            read(&s.join("host.crt"))?,
+            read(&s.join("host.key"))?,
+        ))
+    }
+
+    /// Worker names and their ids, as given out before.
+    pub fn worker_ids(&self) -> anyhow::Result<BTreeMap<String, WorkerId>> {
+        match fs::read_to_string(self.ids_path()) {
+            Ok(text) => {
+                let raw: BTreeMap<String, u32> = serde_json::from_str(&text)
+                    .with_context(|| format!("{}", self.ids_path().display()))?;
+                Ok(raw.into_iter().map(|(k, v)| (k, WorkerId(v))).collect())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(e) => Err(e).with_context(|| format!("{}", self.ids_path().display())),
+        }
+    }
+
+    /// Persists the name → id table (written whole, then renamed into place).
+    pub fn save_worker_ids(&self, ids: &BTreeMap<String, WorkerId>) -> anyhow::Result<()> {
+        let raw: BTreeMap<&str, u32> = ids.iter().map(|(k, v)| (k.as_str(), v.0)).collect();
+        let tmp = self.ids_path().with_extension("json.tmp");
+        fs::write(&tmp, serde_json::to_string_pretty(&raw)?)?;
+        fs::rename(&tmp, self.ids_path())?;
+        Ok(())
+    }
+}
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// Without `--public`: a wildcard listen address is reachable as 127.0.0.1 locally; other
+/// machines need `--public`.
+fn default_public(listen: SocketAddr) -> Vec<String> {
+    if listen.ip().is_unspecified() {
+        vec![format!("127.0.0.1:{}", listen.port())]
+    } else {
+        vec![listen.to_string()]
+    }
+}
+
+/// `"10.0.0.2:7707"` → `("10.0.0.2", 7707)`; `"[::1]:7707"` → `("::1", 7707)`.
+pub fn split_host_port(s: &str) -> anyhow::Result<(String, u16)> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .with_context(|| format!("{s:?} lacks a :port"))?;
+    let port = port.parse().with_context(|| format!("{s:?}: bad port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        bail!("{s:?} lacks a host");
+    }
+    Ok((host.to_owned(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_enroll_and_ids_round_trip() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = Profile {
+            dir: tmp.path().join("default"),
+        };
+        let listen: SocketAddr = "0.0.0.0:7707".parse().unwrap();
+        let config = p.init(listen, vec![], false).unwrap();
+        assert_eq!(config.public, ["127.0.0.1:7707"]);
+        assert!(
+            p.init(listen, vec![], false)
+                .unwrap_err()
+                .to_string()
+                .contains("--force")
+        );
+        let b = p
+            .enroll(Role::Worker, "pi-01", &p.worker_bundle_path("pi-01"))
+            .unwrap();
+        assert_eq!(Bundle::load(&p.worker_bundle_path("pi-01")).unwrap(), b);
+        assert_eq!(
+            Bundle::load(&p.client_bundle_path()).unwrap().role,
+            Role::Client
+        );
+        assert!(
+            p.enroll(Role::Worker, "bad name", &tmp.path().join("x.json"))
+                .is_err()
+        );
+        let ids = BTreeMap::from([
+            ("pi-01".to_owned(), WorkerId(0)),
+            ("pi-02".to_owned(), WorkerId(1)),
+        ]);
+        p.save_worker_ids(&ids).unwrap();
+        assert_eq!(p.worker_ids().unwrap(), ids);
+    }
+
+    #[test]
+    fn host_port_split() {
+        assert_eq!(
+            split_host_port("10.0.0.2:7707").unwrap(),
+            ("10.0.0.2".into(), 7707)
+        );
+        assert_eq!(split_host_port("[::1]:1").unwrap(), ("::1".into(), 1));
+        assert!(split_host_port("pi.local").is_err());
+        assert!(split_host_port(":7707").is_err());
+    }
+}
