@@ -81,6 +81,41 @@ pub(crate) enum Command {
     Apply(ApplyArgs),
     /// Load-balanced: run CMD once per input item.
     Map(MapArgs),
+    /// Split the items into one contiguous chunk per target, given to CMD on stdin; print the
+    /// outputs in target order.
+    Scatter(ScatterArgs),
+    /// Like map/apply/scatter, but print the job id at once and leave the job running.
+    Submit {
+        #[command(subcommand)]
+        job: SubmitJob,
+    },
+    /// Jobs with state, progress and elapsed time.
+    Jobs,
+    /// Block until a job has ended (exit 0 all ok, 1 failures or cancelled, 124 timeout).
+    Wait {
+        job: u64,
+        /// Give up after this many seconds.
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<f64>,
+    },
+    /// Print a job's results in input order.
+    Results {
+        job: u64,
+        /// Keep printing results as they arrive until the job ends.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Stop a job: queued tasks dropped, running ones killed.
+    Cancel { job: u64 },
+    /// Refuse a worker or client certificate name from now on; live connections are dropped.
+    Revoke { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SubmitJob {
+    Map(MapArgs),
+    Apply(ApplyArgs),
+    Scatter(ScatterArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -114,6 +149,20 @@ pub(crate) struct RunOpts {
     /// Kill a task's process group after this many seconds.
     #[arg(long, value_name = "SECS")]
     pub(crate) timeout: Option<f64>,
+    /// Re-run a failed item up to N times, on another worker when possible.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub(crate) retries: u32,
+}
+
+/// Where a job's items come from (or `::: a b c` after the command).
+#[derive(Debug, Args)]
+pub(crate) struct InputArgs {
+    /// Integer items A..B-1.
+    #[arg(long, value_name = "A..B")]
+    pub(crate) range: Option<String>,
+    /// One item per line; `-` for stdin.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) inputs: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -129,19 +178,30 @@ pub(crate) struct ApplyArgs {
 pub(crate) struct MapArgs {
     #[command(flatten)]
     pub(crate) run: RunOpts,
-    /// Integer items A..B-1.
-    #[arg(long, value_name = "A..B")]
-    pub(crate) range: Option<String>,
-    /// One item per line; `-` for stdin.
-    #[arg(long, value_name = "FILE")]
-    pub(crate) inputs: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) input: InputArgs,
     /// Items sent to a worker together.
     #[arg(long, default_value_t = 1)]
     pub(crate) chunksize: u32,
     /// Print results as they complete instead of in input order.
     #[arg(long)]
     pub(crate) unordered: bool,
+    /// Start CMD once per worker slot and feed it one item per line on stdin, reading one
+    /// line of output per item (fast path for tiny tasks).
+    #[arg(long)]
+    pub(crate) persistent: bool,
     /// The command after `--`; `{}` is the item, `{#}` its index; `::: a b c` gives items.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub(crate) command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ScatterArgs {
+    #[command(flatten)]
+    pub(crate) run: RunOpts,
+    #[command(flatten)]
+    pub(crate) input: InputArgs,
+    /// The command after `--`; it reads its chunk on stdin; `::: a b c` gives items.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub(crate) command: Vec<String>,
 }

@@ -1,6 +1,6 @@
-//! The client library: connect to a host with a client bundle, ask for ids and status, submit
-//! jobs and stream their results. The CLI is a thin layer over this; the Python package will be
-//! another.
+//! The client library: connect to a host with a client bundle; ask for ids, status and jobs;
+//! submit, follow, wait for and cancel jobs. The CLI is a thin layer over this; the Python
+//! package will be another.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use bramble_certs::{Bundle, Role};
 use bramble_wire::codec::encode_frame;
-use bramble_wire::{ClientRequest, FrameDecoder, JobSpec, ToClient, WorkerId, WorkerStatus};
+use bramble_wire::{
+    ClientRequest, FrameDecoder, JobId, JobSpec, JobSummary, ToClient, WorkerId, WorkerStatus,
+};
 use quinn::crypto::rustls::QuicClientConfig;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -34,6 +36,11 @@ impl ClientError {
     fn protocol(e: impl std::fmt::Display) -> Self {
         Self::Protocol(e.to_string())
     }
+
+    /// True if the connection itself failed (worth reconnecting), not the request.
+    pub fn is_connection(&self) -> bool {
+        matches!(self, Self::Connect(_) | Self::Protocol(_))
+    }
 }
 
 /// A connection to a host.
@@ -55,7 +62,15 @@ impl Client {
             .map_err(|e| ClientError::Bundle(e.to_string()))?;
         let crypto =
             QuicClientConfig::try_from(tls).map_err(|e| ClientError::Bundle(e.to_string()))?;
-        let config = quinn::ClientConfig::new(Arc::new(crypto));
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        // Keep-alives let a client following a job notice a dead or restarted host (a
+        // restarted one answers with a stateless reset) instead of waiting for results.
+        let mut transport = quinn::TransportConfig::default();
+        transport.keep_alive_interval(Some(Duration::from_secs(2)));
+        transport.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
+            15_000,
+        ))));
+        config.transport_config(Arc::new(transport));
         let mut last = String::from("no hosts in bundle");
         for host in &bundle.hosts {
             let addrs = match tokio::net::lookup_host(host.as_str()).await {
@@ -77,23 +92,81 @@ impl Client {
 
     /// Connected worker ids, ascending.
     pub async fn ids(&self) -> Result<Vec<WorkerId>, ClientError> {
-        match self.request(ClientRequest::Ids).await?.next().await? {
-            Some(ToClient::Ids(ids)) => Ok(ids),
+        match self.ask(ClientRequest::Ids).await? {
+            ToClient::Ids(ids) => Ok(ids),
             other => Err(unexpected(other)),
         }
     }
 
     /// One row per connected worker.
     pub async fn status(&self) -> Result<Vec<WorkerStatus>, ClientError> {
-        match self.request(ClientRequest::Status).await?.next().await? {
-            Some(ToClient::Status(rows)) => Ok(rows),
+        match self.ask(ClientRequest::Status).await? {
+            ToClient::Status(rows) => Ok(rows),
             other => Err(unexpected(other)),
         }
     }
 
-    /// Submits a job; its results stream back through the returned [`Replies`].
-    pub async fn submit(&self, spec: JobSpec) -> Result<Replies, ClientError> {
-        self.request(ClientRequest::Submit(spec)).await
+    /// Every job the host knows, oldest first.
+    pub async fn jobs(&self) -> Result<Vec<JobSummary>, ClientError> {
+        match self.ask(ClientRequest::Jobs).await? {
+            ToClient::Jobs(jobs) => Ok(jobs),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Starts a job; returns its id and number of results. The job runs on without us.
+    pub async fn submit(&self, spec: JobSpec) -> Result<(JobId, u64), ClientError> {
+        match self.ask(ClientRequest::Submit(spec)).await? {
+            ToClient::JobAccepted { job, total } => Ok((job, total)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Cancels a running job.
+    pub async fn cancel(&self, job: JobId) -> Result<(), ClientError> {
+        match self.ask(ClientRequest::Cancel { job }).await? {
+            ToClient::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Waits until the job ended: `JobFinished` or `JobCancelled`.
+    pub async fn wait(&self, job: JobId) -> Result<ToClient, ClientError> {
+        self.ask(ClientRequest::Wait { job }).await
+    }
+
+    /// Revokes a worker or client name on the host.
+    pub async fn revoke(&self, name: &str) -> Result<(), ClientError> {
+        match self
+            .ask(ClientRequest::Revoke {
+                name: name.to_owned(),
+            })
+            .await?
+        {
+            ToClient::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The job's results with index ≥ `from`: first `JobAccepted` (with the total), then
+    /// `ItemDone`s, then `JobFinished`/`JobCancelled` once it ended (with `follow`, waiting
+    /// for that; without, the stream may end while the job still runs).
+    pub async fn results(
+        &self,
+        job: JobId,
+        from: u64,
+        follow: bool,
+    ) -> Result<Replies, ClientError> {
+        self.request(ClientRequest::Results { job, from, follow })
+            .await
+    }
+
+    async fn ask(&self, req: ClientRequest) -> Result<ToClient, ClientError> {
+        self.request(req)
+            .await?
+            .next()
+            .await?
+            .ok_or_else(unexpected_end)
     }
 
     async fn request(&self, req: ClientRequest) -> Result<Replies, ClientError> {
@@ -111,7 +184,7 @@ impl Client {
         })
     }
 
-    /// Closes the connection; a job still running is cancelled by the host.
+    /// Closes the connection (jobs keep running on the host).
     pub async fn close(self) {
         self.conn
             .close(bramble_wire::close::SHUTDOWN.into(), b"client done");
@@ -175,9 +248,10 @@ async fn dial(
     }
 }
 
-fn unexpected(msg: Option<ToClient>) -> ClientError {
-    match msg {
-        None => ClientError::Protocol("host closed the request without answering".into()),
-        Some(m) => ClientError::Protocol(format!("unexpected answer {m:?}")),
-    }
+fn unexpected(msg: ToClient) -> ClientError {
+    ClientError::Protocol(format!("unexpected answer {msg:?}"))
+}
+
+fn unexpected_end() -> ClientError {
+    ClientError::Protocol("host closed the request without answering".into())
 }

@@ -2,7 +2,6 @@
 //! bundles, and the persisted worker ids. Creating it is `bramble init`; issuing bundles is
 //! `enroll` / `client-bundle`.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,7 +10,6 @@ use anyhow::{Context, bail};
 use bramble_certs::bundle::{BUNDLE_VERSION, write_private};
 use bramble_certs::ca::Ca;
 use bramble_certs::{Bundle, HOST_SERVER_NAME, Role, check_name};
-use bramble_wire::WorkerId;
 use serde::{Deserialize, Serialize};
 
 /// Default UDP port of `bramble serve`.
@@ -77,8 +75,14 @@ impl Profile {
         self.dir.join("workers").join(format!("{name}.json"))
     }
 
-    fn ids_path(&self) -> PathBuf {
-        self.dir.join("worker-ids.json")
+    /// The job store.
+    pub fn store_path(&self) -> PathBuf {
+        self.dir.join("jobs.db")
+    }
+
+    /// Revoked certificate names, one per line.
+    pub fn revoked_path(&self) -> PathBuf {
+        self.dir.join("revoked.txt")
     }
 
     pub fn exists(&self) -> bool {
@@ -132,7 +136,17 @@ impl Profile {
         fs::write(self.security().join("host.crt"), &host.cert_pem)?;
         write_private(&self.security().join("host.key"), host.key_pem.as_bytes())?;
         fs::write(self.config_path(), toml::to_string(&config)?)?;
-        let _ = fs::remove_file(self.ids_path());
+        // A new CA makes every old bundle, id and job meaningless.
+        for old in [
+            self.store_path(),
+            self.revoked_path(),
+            self.security().join("reset.key"),
+        ] {
+            let _ = fs::remove_file(&old);
+        }
+        for suffix in ["-wal", "-shm"] {
+            let _ = fs::remove_file(self.dir.join(format!("jobs.db{suffix}")));
+        }
         self.issue_bundle(
             &ca,
             &config,
@@ -195,6 +209,23 @@ impl Profile {
         Ok(bundle)
     }
 
+    /// The host's stateless-reset secret (created on first use, 0600).
+    pub fn reset_key(&self) -> anyhow::Result<Vec<u8>> {
+        let path = self.security().join("reset.key");
+        match fs::read(&path) {
+            Ok(key) if key.len() == 32 => Ok(key),
+            Ok(_) => bail!("{}: expected 32 bytes", path.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut key = [0u8; 32];
+                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
+                    .map_err(|_| anyhow::anyhow!("no system randomness"))?;
+                write_private(&path, &key)?;
+                Ok(key.to_vec())
+            }
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
     /// The host's TLS material: (CA cert, host cert, host key), PEM.
     pub fn server_material(&self) -> anyhow::Result<(String, String, String)> {
         let s = self.security();
@@ -203,28 +234,6 @@ impl Profile {
             read(&s.join("host.crt"))?,
             read(&s.join("host.key"))?,
         ))
-    }
-
-    /// Worker names and their ids, as given out before.
-    pub fn worker_ids(&self) -> anyhow::Result<BTreeMap<String, WorkerId>> {
-        match fs::read_to_string(self.ids_path()) {
-            Ok(text) => {
-                let raw: BTreeMap<String, u32> = serde_json::from_str(&text)
-                    .with_context(|| format!("{}", self.ids_path().display()))?;
-                Ok(raw.into_iter().map(|(k, v)| (k, WorkerId(v))).collect())
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-            Err(e) => Err(e).with_context(|| format!("{}", self.ids_path().display())),
-        }
-    }
-
-    /// Persists the name → id table (written whole, then renamed into place).
-    pub fn save_worker_ids(&self, ids: &BTreeMap<String, WorkerId>) -> anyhow::Result<()> {
-        let raw: BTreeMap<&str, u32> = ids.iter().map(|(k, v)| (k.as_str(), v.0)).collect();
-        let tmp = self.ids_path().with_extension("json.tmp");
-        fs::write(&tmp, serde_json::to_string_pretty(&raw)?)?;
-        fs::rename(&tmp, self.ids_path())?;
-        Ok(())
     }
 }
 
@@ -286,12 +295,6 @@ mod tests {
             p.enroll(Role::Worker, "bad name", &tmp.path().join("x.json"))
                 .is_err()
         );
-        let ids = BTreeMap::from([
-            ("pi-01".to_owned(), WorkerId(0)),
-            ("pi-02".to_owned(), WorkerId(1)),
-        ]);
-        p.save_worker_ids(&ids).unwrap();
-        assert_eq!(p.worker_ids().unwrap(), ids);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub use rustix::process::Signal;
 use tempfile::TempDir;
 
 /// A binary of this workspace, next to the test executable's `deps/` directory.
@@ -46,6 +47,8 @@ pub struct Cluster {
     pub home: TempDir,
     pub port: u16,
     process: Option<Child>,
+    /// Split mode: `host`, `w0`, `w1`, … as separate processes.
+    procs: Vec<(String, Child)>,
 }
 
 impl Cluster {
@@ -57,6 +60,7 @@ impl Cluster {
             home,
             port,
             process: None,
+            procs: Vec::new(),
         };
         let out = c.bramble(&["init", "--listen", &format!("127.0.0.1:{port}")]);
         assert!(out.status.success(), "init failed: {}", stderr(&out));
@@ -142,23 +146,123 @@ impl Drop for Cluster {
     }
 }
 
+/// Sends `sig` to a child process.
+fn signal(child: &Child, sig: rustix::process::Signal) {
+    if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+        let _ = rustix::process::kill_process(pid, sig);
+    }
+}
+
+/// SIGTERM, then SIGKILL after 5 s.
+fn terminate(child: &mut Child) {
+    signal(child, rustix::process::Signal::TERM);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Split mode: the host and each worker as their own processes, so tests can kill, stop and
+/// restart them one by one. Workers are enrolled as `w0`, `w1`, …; logs go to `<name>.log`.
 impl Cluster {
-    /// Stops the cluster process (host and workers), if running.
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.process.take() {
-            // SIGTERM lets `cluster start` stop its workers; SIGKILL only if it hangs.
-            if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-            }
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
+    /// A profile, `bramble serve`, and `n` workers (`extra(i)` adds flags to worker i).
+    pub fn start_split(n: usize, extra: impl Fn(usize) -> Vec<String>) -> Self {
+        let mut c = Self::init();
+        c.spawn_host();
+        for i in 0..n {
+            let out = c.bramble(&["enroll", &format!("w{i}")]);
+            assert!(out.status.success(), "enroll: {}", stderr(&out));
+            c.spawn_worker(i, &extra(i));
+        }
+        c.wait_for_workers(n);
+        c
+    }
+
+    fn spawn_logged(&mut self, name: &str, mut cmd: Command) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.home.path().join(format!("{name}.log")))
+            .expect("log file");
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn");
+        self.procs.retain(|(n, _)| n != name);
+        self.procs.push((name.to_owned(), child));
+    }
+
+    /// Starts `bramble serve` on the profile.
+    pub fn spawn_host(&mut self) {
+        let cmd = self.command("bramble", &["serve"]);
+        self.spawn_logged("host", cmd);
+    }
+
+    /// Starts worker `i` with bundle `w<i>` and extra flags.
+    pub fn spawn_worker(&mut self, i: usize, extra: &[String]) {
+        let bundle = self.profile_path(&format!("workers/w{i}.json"));
+        let mut cmd = self.command(
+            "bramble-worker",
+            &[
+                "--bundle",
+                bundle.to_str().expect("utf-8 path"),
+                "--slots",
+                "1",
+            ],
+        );
+        cmd.args(extra);
+        self.spawn_logged(&format!("w{i}"), cmd);
+    }
+
+    fn proc(&mut self, name: &str) -> &mut Child {
+        &mut self
+            .procs
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no process {name}"))
+            .1
+    }
+
+    /// Sends a signal to `host` or `w<i>`; after SIGKILL, reaps it.
+    pub fn signal(&mut self, name: &str, sig: rustix::process::Signal) {
+        let child = self.proc(name);
+        signal(child, sig);
+        if sig == rustix::process::Signal::KILL {
             let _ = child.wait();
         }
+    }
+
+    /// The log of `host` or `w<i>` so far.
+    pub fn log_of(&self, name: &str) -> String {
+        std::fs::read_to_string(self.home.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// Polls until `f` is true (panics after `secs` with `what`).
+    pub fn wait_until(&self, secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Cluster {
+    /// Stops every process of the cluster (SIGTERM lets them clean up; SIGKILL if they hang).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.process.take() {
+            terminate(&mut child);
+        }
+        // Workers first, so the host does not see them as lost work.
+        for (_, child) in self.procs.iter_mut().rev() {
+            terminate(child);
+        }
+        self.procs.clear();
     }
 }

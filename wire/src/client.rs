@@ -16,6 +16,11 @@ pub enum Targets {
     All,
     /// These workers, in this order (`apply` prints in this order).
     Ids(Vec<WorkerId>),
+    /// Workers with one of these ids or carrying one of these labels, in id order.
+    Select {
+        ids: Vec<WorkerId>,
+        labels: Vec<String>,
+    },
 }
 
 /// How a job's items are placed.
@@ -25,6 +30,9 @@ pub enum JobKind {
     Map,
     /// One task per target worker, pinned to it; no items.
     Apply,
+    /// One contiguous chunk of the items per target worker, given on stdin; outputs are
+    /// gathered in target order.
+    Scatter,
 }
 
 /// A job as the client submits it.
@@ -37,6 +45,10 @@ pub struct JobSpec {
     /// Items sent to a worker together (≥ 1).
     pub chunksize: u32,
     pub targets: Targets,
+    /// Re-run a failed item up to this many times, on another worker when possible.
+    pub retries: u32,
+    /// Run the command as a co-process per worker slot (see [`crate::TaskSpec`]).
+    pub persistent: bool,
 }
 
 /// Client → host, the first and only frame on a request stream.
@@ -46,8 +58,44 @@ pub enum ClientRequest {
     Ids,
     /// One row per connected worker.
     Status,
-    /// Run a job and stream its results back on this stream.
+    /// Start a job; answered with `JobAccepted` (the job lives on without the client).
     Submit(JobSpec),
+    /// Results of a job with index ≥ `from`, stored ones first; with `follow`, new ones as
+    /// they arrive, until `JobFinished`.
+    Results { job: JobId, from: u64, follow: bool },
+    /// Every job the host knows, newest last.
+    Jobs,
+    /// Stop a job: queued tasks dropped, running ones killed. Answered with `Done`.
+    Cancel { job: JobId },
+    /// Answered with `JobFinished` once the job has ended.
+    Wait { job: JobId },
+    /// Refuse this worker or client name from now on and drop its connections.
+    Revoke { name: String },
+}
+
+/// A job's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobState {
+    Running,
+    Done,
+    Cancelled,
+}
+
+/// One row of `bramble jobs`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSummary {
+    pub job: JobId,
+    pub kind: JobKind,
+    pub state: JobState,
+    pub total: u64,
+    /// Items with a result.
+    pub done: u64,
+    /// Results that did not exit 0.
+    pub failed: u64,
+    /// From submission to the end (or to now while running).
+    pub elapsed_ms: u64,
+    /// The command, joined with spaces.
+    pub command: String,
 }
 
 /// One row of `bramble status`.
@@ -95,5 +143,12 @@ pub enum ToClient {
     JobFinished {
         job: JobId,
         failed: u64,
+    },
+    Jobs(Vec<JobSummary>),
+    /// The request was carried out.
+    Done,
+    /// The job was cancelled before every item had a result.
+    JobCancelled {
+        job: JobId,
     },
 }

@@ -21,7 +21,9 @@ pub mod task;
 pub mod telemetry;
 pub mod worker;
 
-pub use client::{ClientRequest, JobKind, JobSpec, Targets, ToClient, WorkerStatus};
+pub use client::{
+    ClientRequest, JobKind, JobSpec, JobState, JobSummary, Targets, ToClient, WorkerStatus,
+};
 pub use codec::{DecodeError, EncodeError, FrameDecoder, MAX_FRAME_LEN};
 pub use ids::{Attempt, JobId, TaskId, WorkerId};
 pub use task::{Command, Item, ItemOutput, Outcome, TaskResult, TaskSpec};

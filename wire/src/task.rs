@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{Attempt, TaskId};
+use crate::ids::{Attempt, JobId, TaskId};
 
 /// A command template, run as argv (never through a shell unless `shell` is set).
 ///
@@ -37,6 +37,11 @@ pub struct TaskSpec {
     pub attempt: Attempt,
     pub command: Command,
     pub items: Vec<Item>,
+    /// The job the task belongs to (co-processes are kept per job).
+    pub job: JobId,
+    /// Co-process mode: each worker slot starts the command once per job and feeds it one
+    /// item per line on stdin, reading one line of stdout per item.
+    pub persistent: bool,
 }
 
 /// How one process ended.

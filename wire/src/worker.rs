@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{TaskId, WorkerId};
+use crate::ids::{JobId, TaskId, WorkerId};
 use crate::task::{TaskResult, TaskSpec};
 use crate::telemetry::Telemetry;
 
@@ -67,4 +67,6 @@ pub enum ToWorker {
     CancelTask { task: TaskId },
     /// Finish running tasks, accept no new ones.
     Drain,
+    /// The job ended: stop its co-processes.
+    JobEnded { job: JobId },
 }

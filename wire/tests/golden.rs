@@ -112,11 +112,14 @@ fn to_worker() {
                     value: None,
                 },
             ],
+            job: JobId(5),
+            persistent: true,
         }),
-        "02090002046563686f027b7d000002030101780400",
+        "02090002046563686f027b7d0000020301017804000501",
     );
     check(ToWorker::CancelTask { task: TaskId(300) }, "03ac02");
     check(ToWorker::Drain, "04");
+    check(ToWorker::JobEnded { job: JobId(7) }, "0507");
 }
 
 #[test]
@@ -134,8 +137,10 @@ fn client() {
             items: vec!["a".into()],
             chunksize: 10,
             targets: Targets::Ids(vec![WorkerId(0), WorkerId(3)]),
+            retries: 2,
+            persistent: false,
         }),
-        "02000104747275650188270101610a01020003",
+        "02000104747275650188270101610a010200030200",
     );
     check(ToClient::Ids(vec![WorkerId(0), WorkerId(1)]), "01020001");
     check(
@@ -165,5 +170,39 @@ fn client() {
             message: "no".into(),
         },
         "00026e6f",
+    );
+    check(
+        ClientRequest::Results {
+            job: JobId(5),
+            from: 3,
+            follow: true,
+        },
+        "03050301",
+    );
+    check(ClientRequest::Jobs, "04");
+    check(ClientRequest::Cancel { job: JobId(5) }, "0505");
+    check(ClientRequest::Wait { job: JobId(5) }, "0605");
+    check(ClientRequest::Revoke { name: "pi".into() }, "07027069");
+    check(
+        ToClient::Jobs(vec![JobSummary {
+            job: JobId(5),
+            kind: JobKind::Scatter,
+            state: JobState::Cancelled,
+            total: 64,
+            done: 10,
+            failed: 1,
+            elapsed_ms: 300,
+            command: "wc".into(),
+        }]),
+        "0601050202400a01ac02027763",
+    );
+    check(ToClient::Done, "07");
+    check(ToClient::JobCancelled { job: JobId(5) }, "0805");
+    check(
+        Targets::Select {
+            ids: vec![WorkerId(1)],
+            labels: vec!["gpu".into()],
+        },
+        "0201010103677075",
     );
 }

@@ -121,7 +121,7 @@ fn to_host(r: &mut Rng) -> ToHost {
 }
 
 fn to_worker(r: &mut Rng) -> ToWorker {
-    match r.below(5) {
+    match r.below(6) {
         0 => ToWorker::Welcome(Welcome {
             worker: WorkerId(r.next() as u32),
             heartbeat_ms: r.next() as u32,
@@ -138,38 +138,80 @@ fn to_worker(r: &mut Rng) -> ToWorker {
                     value: r.opt(Rng::string),
                 })
                 .collect(),
+            job: JobId(r.int()),
+            persistent: r.below(2) == 0,
         }),
         3 => ToWorker::CancelTask {
             task: TaskId(r.int()),
+        },
+        4 => ToWorker::JobEnded {
+            job: JobId(r.int()),
         },
         _ => ToWorker::Drain,
     }
 }
 
-fn client_request(r: &mut Rng) -> ClientRequest {
+fn targets(r: &mut Rng) -> Targets {
+    let ids = |r: &mut Rng| (0..r.below(4)).map(|_| WorkerId(r.next() as u32)).collect();
     match r.below(3) {
+        0 => Targets::All,
+        1 => Targets::Ids(ids(r)),
+        _ => Targets::Select {
+            ids: ids(r),
+            labels: (0..r.below(3)).map(|_| r.string()).collect(),
+        },
+    }
+}
+
+fn kind(r: &mut Rng) -> JobKind {
+    [JobKind::Map, JobKind::Apply, JobKind::Scatter][r.below(3) as usize]
+}
+
+fn client_request(r: &mut Rng) -> ClientRequest {
+    match r.below(8) {
         0 => ClientRequest::Ids,
         1 => ClientRequest::Status,
+        2 => ClientRequest::Results {
+            job: JobId(r.int()),
+            from: r.int(),
+            follow: r.below(2) == 0,
+        },
+        3 => ClientRequest::Jobs,
+        4 => ClientRequest::Cancel {
+            job: JobId(r.int()),
+        },
+        5 => ClientRequest::Wait {
+            job: JobId(r.int()),
+        },
+        6 => ClientRequest::Revoke { name: r.string() },
         _ => ClientRequest::Submit(JobSpec {
-            kind: if r.below(2) == 0 {
-                JobKind::Map
-            } else {
-                JobKind::Apply
-            },
+            kind: kind(r),
             command: command(r),
             items: (0..r.below(5)).map(|_| r.string()).collect(),
             chunksize: r.next() as u32,
-            targets: if r.below(2) == 0 {
-                Targets::All
-            } else {
-                Targets::Ids((0..r.below(4)).map(|_| WorkerId(r.next() as u32)).collect())
-            },
+            targets: targets(r),
+            retries: r.next() as u32,
+            persistent: r.below(2) == 0,
         }),
     }
 }
 
 fn to_client(r: &mut Rng) -> ToClient {
-    match r.below(6) {
+    match r.below(9) {
+        6 => ToClient::Jobs(vec![JobSummary {
+            job: JobId(r.int()),
+            kind: kind(r),
+            state: [JobState::Running, JobState::Done, JobState::Cancelled][r.below(3) as usize],
+            total: r.int(),
+            done: r.int(),
+            failed: r.int(),
+            elapsed_ms: r.int(),
+            command: r.string(),
+        }]),
+        7 => ToClient::Done,
+        8 => ToClient::JobCancelled {
+            job: JobId(r.int()),
+        },
         0 => ToClient::Error {
             message: r.string(),
         },

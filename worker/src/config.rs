@@ -33,7 +33,8 @@ Options:
   -V, --version            print the version
 
 Config file keys (all optional; flags override): bundle, slots, work_dir, labels,
-max_output_bytes, telemetry_interval_ms.";
+max_output_bytes, telemetry_interval_ms, startup_command (argv run after every connect),
+allow (program names tasks may start; `sh` must be listed for --shell tasks).";
 
 /// The worker config file, `worker.toml`.
 #[derive(Debug, Default, Deserialize)]
@@ -45,6 +46,8 @@ struct FileConfig {
     labels: Option<Vec<String>>,
     max_output_bytes: Option<u64>,
     telemetry_interval_ms: Option<u64>,
+    startup_command: Option<Vec<String>>,
+    allow: Option<Vec<String>>,
 }
 
 /// Everything the worker runs with.
@@ -55,6 +58,8 @@ pub(crate) struct WorkerConfig {
     pub(crate) labels: Vec<String>,
     pub(crate) limits: ExecLimits,
     pub(crate) telemetry_interval: Duration,
+    /// Run after every connect; a failure is reported in telemetry, not fatal.
+    pub(crate) startup_command: Option<Vec<String>>,
 }
 
 /// What the command line asked for.
@@ -153,8 +158,10 @@ fn resolve(flags: Flags, file: FileConfig) -> anyhow::Result<WorkerConfig> {
         limits: ExecLimits {
             max_output_bytes: usize::try_from(max_output).unwrap_or(usize::MAX),
             work_dir: flags.work_dir.or(file.work_dir),
+            allow: file.allow,
         },
         telemetry_interval: Duration::from_millis(telemetry_ms),
+        startup_command: file.startup_command.filter(|argv| !argv.is_empty()),
     })
 }
 
@@ -184,7 +191,11 @@ mod tests {
         std::fs::write(&path, "slots = 2\nslotz = 3\n").unwrap();
         let e = read_file_config(&path).unwrap_err().to_string();
         assert!(e.contains("slotz"), "{e}");
-        std::fs::write(&path, "slots = 2\nlabels = [\"rack1\"]\n").unwrap();
+        std::fs::write(
+            &path,
+            "slots = 2\nlabels = [\"rack1\"]\nallow = [\"echo\"]\nstartup_command = [\"true\"]\n",
+        )
+        .unwrap();
         let f = read_file_config(&path).unwrap();
         assert_eq!(
             (f.slots, f.labels),

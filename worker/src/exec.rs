@@ -18,6 +18,25 @@ pub(crate) struct ExecLimits {
     pub(crate) max_output_bytes: usize,
     /// Working directory of task processes; the worker's own when `None`.
     pub(crate) work_dir: Option<PathBuf>,
+    /// Programs tasks may start (by name or full path); anything when `None`.
+    pub(crate) allow: Option<Vec<String>>,
+}
+
+/// Refuses a program the worker's allow list does not name. With `--shell` the program is
+/// `sh`, which can run anything: it must be allowed explicitly.
+pub(crate) fn check_allowed(program: &str, limits: &ExecLimits) -> Result<(), String> {
+    let Some(allow) = &limits.allow else {
+        return Ok(());
+    };
+    let name = std::path::Path::new(program)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(program);
+    if allow.iter().any(|a| a == program || a == name) {
+        Ok(())
+    } else {
+        Err(format!("{program} is not in this worker's allow list"))
+    }
 }
 
 /// Runs every item of `spec` in turn. `cancel` turning true kills the running item and marks
@@ -58,6 +77,9 @@ async fn run_item(
             Duration::ZERO,
         );
     };
+    if let Err(why) = check_allowed(program, limits) {
+        return ended(item.index, Outcome::StartFailed(why), Duration::ZERO);
+    }
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .process_group(0)
@@ -128,7 +150,59 @@ async fn run_item(
     }
 }
 
-fn exit_outcome(status: std::process::ExitStatus) -> Outcome {
+/// Runs `argv` once (the startup command): Ok on exit 0, else why not, with the first line
+/// of its stderr.
+pub(crate) async fn run_once(
+    argv: &[String],
+    limits: &ExecLimits,
+    timeout: Duration,
+) -> Result<(), String> {
+    let command = Command {
+        argv: argv.to_vec(),
+        shell: false,
+        timeout_ms: millis(timeout),
+    };
+    let (_tx, mut rx) = watch::channel(false);
+    // The startup command comes from the worker's own config, not from the network: the
+    // allow list (which guards tasks) does not apply to it.
+    let limits = ExecLimits {
+        allow: None,
+        ..limits.clone()
+    };
+    let out = run_item(
+        &command,
+        &Item {
+            index: 0,
+            value: None,
+        },
+        &limits,
+        &mut rx,
+    )
+    .await;
+    if out.outcome.is_success() {
+        return Ok(());
+    }
+    let first_line = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let what = match &out.outcome {
+        Outcome::Exited(c) => format!("exit status {c}"),
+        Outcome::Signaled(s) => format!("signal {s}"),
+        Outcome::StartFailed(why) => why.clone(),
+        Outcome::TimedOut => "timed out".into(),
+        Outcome::Cancelled | Outcome::Lost => "stopped".into(),
+    };
+    let mut msg = format!("{}: {what}", argv.join(" "));
+    if !first_line.is_empty() {
+        msg.push_str(": ");
+        msg.push_str(&first_line);
+    }
+    Err(msg)
+}
+
+pub(crate) fn exit_outcome(status: std::process::ExitStatus) -> Outcome {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(code), _) => Outcome::Exited(code),
@@ -158,7 +232,7 @@ async fn read_capped(pipe: Option<impl AsyncRead + Unpin>, cap: usize) -> (Vec<u
 }
 
 /// Kills the process group led by `pid` (every process the task started, unless one left it).
-fn kill_group(pid: Option<u32>) {
+pub(crate) fn kill_group(pid: Option<u32>) {
     let pid = pid
         .and_then(|p| i32::try_from(p).ok())
         .and_then(rustix::process::Pid::from_raw);
@@ -168,14 +242,14 @@ fn kill_group(pid: Option<u32>) {
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
+pub(crate) async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(t) => tokio::time::sleep_until(t.into()).await,
         None => std::future::pending().await,
     }
 }
 
-fn ended(index: u64, outcome: Outcome, took: Duration) -> ItemOutput {
+pub(crate) fn ended(index: u64, outcome: Outcome, took: Duration) -> ItemOutput {
     ItemOutput {
         index,
         outcome,
@@ -186,7 +260,7 @@ fn ended(index: u64, outcome: Outcome, took: Duration) -> ItemOutput {
     }
 }
 
-fn millis(d: Duration) -> u64 {
+pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
@@ -205,6 +279,8 @@ mod tests {
                 timeout_ms,
             },
             items,
+            job: bramble_wire::JobId(1),
+            persistent: false,
         }
     }
 
@@ -212,6 +288,7 @@ mod tests {
         ExecLimits {
             max_output_bytes: max,
             work_dir: None,
+            allow: None,
         }
     }
 
@@ -300,5 +377,32 @@ mod tests {
             "took {} ms",
             r.outputs[0].duration_ms
         );
+    }
+}
+
+#[cfg(test)]
+mod allow_tests {
+    use super::*;
+
+    #[test]
+    fn allow_list_matches_names_and_paths() {
+        let limits = ExecLimits {
+            max_output_bytes: 10,
+            work_dir: None,
+            allow: Some(vec!["echo".into(), "/opt/x/run".into()]),
+        };
+        assert!(check_allowed("echo", &limits).is_ok());
+        assert!(check_allowed("/bin/echo", &limits).is_ok());
+        assert!(check_allowed("/opt/x/run", &limits).is_ok());
+        assert!(
+            check_allowed("sh", &limits)
+                .unwrap_err()
+                .contains("allow list")
+        );
+        let open = ExecLimits {
+            allow: None,
+            ..limits
+        };
+        assert!(check_allowed("anything", &open).is_ok());
     }
 }

@@ -4,6 +4,7 @@
 mod agent;
 mod backoff;
 mod config;
+mod coproc;
 mod exec;
 mod net;
 mod sensors;

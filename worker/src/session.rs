@@ -3,7 +3,7 @@
 //! the agent's outbox until the next one.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bramble_wire::codec::{encode_frame, encode_frame_to_slice};
@@ -17,6 +17,7 @@ use tracing::{info, warn};
 
 use crate::agent::{Admit, Agent};
 use crate::config::WorkerConfig;
+use crate::coproc;
 use crate::exec::{self, ExecLimits};
 use crate::net::is_refusal;
 use crate::sensors::Sensors;
@@ -27,6 +28,8 @@ const INLINE_LIMIT: usize = 16 * 1024;
 /// Bytes of results kept while disconnected.
 const OUTBOX_LIMIT: usize = 64 << 20;
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
+/// The startup command is killed after this long.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// How a session ended.
 #[derive(Debug)]
@@ -56,6 +59,10 @@ pub(crate) struct Worker {
     results_rx: mpsc::Receiver<TaskResult>,
     sensors: Sensors,
     shutdown: watch::Receiver<bool>,
+    pool: coproc::Pool,
+    startup_command: Option<Vec<String>>,
+    /// Why the startup command failed after the latest connect (reported in telemetry).
+    startup_error: Arc<Mutex<Option<String>>>,
 }
 
 impl Worker {
@@ -84,6 +91,9 @@ impl Worker {
             results_rx,
             sensors: Sensors::new(std::path::Path::new("/sys")),
             shutdown,
+            pool: coproc::Pool::default(),
+            startup_command: config.startup_command.clone(),
+            startup_error: Arc::default(),
         }
     }
 
@@ -138,6 +148,12 @@ impl Worker {
             ToWorker::Reject { reason } => return Err(Lost(format!("rejected: {reason}"))),
             other => return Err(Lost(format!("expected welcome, got {other:?}"))),
         }
+        self.run_startup_command();
+        // Frames that arrived together with the welcome (a resumed job's tasks) are already
+        // in the decoder: handle them before waiting for more bytes.
+        while let Some(msg) = decoder.next_msg::<ToWorker>()? {
+            self.handle(conn, &mut send, msg).await?;
+        }
         for result in self.agent.drain_outbox() {
             info!(
                 "delivering task {} finished while disconnected",
@@ -159,7 +175,8 @@ impl Worker {
                 }
                 Some(result) = self.results_rx.recv() => self.send_result(conn, &mut send, result).await?,
                 _ = tick.tick() => {
-                    let report = self.sensors.read(self.agent.running());
+                    let mut report = self.sensors.read(self.agent.running());
+                    report.startup_error = self.startup_error.lock().ok().and_then(|e| e.as_deref().map(short));
                     send.write_all(encode_frame_to_slice(&ToHost::Telemetry(report), &mut tbuf)?).await?;
                 }
                 _ = self.shutdown.changed() => {
@@ -197,6 +214,7 @@ impl Worker {
                 info!("drain requested: finishing running tasks, taking no new ones");
                 self.agent.drain();
             }
+            ToWorker::JobEnded { job } => self.pool.end_job(job),
             ToWorker::Reject { reason } => return Err(Lost(format!("rejected: {reason}"))),
             ToWorker::Welcome(_) => return Err(Lost("unexpected second welcome".into())),
         }
@@ -208,10 +226,35 @@ impl Worker {
         self.cancels.insert(spec.task, cancel_tx);
         let limits = self.limits.clone();
         let results = self.results_tx.clone();
+        let pool = self.pool.clone();
         tokio::spawn(async move {
-            let result = exec::run_task(spec, &limits, cancel_rx).await;
+            let result = if spec.persistent {
+                coproc::run_task(spec, &limits, &pool, cancel_rx).await
+            } else {
+                exec::run_task(spec, &limits, cancel_rx).await
+            };
             // Fails only when the worker is exiting.
             let _ = results.send(result).await;
+        });
+    }
+
+    /// Runs the configured startup command in the background; its failure is kept for the
+    /// telemetry reports (and so for `bramble status`).
+    fn run_startup_command(&self) {
+        let Some(argv) = self.startup_command.clone() else {
+            return;
+        };
+        let slot = self.startup_error.clone();
+        let limits = self.limits.clone();
+        tokio::spawn(async move {
+            let outcome = exec::run_once(&argv, &limits, STARTUP_TIMEOUT).await;
+            match &outcome {
+                Ok(()) => info!("startup command succeeded"),
+                Err(why) => warn!("startup command failed: {why}"),
+            }
+            if let Ok(mut slot) = slot.lock() {
+                *slot = outcome.err();
+            }
         });
     }
 
@@ -296,4 +339,15 @@ fn refused(spec: &TaskSpec, why: &str) -> TaskResult {
         attempt: spec.attempt,
         outputs,
     }
+}
+
+/// The first 120 bytes (on a character boundary) of a message, for a fixed-size report.
+fn short(s: &str) -> heapless::String<120> {
+    let mut out = heapless::String::new();
+    for c in s.chars() {
+        if out.push(c).is_err() {
+            break;
+        }
+    }
+    out
 }

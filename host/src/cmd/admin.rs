@@ -1,10 +1,12 @@
 //! `init`, `enroll`, `client-bundle`: creating the profile and issuing bundles.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use bramble_certs::Role;
+use bramble_certs::{Role, check_name};
+use bramble_host::client::Client;
+use bramble_host::net::append_revoked;
 use bramble_host::profile::Profile;
 
 pub(super) fn init(
@@ -46,5 +48,38 @@ pub(super) fn client_bundle(
     let out = out.unwrap_or_else(|| PathBuf::from(format!("{name}.json")));
     profile.enroll(Role::Client, name, &out)?;
     println!("{}", out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Adds the name to the profile's `revoked.txt` (when the profile is here) and tells a running
+/// host, which drops the name's live connections.
+pub(super) fn revoke(
+    profile: &Profile,
+    bundle: Option<&Path>,
+    name: &str,
+) -> anyhow::Result<ExitCode> {
+    check_name(name)?;
+    let local = bundle.is_none() && profile.exists();
+    if local {
+        append_revoked(&profile.revoked_path(), name)?;
+    }
+    super::init_logging("warn");
+    let bundle = super::load_bundle(profile, bundle)?;
+    let told = super::current_thread()?.block_on(async {
+        let client = Client::connect(&bundle).await?;
+        let r = client.revoke(name).await;
+        client.close().await;
+        r
+    });
+    match (told, local) {
+        (Ok(()), _) => println!("revoked {name}"),
+        (Err(e), true) if e.is_connection() => {
+            println!(
+                "revoked {name} in {} (host not reachable: applies when it starts)",
+                profile.revoked_path().display()
+            );
+        }
+        (Err(e), _) => return Err(e.into()),
+    }
     Ok(ExitCode::SUCCESS)
 }

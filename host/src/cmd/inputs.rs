@@ -7,32 +7,35 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use bramble_wire::{Targets, WorkerId};
 
-/// `all`, or ids and ranges: `0,2,5-7`.
+/// `all`, or ids, id ranges and labels: `0,2,5-7,gpu`. Ids alone keep their order (apply
+/// prints in it); with labels, the workers matching any of them are used, by id.
 pub(super) fn parse_targets(s: Option<&str>) -> anyhow::Result<Targets> {
     let Some(s) = s.map(str::trim).filter(|s| *s != "all") else {
         return Ok(Targets::All);
     };
     let mut ids = Vec::new();
-    for part in s.split(',') {
-        let part = part.trim();
-        let id = |t: &str| {
-            t.parse::<u32>()
-                .with_context(|| format!("bad target {t:?} in --targets {s:?}"))
-        };
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b) = (id(a)?, id(b)?);
-                if a > b {
-                    bail!("empty range {part:?} in --targets");
-                }
-                ids.extend((a..=b).map(WorkerId));
-            }
-            None => ids.push(WorkerId(id(part)?)),
+    let mut labels = Vec::new();
+    for part in s.split(',').map(str::trim) {
+        if part.is_empty() {
+            bail!("empty target in --targets {s:?}");
+        }
+        let id = |t: &str| t.parse::<u32>().ok();
+        match part.split_once('-').map(|(a, b)| (id(a), id(b))) {
+            Some((Some(a), Some(b))) if a <= b => ids.extend((a..=b).map(WorkerId)),
+            Some((Some(_), Some(_))) => bail!("empty range {part:?} in --targets"),
+            _ => match id(part) {
+                Some(n) => ids.push(WorkerId(n)),
+                None => labels.push(part.to_owned()),
+            },
         }
     }
     let mut seen = std::collections::BTreeSet::new();
     ids.retain(|id| seen.insert(*id));
-    Ok(Targets::Ids(ids))
+    Ok(if labels.is_empty() {
+        Targets::Ids(ids)
+    } else {
+        Targets::Select { ids, labels }
+    })
 }
 
 /// `A..B` → the integers A to B-1 as items.
@@ -112,8 +115,16 @@ mod tests {
             t,
             Targets::Ids(vec![WorkerId(3), WorkerId(0), WorkerId(1), WorkerId(2)])
         );
-        assert!(parse_targets(Some("x")).is_err());
+        let t = parse_targets(Some("gpu, 2,rack-1")).unwrap();
+        assert_eq!(
+            t,
+            Targets::Select {
+                ids: vec![WorkerId(2)],
+                labels: vec!["gpu".into(), "rack-1".into()]
+            }
+        );
         assert!(parse_targets(Some("3-1")).is_err());
+        assert!(parse_targets(Some("1,,2")).is_err());
     }
 
     #[test]

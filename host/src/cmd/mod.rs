@@ -16,7 +16,8 @@ use bramble_certs::Bundle;
 use bramble_host::client::Client;
 use bramble_host::profile::Profile;
 
-use crate::cli::{Cli, ClusterAction, Command};
+use crate::cli::{Cli, ClusterAction, Command, SubmitJob};
+use work::Session;
 
 /// Exit code when some tasks failed.
 pub(crate) const TASKS_FAILED: u8 = 1;
@@ -48,19 +49,65 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             init_logging("info");
             multi_thread()?.block_on(serve::cluster(&profile, n, slots, listen, policy))
         }
-        Command::Ids => client_command(&profile, cli.bundle.as_deref(), query::ids),
-        Command::Status { watch } => client_command(&profile, cli.bundle.as_deref(), |c| {
-            query::status(c, json, watch)
-        }),
-        Command::Apply(args) => {
-            let job = work::apply_job(&args)?;
-            client_command(&profile, cli.bundle.as_deref(), |c| work::run(c, job, json))
-        }
-        Command::Map(args) => {
-            let job = work::map_job(&args)?;
-            client_command(&profile, cli.bundle.as_deref(), |c| work::run(c, job, json))
+        Command::Revoke { name } => admin::revoke(&profile, cli.bundle.as_deref(), &name),
+        cmd => {
+            let bundle = cli.bundle.as_deref();
+            match cmd {
+                Command::Ids => client_command(&profile, bundle, query::ids),
+                Command::Status { watch } => {
+                    client_command(&profile, bundle, |s| query::status(s, json, watch))
+                }
+                Command::Jobs => client_command(&profile, bundle, |s| query::jobs(s, json)),
+                Command::Apply(args) => blocking(&profile, bundle, work::apply_job(&args)?, json),
+                Command::Map(args) => blocking(&profile, bundle, work::map_job(&args)?, json),
+                Command::Scatter(args) => {
+                    blocking(&profile, bundle, work::scatter_job(&args)?, json)
+                }
+                Command::Submit { job } => {
+                    let job = match job {
+                        SubmitJob::Map(args) => work::map_job(&args)?,
+                        SubmitJob::Apply(args) => work::apply_job(&args)?,
+                        SubmitJob::Scatter(args) => work::scatter_job(&args)?,
+                    };
+                    client_command(&profile, bundle, |s| work::submit(s, job, json))
+                }
+                Command::Wait { job, timeout } => {
+                    client_command(&profile, bundle, |s| work::wait(s, job, timeout))
+                }
+                Command::Results { job, follow } => {
+                    client_command(&profile, bundle, |s| work::results(s, job, follow, json))
+                }
+                Command::Cancel { job } => {
+                    client_command(&profile, bundle, |s| work::cancel(s, job))
+                }
+                _ => unreachable!("handled above"),
+            }
         }
     }
+}
+
+fn blocking(
+    profile: &Profile,
+    bundle: Option<&Path>,
+    job: work::Job,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    client_command(profile, bundle, |s| work::run(s, job, json))
+}
+
+/// The client bundle: `--bundle`/`BRAMBLE_BUNDLE`, else the profile's.
+fn load_bundle(profile: &Profile, bundle: Option<&Path>) -> anyhow::Result<Bundle> {
+    let path = bundle.map_or_else(|| profile.client_bundle_path(), Path::to_owned);
+    Bundle::load(&path).with_context(|| {
+        if bundle.is_none() && !profile.exists() {
+            format!(
+                "no profile at {} (run `bramble init`, or pass --bundle)",
+                profile.dir.display()
+            )
+        } else {
+            "cannot use the client bundle".to_owned()
+        }
+    })
 }
 
 /// Connects with `--bundle`/`BRAMBLE_BUNDLE` or the profile's client bundle and runs `f`.
@@ -70,28 +117,21 @@ fn client_command<F, Fut>(
     f: F,
 ) -> anyhow::Result<ExitCode>
 where
-    F: FnOnce(Client) -> Fut,
+    F: FnOnce(Session) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<ExitCode>>,
 {
     init_logging("warn");
-    let path = bundle.map_or_else(|| profile.client_bundle_path(), Path::to_owned);
-    let bundle = Bundle::load(&path).with_context(|| {
-        if bundle.is_none() && !profile.exists() {
-            format!(
-                "no profile at {} (run `bramble init`, or pass --bundle)",
-                profile.dir.display()
-            )
-        } else {
-            "cannot use the client bundle".to_owned()
-        }
-    })?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
+    let bundle = load_bundle(profile, bundle)?;
+    current_thread()?.block_on(async {
         let client = Client::connect(&bundle).await?;
-        f(client).await
+        f(Session::new(bundle, client)).await
     })
+}
+
+fn current_thread() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn multi_thread() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 
-use bramble_wire::{ItemOutput, Outcome, WorkerId, WorkerStatus};
+use bramble_host::index_set::IndexSet;
+use bramble_wire::{ItemOutput, JobSummary, Outcome, WorkerId, WorkerStatus};
 use serde_json::json;
 
 /// How results are shown.
@@ -26,7 +27,12 @@ pub(super) struct Printer {
     /// The items as submitted, for `--json`'s `item` field (empty for apply).
     items: Vec<String>,
     pending: BTreeMap<u64, (WorkerId, ItemOutput)>,
+    /// Input order: every index below this was printed.
     next: u64,
+    /// Indices received, so a result sent twice (after a reconnect) is shown once.
+    seen: IndexSet,
+    /// Results that did not exit 0.
+    pub(super) failed: u64,
 }
 
 impl Printer {
@@ -37,10 +43,33 @@ impl Printer {
             items,
             pending: BTreeMap::new(),
             next: 0,
+            seen: IndexSet::default(),
+            failed: 0,
         }
     }
 
-    pub(super) fn push(&mut self, worker: WorkerId, output: ItemOutput) -> io::Result<()> {
+    /// The first index to ask for when (re)connecting: everything before it is printed.
+    pub(super) fn resume_from(&self) -> u64 {
+        if self.order == Order::Input {
+            self.next
+        } else {
+            0
+        }
+    }
+
+    /// Takes one result; returns false if it was a duplicate.
+    pub(super) fn push(&mut self, worker: WorkerId, output: ItemOutput) -> io::Result<bool> {
+        if !self.seen.insert(output.index) {
+            return Ok(false);
+        }
+        if !output.outcome.is_success() {
+            self.failed += 1;
+        }
+        self.place(worker, output)?;
+        Ok(true)
+    }
+
+    fn place(&mut self, worker: WorkerId, output: ItemOutput) -> io::Result<()> {
         match self.order {
             Order::Completion => self.print(worker, &output),
             Order::ByWorker => {
@@ -146,6 +175,47 @@ pub(super) fn describe(o: &Outcome) -> String {
     }
 }
 
+/// `jobs` as a table.
+pub(super) fn jobs_table(jobs: &[JobSummary]) -> String {
+    let mut lines = vec![format!(
+        "{:>5}  {:<8} {:<10} {:>15} {:>7} {:>9}  COMMAND",
+        "JOB", "KIND", "STATE", "DONE/TOTAL", "FAILED", "ELAPSED"
+    )];
+    for j in jobs {
+        lines.push(format!(
+            "{:>5}  {:<8} {:<10} {:>15} {:>7} {:>9}  {}",
+            j.job.0,
+            format!("{:?}", j.kind).to_lowercase(),
+            format!("{:?}", j.state).to_lowercase(),
+            format!("{}/{}", j.done, j.total),
+            j.failed,
+            format!("{:.1}s", j.elapsed_ms as f64 / 1000.0),
+            j.command
+        ));
+    }
+    lines.join("\n")
+}
+
+/// `jobs --json`.
+pub(super) fn jobs_json(jobs: &[JobSummary]) -> serde_json::Result<String> {
+    let rows: Vec<serde_json::Value> = jobs
+        .iter()
+        .map(|j| {
+            json!({
+                "job": j.job.0,
+                "kind": format!("{:?}", j.kind).to_lowercase(),
+                "state": format!("{:?}", j.state).to_lowercase(),
+                "done": j.done,
+                "total": j.total,
+                "failed": j.failed,
+                "elapsed_ms": j.elapsed_ms,
+                "command": j.command,
+            })
+        })
+        .collect();
+    serde_json::to_string_pretty(&rows)
+}
+
 /// `status --json`.
 pub(super) fn status_json(rows: &[WorkerStatus]) -> serde_json::Result<String> {
     let rows: Vec<serde_json::Value> = rows
@@ -170,6 +240,7 @@ pub(super) fn status_json(rows: &[WorkerStatus]) -> serde_json::Result<String> {
                 "load1": t.and_then(|t| t.load_milli).map(|l| f64::from(l) / 1000.0),
                 "mem_available_kib": t.and_then(|t| t.mem_available_kib),
                 "mem_total_kib": t.and_then(|t| t.mem_total_kib),
+                "startup_error": t.and_then(|t| t.startup_error.as_ref()).map(|e| e.as_str()),
             })
         })
         .collect();

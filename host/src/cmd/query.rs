@@ -4,20 +4,36 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use bramble_host::client::Client;
 use bramble_wire::WorkerStatus;
 
-pub(super) async fn ids(client: Client) -> anyhow::Result<ExitCode> {
-    let ids = client.ids().await?;
-    client.close().await;
+use super::output::{jobs_json, jobs_table};
+use super::work::Session;
+
+pub(super) async fn ids(session: Session) -> anyhow::Result<ExitCode> {
+    let ids = session.client().ids().await?;
+    session.close().await;
     let list: Vec<String> = ids.iter().map(ToString::to_string).collect();
     println!("[{}]", list.join(", "));
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) async fn status(client: Client, json: bool, watch: bool) -> anyhow::Result<ExitCode> {
+pub(super) async fn jobs(session: Session, json: bool) -> anyhow::Result<ExitCode> {
+    let jobs = session.client().jobs().await?;
+    session.close().await;
+    println!(
+        "{}",
+        if json {
+            jobs_json(&jobs)?
+        } else {
+            jobs_table(&jobs)
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn status(session: Session, json: bool, watch: bool) -> anyhow::Result<ExitCode> {
     loop {
-        let rows = client.status().await?;
+        let rows = session.client().status().await?;
         let text = if json {
             super::output::status_json(&rows)?
         } else {
@@ -37,7 +53,7 @@ pub(super) async fn status(client: Client, json: bool, watch: bool) -> anyhow::R
             _ = tokio::signal::ctrl_c() => break,
         }
     }
-    client.close().await;
+    session.close().await;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -73,6 +89,11 @@ fn table(rows: &[WorkerStatus]) -> String {
             r.done,
             uptime(r.connected_ms)
         ));
+    }
+    for r in rows {
+        if let Some(e) = r.telemetry.as_ref().and_then(|t| t.startup_error.as_ref()) {
+            lines.push(format!("worker {}: startup command failed: {e}", r.id));
+        }
     }
     lines.join("\n")
 }

@@ -11,7 +11,8 @@ use bramble_certs::Role;
 use bramble_host::net::{Host, HostOptions};
 use bramble_host::profile::Profile;
 use bramble_host::sched::{Policy, SchedConfig};
-use tracing::{info, warn};
+use bramble_host::store::Store;
+use tracing::info;
 
 /// Starts the host from the profile, with optional overrides.
 fn start_host(
@@ -41,22 +42,15 @@ fn start_host(
         ..SchedConfig::default()
     };
     let (ca_pem, cert_pem, key_pem) = profile.server_material()?;
-    let mut ids = profile.worker_ids()?;
-    let known_ids = ids.clone();
-    let saver = profile.clone();
     let host = Host::start(HostOptions {
         listen,
         ca_pem,
         cert_pem,
         key_pem,
         sched,
-        known_ids,
-        on_new_id: Box::new(move |name, id| {
-            ids.insert(name.to_owned(), id);
-            if let Err(e) = saver.save_worker_ids(&ids) {
-                warn!("cannot persist worker ids: {e:#}");
-            }
-        }),
+        store: profile.store_path(),
+        revoked: profile.revoked_path(),
+        reset_key: profile.reset_key()?,
     })?;
     info!(
         "bramble host listening on {} (policy {policy}, profile {})",
@@ -94,21 +88,16 @@ pub(super) async fn cluster(
     }
     let worker_bin = worker_binary()?;
     let mut bundles = Vec::new();
-    let mut ids = profile.worker_ids()?;
-    for i in 0..n {
-        let name = format!("local-{i}");
-        let path = profile.worker_bundle_path(&name);
+    let names: Vec<String> = (0..n).map(|i| format!("local-{i}")).collect();
+    for name in &names {
+        let path = profile.worker_bundle_path(name);
         if !path.exists() {
-            profile.enroll(Role::Worker, &name, &path)?;
+            profile.enroll(Role::Worker, name, &path)?;
         }
         bundles.push(path);
-        // Give local-i the next free id now, so ids follow names rather than join order.
-        if !ids.contains_key(&name) {
-            let next = ids.values().map(|w| w.0 + 1).max().unwrap_or(0);
-            ids.insert(name, bramble_wire::WorkerId(next));
-        }
     }
-    profile.save_worker_ids(&ids)?;
+    // Give local-i its id now, so ids follow names rather than the order workers join.
+    Store::open(&profile.store_path())?.reserve_ids(&names)?;
     let host = start_host(profile, None, policy)?;
     let mut children = Vec::new();
     for bundle in &bundles {

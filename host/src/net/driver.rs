@@ -1,14 +1,20 @@
-//! The driver: the one task that owns the [`Scheduler`]. It turns peer messages and deadlines
-//! into `handle*` calls, and the scheduler's actions into frames for peers.
+//! The driver: the one task that owns the [`Scheduler`] and the job store's writer. It feeds
+//! peer messages and deadlines to the scheduler in batches, commits the batch's records in
+//! one transaction, and only then sends frames, answers and results: the host writes before
+//! it acknowledges.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use bramble_wire::{ToClient, ToWorker, close};
+use bramble_wire::{JobId, JobSpec, JobState, ToClient, ToWorker, close};
 use tokio::sync::{mpsc, oneshot};
-use tracing::info;
+use tracing::{error, info};
 
-use crate::sched::{Action, ClientId, DisconnectReason, Event, Scheduler, SessionId};
+use crate::sched::{Action, DisconnectReason, Event, Record, RequestId, Scheduler, SessionId};
+use crate::store::Store;
+
+/// Messages handled per batch at most, so a flood cannot starve the flush.
+const BATCH: usize = 512;
 
 /// What a worker connection task is told to do.
 #[derive(Debug)]
@@ -30,98 +36,246 @@ pub(crate) enum Query {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum ToDriver {
-    /// A scheduler event.
+    /// A scheduler event from a worker connection.
     Event(Event),
     /// A worker session's outbound channel; sent before its `WorkerConnected`.
     WorkerOpened {
         session: SessionId,
         tx: mpsc::UnboundedSender<PeerCmd>,
     },
-    /// A client request's outbound channel; sent before its `JobSubmitted`.
-    ClientOpened {
-        client: ClientId,
-        tx: mpsc::UnboundedSender<ToClient>,
-    },
     Query {
         query: Query,
         reply: oneshot::Sender<ToClient>,
     },
+    Submit {
+        spec: JobSpec,
+        reply: oneshot::Sender<ToClient>,
+    },
+    Cancel {
+        job: JobId,
+        reply: oneshot::Sender<ToClient>,
+    },
+    /// Stream the job's results (`items`) and its end to `tx`. Answered after the current
+    /// batch is committed: `true` if the job is running (so the store holds everything up to
+    /// now and `tx` gets everything after), `false` if it is not.
+    Watch {
+        job: JobId,
+        items: bool,
+        tx: mpsc::UnboundedSender<ToClient>,
+        reply: oneshot::Sender<bool>,
+    },
+}
+
+struct Watcher {
+    items: bool,
+    tx: mpsc::UnboundedSender<ToClient>,
+}
+
+/// The driver's state besides the scheduler.
+struct Driver {
+    sched: Scheduler,
+    store: Store,
+    // Unbounded channels: what goes to a worker is bounded by its slots (the scheduler never
+    // places more); what goes to a watcher is bounded by its job's results.
+    workers: BTreeMap<SessionId, mpsc::UnboundedSender<PeerCmd>>,
+    pending: BTreeMap<RequestId, oneshot::Sender<ToClient>>,
+    watchers: BTreeMap<JobId, Vec<Watcher>>,
+    deferred: Vec<(
+        JobId,
+        bool,
+        mpsc::UnboundedSender<ToClient>,
+        oneshot::Sender<bool>,
+    )>,
+    next_request: u64,
 }
 
 /// Runs until every sender is gone.
-pub(crate) async fn run(
-    mut sched: Scheduler,
-    mut rx: mpsc::Receiver<ToDriver>,
-    mut on_new_id: super::OnNewId,
-) {
-    // Unbounded channels: what goes to a worker is bounded by its slots (the scheduler never
-    // places more); what goes to a client is bounded by its job's items.
-    let mut workers: BTreeMap<SessionId, mpsc::UnboundedSender<PeerCmd>> = BTreeMap::new();
-    let mut clients: BTreeMap<ClientId, mpsc::UnboundedSender<ToClient>> = BTreeMap::new();
+pub(crate) async fn run(sched: Scheduler, store: Store, mut rx: mpsc::Receiver<ToDriver>) {
+    let mut d = Driver {
+        sched,
+        store,
+        workers: BTreeMap::new(),
+        pending: BTreeMap::new(),
+        watchers: BTreeMap::new(),
+        deferred: Vec::new(),
+        next_request: 1,
+    };
+    // Jobs resumed from the store may have tasks to place as soon as workers join; a
+    // resumed job with nothing left ends now.
+    d.flush();
     loop {
-        let deadline = sched.poll_timeout();
+        let deadline = d.sched.poll_timeout();
         tokio::select! {
             msg = rx.recv() => match msg {
-                Some(ToDriver::Event(ev)) => {
-                    if let Event::WorkerDisconnected { session } = &ev {
-                        workers.remove(session);
-                    }
-                    sched.handle(now(), ev);
-                }
-                Some(ToDriver::WorkerOpened { session, tx }) => { workers.insert(session, tx); }
-                Some(ToDriver::ClientOpened { client, tx }) => { clients.insert(client, tx); }
-                Some(ToDriver::Query { query, reply }) => {
-                    let answer = match query {
-                        Query::Ids => ToClient::Ids(sched.ids()),
-                        Query::Status => ToClient::Status(sched.status(now())),
-                    };
-                    let _ = reply.send(answer);
-                }
+                Some(msg) => d.handle(msg),
                 None => return,
             },
-            () = sleep_until(deadline) => sched.handle_timeout(now()),
+            () = sleep_until(deadline) => d.sched.handle_timeout(now()),
         }
-        while let Some(action) = sched.poll_action() {
-            match action {
-                Action::Send { session, msg } => {
-                    if let Some(tx) = workers.get(&session) {
-                        let _ = tx.send(PeerCmd::Send(msg));
-                    }
+        for _ in 0..BATCH {
+            match rx.try_recv() {
+                Ok(msg) => d.handle(msg),
+                Err(_) => break,
+            }
+        }
+        d.flush();
+    }
+}
+
+impl Driver {
+    fn handle(&mut self, msg: ToDriver) {
+        match msg {
+            ToDriver::Event(ev) => {
+                if let Event::WorkerDisconnected { session } = &ev {
+                    self.workers.remove(session);
                 }
-                Action::Disconnect { session, reason } => {
-                    if let Some(tx) = workers.remove(&session) {
-                        info!("disconnecting session {}: {reason}", session.0);
-                        let code = match reason {
-                            DisconnectReason::Rejected(_) => close::REJECTED,
-                            DisconnectReason::HeartbeatTimeout(_) => close::TIMEOUT,
-                            DisconnectReason::Superseded => close::SUPERSEDED,
-                        };
-                        let _ = tx.send(PeerCmd::Close {
-                            code,
-                            reason: reason.to_string(),
-                        });
-                    }
+                self.sched.handle(now(), ev);
+            }
+            ToDriver::WorkerOpened { session, tx } => {
+                self.workers.insert(session, tx);
+            }
+            ToDriver::Query { query, reply } => {
+                let answer = match query {
+                    Query::Ids => ToClient::Ids(self.sched.ids()),
+                    Query::Status => ToClient::Status(self.sched.status(now())),
+                };
+                let _ = reply.send(answer);
+            }
+            ToDriver::Submit { spec, reply } => {
+                let request = self.request(reply);
+                self.sched
+                    .handle(now(), Event::JobSubmitted { request, spec });
+            }
+            ToDriver::Cancel { job, reply } => {
+                let request = self.request(reply);
+                self.sched
+                    .handle(now(), Event::CancelRequested { request, job });
+            }
+            ToDriver::Watch {
+                job,
+                items,
+                tx,
+                reply,
+            } => self.deferred.push((job, items, tx, reply)),
+        }
+    }
+
+    fn request(&mut self, reply: oneshot::Sender<ToClient>) -> RequestId {
+        let id = RequestId(self.next_request);
+        self.next_request += 1;
+        self.pending.insert(id, reply);
+        id
+    }
+
+    /// Commits the records of everything handled so far, then carries out the rest.
+    fn flush(&mut self) {
+        let actions: Vec<Action> = std::iter::from_fn(|| self.sched.poll_action()).collect();
+        let records: Vec<&Record> = actions
+            .iter()
+            .filter_map(|a| {
+                if let Action::Record(r) = a {
+                    Some(r)
+                } else {
+                    None
                 }
-                Action::Reply { client, msg } => {
-                    if let Some(tx) = clients.get(&client) {
-                        let _ = tx.send(msg);
-                    }
-                }
-                Action::CloseClient { client } => {
-                    clients.remove(&client);
-                }
-                Action::IdAssigned { worker, name } => {
-                    info!("worker {name:?} is id {worker}");
-                    on_new_id(&name, worker);
+            })
+            .collect();
+        if !records.is_empty() {
+            let records: Vec<Record> = records.into_iter().cloned().collect();
+            let store = &mut self.store;
+            let written = tokio::task::block_in_place(|| store.apply(&records, wall_ms()));
+            if let Err(e) = written {
+                // Nothing can be promised durable any more; keep serving, loudly.
+                error!("cannot write the job store: {e}");
+            }
+        }
+        for action in actions {
+            self.carry_out(action);
+        }
+        for (job, items, tx, reply) in std::mem::take(&mut self.deferred) {
+            let running = self.sched.is_running(job);
+            if running {
+                self.watchers
+                    .entry(job)
+                    .or_default()
+                    .push(Watcher { items, tx });
+            }
+            let _ = reply.send(running);
+        }
+    }
+
+    fn carry_out(&mut self, action: Action) {
+        match action {
+            Action::Send { session, msg } => {
+                if let Some(tx) = self.workers.get(&session) {
+                    let _ = tx.send(PeerCmd::Send(msg));
                 }
             }
+            Action::Disconnect { session, reason } => {
+                if let Some(tx) = self.workers.remove(&session) {
+                    info!("disconnecting session {}: {reason}", session.0);
+                    let code = match reason {
+                        DisconnectReason::Rejected(_) => close::REJECTED,
+                        DisconnectReason::HeartbeatTimeout(_) => close::TIMEOUT,
+                        DisconnectReason::Superseded => close::SUPERSEDED,
+                    };
+                    let _ = tx.send(PeerCmd::Close {
+                        code,
+                        reason: reason.to_string(),
+                    });
+                }
+            }
+            Action::Reply { request, msg } => {
+                if let Some(reply) = self.pending.remove(&request) {
+                    let _ = reply.send(msg);
+                }
+            }
+            Action::Record(Record::ResultRecorded {
+                job,
+                worker,
+                output,
+            }) => {
+                if let Some(ws) = self.watchers.get_mut(&job) {
+                    ws.retain(|w| {
+                        !w.items
+                            || w.tx
+                                .send(ToClient::ItemDone {
+                                    job,
+                                    worker,
+                                    output: output.clone(),
+                                })
+                                .is_ok()
+                    });
+                }
+            }
+            Action::Record(Record::JobEnded { job, state, failed }) => {
+                let msg = match state {
+                    JobState::Cancelled => ToClient::JobCancelled { job },
+                    JobState::Done | JobState::Running => ToClient::JobFinished { job, failed },
+                };
+                for w in self.watchers.remove(&job).unwrap_or_default() {
+                    let _ = w.tx.send(msg.clone());
+                }
+                info!("job {job} ended: {state:?}, {failed} failed");
+            }
+            Action::Record(Record::IdAssigned { worker, name }) => {
+                info!("worker {name:?} is id {worker}")
+            }
+            Action::Record(_) => {}
         }
     }
 }
 
-/// The driver's clock. Only here and in other IO code; the scheduler gets `now` passed in.
+/// The driver's clock. Only IO code reads clocks; the scheduler gets `now` passed in.
 fn now() -> Instant {
     tokio::time::Instant::now().into_std()
+}
+
+/// Wall-clock milliseconds for the store's timestamps.
+pub(crate) fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

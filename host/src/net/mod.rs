@@ -3,9 +3,11 @@
 
 mod client_peer;
 mod driver;
+mod revoke;
 mod worker_peer;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -18,7 +20,9 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::sched::{SchedConfig, Scheduler};
+use crate::store::Store;
 pub(crate) use driver::ToDriver;
+pub use revoke::{Revocations, append_name as append_revoked};
 
 /// What the host needs to serve.
 pub struct HostOptions {
@@ -28,14 +32,15 @@ pub struct HostOptions {
     pub cert_pem: String,
     pub key_pem: String,
     pub sched: SchedConfig,
-    /// Ids given out before (name → id).
-    pub known_ids: std::collections::BTreeMap<String, bramble_wire::WorkerId>,
-    /// Called when a name gets a new id, to persist the table.
-    pub on_new_id: OnNewId,
+    /// The job store (`jobs.db`).
+    pub store: PathBuf,
+    /// The revocation list (`revoked.txt`).
+    pub revoked: PathBuf,
+    /// Secret for QUIC stateless resets. Kept across restarts, so that a restarted host
+    /// resets the connections of the previous run at their next packet and workers and
+    /// clients reconnect at once instead of waiting out the idle timeout.
+    pub reset_key: Vec<u8>,
 }
-
-/// Persists a newly assigned worker id (name, id).
-pub type OnNewId = Box<dyn FnMut(&str, bramble_wire::WorkerId) + Send>;
 
 /// A bound, running host.
 pub struct Host {
@@ -51,12 +56,39 @@ impl Host {
         let mut server =
             quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
         server.transport_config(Arc::new(transport()));
-        let endpoint = quinn::Endpoint::server(server, opts.listen)
+        let socket = std::net::UdpSocket::bind(opts.listen)
             .with_context(|| format!("cannot listen on {}", opts.listen))?;
+        let endpoint = quinn::Endpoint::new(
+            endpoint_config(&opts.reset_key),
+            Some(server),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )?;
+        let store = Store::open(&opts.store)
+            .with_context(|| format!("opening {}", opts.store.display()))?;
+        let mut sched = Scheduler::new(opts.sched, store.worker_ids()?);
+        let (next_job, next_task) = store.next_ids()?;
+        let unfinished = store.unfinished_jobs()?;
+        if !unfinished.is_empty() {
+            info!(
+                "resuming {} unfinished job(s) from {}",
+                unfinished.len(),
+                opts.store.display()
+            );
+        }
+        sched.resume(next_job, next_task, unfinished);
+        let revocations = Arc::new(
+            Revocations::load(&opts.revoked)
+                .with_context(|| format!("reading {}", opts.revoked.display()))?,
+        );
         let (to_driver, rx) = mpsc::channel(4096);
-        let sched = Scheduler::new(opts.sched, opts.known_ids);
-        let driver = tokio::spawn(driver::run(sched, rx, opts.on_new_id));
-        tokio::spawn(accept_loop(endpoint.clone(), to_driver.clone()));
+        let driver = tokio::spawn(driver::run(sched, store, rx));
+        let ctx = client_peer::Ctx {
+            to_driver: to_driver.clone(),
+            store_path: opts.store,
+            revocations,
+        };
+        tokio::spawn(accept_loop(endpoint.clone(), ctx));
         Ok(Self {
             endpoint,
             to_driver,
@@ -79,6 +111,23 @@ impl Host {
     }
 }
 
+/// Stateless resets and connection ids keyed by the profile's secret: after a restart the
+/// host still recognises the ids it gave out (the default generator signs them with a
+/// per-process key and would drop them) and answers their packets with a reset the peer
+/// can verify, so peers of the previous run reconnect at once.
+fn endpoint_config(secret: &[u8]) -> quinn::EndpointConfig {
+    let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    let tag = ring::hmac::sign(&reset_key, b"bramble connection ids");
+    let mut cid_key = [0u8; 8];
+    cid_key.copy_from_slice(&tag.as_ref()[..8]);
+    let cid_key = u64::from_le_bytes(cid_key);
+    let mut config = quinn::EndpointConfig::new(Arc::new(reset_key));
+    config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    config
+}
+
 /// Host-side QUIC settings: 15 s idle timeout (workers send keep-alives), room for result
 /// streams from workers and request streams from clients.
 fn transport() -> quinn::TransportConfig {
@@ -91,10 +140,10 @@ fn transport() -> quinn::TransportConfig {
     t
 }
 
-async fn accept_loop(endpoint: quinn::Endpoint, to_driver: mpsc::Sender<ToDriver>) {
+async fn accept_loop(endpoint: quinn::Endpoint, ctx: client_peer::Ctx) {
     let ids = Arc::new(AtomicU64::new(1));
     while let Some(incoming) = endpoint.accept().await {
-        let to_driver = to_driver.clone();
+        let ctx = ctx.clone();
         let ids = ids.clone();
         tokio::spawn(async move {
             let remote = incoming.remote_address();
@@ -113,10 +162,21 @@ async fn accept_loop(endpoint: quinn::Endpoint, to_driver: mpsc::Sender<ToDriver
                     return;
                 }
             };
-            let id = ids.fetch_add(1, Ordering::Relaxed);
+            if ctx.revocations.is_revoked(&identity.name) {
+                warn!(
+                    "refused {} {:?} from {remote}: certificate revoked",
+                    identity.role, identity.name
+                );
+                conn.close(close::REJECTED.into(), b"certificate revoked");
+                return;
+            }
+            ctx.revocations.track(&identity.name, &conn);
             match identity.role {
-                Role::Worker => worker_peer::run(conn, identity.name, id, to_driver).await,
-                Role::Client => client_peer::run(conn, identity.name, ids, to_driver).await,
+                Role::Worker => {
+                    let id = ids.fetch_add(1, Ordering::Relaxed);
+                    worker_peer::run(conn, identity.name, id, ctx.to_driver).await;
+                }
+                Role::Client => client_peer::run(conn, identity.name, ctx).await,
                 Role::Host => {
                     warn!("refused connection from {remote}: a host certificate is not a peer");
                     conn.close(

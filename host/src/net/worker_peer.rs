@@ -85,6 +85,10 @@ async fn serve(
     {
         return End::Gone("host shutting down".into());
     }
+    // Frames that arrived together with the Hello are already in the decoder.
+    if let Some(end) = drain(&mut decoder, session, to_driver).await {
+        return end;
+    }
     let mut out = Vec::new();
     loop {
         tokio::select! {
@@ -95,16 +99,8 @@ async fn serve(
                     Err(e) => return End::Gone(e.to_string()),
                 };
                 decoder.push(&buf[..n]);
-                loop {
-                    match decoder.next_msg::<ToHost>() {
-                        Ok(Some(msg)) => {
-                            if let Some(end) = forward(msg, session, to_driver).await {
-                                return end;
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(e) => return End::Protocol(format!("bad frame: {e}")),
-                    }
+                if let Some(end) = drain(&mut decoder, session, to_driver).await {
+                    return end;
                 }
             }
             uni = conn.accept_uni() => match uni {
@@ -130,6 +126,25 @@ async fn serve(
                 }
                 None => return End::Gone("host shutting down".into()),
             },
+        }
+    }
+}
+
+/// Forwards every whole frame in the decoder; `Some` ends the connection.
+async fn drain(
+    decoder: &mut FrameDecoder,
+    session: SessionId,
+    to_driver: &mpsc::Sender<ToDriver>,
+) -> Option<End> {
+    loop {
+        match decoder.next_msg::<ToHost>() {
+            Ok(Some(msg)) => {
+                if let Some(end) = forward(msg, session, to_driver).await {
+                    return Some(end);
+                }
+            }
+            Ok(None) => return None,
+            Err(e) => return Some(End::Protocol(format!("bad frame: {e}"))),
         }
     }
 }

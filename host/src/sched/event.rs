@@ -1,15 +1,20 @@
 //! The scheduler's inputs (facts, past tense) and outputs (imperatives).
 
-use bramble_wire::{Hello, JobSpec, TaskResult, Telemetry, ToClient, ToWorker, WorkerId};
+use std::time::Duration;
+
+use bramble_wire::{
+    Attempt, Hello, ItemOutput, JobId, JobSpec, JobState, TaskId, TaskResult, Telemetry, ToClient,
+    ToWorker, WorkerId,
+};
 
 /// One worker connection. A reconnecting worker gets a new session; events of an old
 /// session are ignored once it is superseded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SessionId(pub u64);
 
-/// One client request stream that submitted a job.
+/// One client request that expects an answer (submit, cancel).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ClientId(pub u64);
+pub struct RequestId(pub u64);
 
 /// Something that happened, fed to [`super::Scheduler::handle`].
 #[derive(Clone, Debug)]
@@ -33,10 +38,10 @@ pub enum Event {
         session: SessionId,
         result: TaskResult,
     },
-    /// A client submitted a job; results go back to `client`.
-    JobSubmitted { client: ClientId, spec: JobSpec },
-    /// The client went away before its job finished: the job is cancelled.
-    ClientGone { client: ClientId },
+    /// A client submitted a job.
+    JobSubmitted { request: RequestId, spec: JobSpec },
+    /// A client asked to cancel a job.
+    CancelRequested { request: RequestId, job: JobId },
 }
 
 /// Why the scheduler closes a worker session.
@@ -45,7 +50,7 @@ pub enum DisconnectReason {
     /// The worker cannot be used (what it announced is unusable).
     Rejected(String),
     /// No frame arrived within the worker timeout.
-    HeartbeatTimeout(std::time::Duration),
+    HeartbeatTimeout(Duration),
     /// A newer connection of the same worker replaced this one.
     Superseded,
 }
@@ -60,6 +65,52 @@ impl std::fmt::Display for DisconnectReason {
     }
 }
 
+/// A task as stored: enough to rebuild it from its job's spec after a restart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskRow {
+    pub task: TaskId,
+    /// Index of the task's first result.
+    pub first_index: u64,
+    /// Results it produces.
+    pub count: u64,
+    /// The worker an apply/scatter task must run on.
+    pub pin: Option<WorkerId>,
+}
+
+/// A fact to persist. The driver writes records before it sends anything that follows them,
+/// so what a client or worker has been told is always on disk.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Record {
+    /// A name got its id.
+    IdAssigned { worker: WorkerId, name: String },
+    /// A job was accepted with these tasks.
+    JobCreated {
+        job: JobId,
+        spec: JobSpec,
+        tasks: Vec<TaskRow>,
+    },
+    /// A task attempt was placed on a worker.
+    AttemptStarted {
+        task: TaskId,
+        attempt: Attempt,
+        worker: WorkerId,
+    },
+    /// An attempt failed and the task will be retried (its outputs are not the result).
+    AttemptFailed { task: TaskId, attempt: Attempt },
+    /// An item's result: recorded exactly once per (job, index).
+    ResultRecorded {
+        job: JobId,
+        worker: WorkerId,
+        output: ItemOutput,
+    },
+    /// The job ended (`Done` or `Cancelled`); `failed` results did not exit 0.
+    JobEnded {
+        job: JobId,
+        state: JobState,
+        failed: u64,
+    },
+}
+
 /// Something the driver must do, drained with [`super::Scheduler::poll_action`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
@@ -70,10 +121,8 @@ pub enum Action {
         session: SessionId,
         reason: DisconnectReason,
     },
-    /// Send a frame to a client.
-    Reply { client: ClientId, msg: ToClient },
-    /// The client's request is complete; finish its stream.
-    CloseClient { client: ClientId },
-    /// A name got a new id: persist the name → id table so ids survive restarts.
-    IdAssigned { worker: WorkerId, name: String },
+    /// Answer a request.
+    Reply { request: RequestId, msg: ToClient },
+    /// Persist, then tell the job's watchers (results and job ends).
+    Record(Record),
 }

@@ -1,22 +1,20 @@
-//! Jobs and their tasks: turning a submitted [`JobSpec`] into placeable tasks, and the
-//! per-task bookkeeping the scheduler needs (pin, attempts, losses, where it runs).
+//! Jobs and their tasks: turning a submitted [`JobSpec`] into placeable tasks (and rebuilding
+//! them after a restart), and the per-task bookkeeping the scheduler needs.
 
 use std::collections::BTreeSet;
 
-use bramble_wire::{Attempt, Command, Item, JobKind, JobSpec, TaskId, WorkerId};
+use bramble_wire::{Attempt, Command, Item, JobId, JobKind, JobSpec, TaskId, WorkerId};
 
-use super::event::ClientId;
+use super::event::TaskRow;
 
 /// A job in progress.
 #[derive(Clone, Debug)]
 pub(crate) struct Job {
-    pub(crate) client: ClientId,
     pub(crate) command: Command,
-    /// Workers the job may use; `None` means any.
-    pub(crate) targets: Option<BTreeSet<WorkerId>>,
-    /// Items that have a result.
-    pub(crate) reported: u64,
-    /// Reported items that did not exit 0.
+    pub(crate) persistent: bool,
+    /// Workers a map job may use; `None` means any.
+    pub(crate) targets: Option<super::targets::TargetFilter>,
+    /// Results that did not exit 0.
     pub(crate) failed: u64,
     /// Tasks without a result yet.
     pub(crate) open_tasks: BTreeSet<TaskId>,
@@ -25,71 +23,119 @@ pub(crate) struct Job {
 /// A placeable unit: a chunk of one job's items.
 #[derive(Clone, Debug)]
 pub(crate) struct Task {
-    pub(crate) job: bramble_wire::JobId,
+    pub(crate) job: JobId,
     pub(crate) items: Vec<Item>,
-    /// `apply` tasks run only on their target.
+    /// Apply and scatter tasks run only on their target.
     pub(crate) pin: Option<WorkerId>,
     /// Attempts started so far; the next attempt gets this number.
     pub(crate) attempts: u32,
     /// How often a worker running it was lost.
     pub(crate) losses: u32,
+    /// Failed attempts that may still be re-run.
+    pub(crate) retries_left: u32,
+    /// Workers on which an attempt failed: avoided while others can take the task.
+    pub(crate) avoid: BTreeSet<WorkerId>,
     /// Where the current attempt runs; `None` while queued.
     pub(crate) running_on: Option<(WorkerId, Attempt)>,
 }
 
 impl Task {
-    fn new(job: bramble_wire::JobId, items: Vec<Item>, pin: Option<WorkerId>) -> Self {
+    pub(crate) fn new(job: JobId, items: Vec<Item>, pin: Option<WorkerId>, retries: u32) -> Self {
         Self {
             job,
             items,
             pin,
             attempts: 0,
             losses: 0,
+            retries_left: retries,
+            avoid: BTreeSet::new(),
             running_on: None,
         }
     }
 }
 
-/// Splits a validated job into tasks: `apply` gets one pinned task per target (item index =
-/// position in `apply_targets`); `map` gets one task per `chunksize` items.
-pub(crate) fn split(
-    job: bramble_wire::JobId,
-    spec: &JobSpec,
-    apply_targets: &[WorkerId],
-) -> Vec<Task> {
-    match spec.kind {
-        JobKind::Apply => apply_targets
+/// The task rows of a new job. `targets` are the resolved targets of apply/scatter (one
+/// pinned task each, result index = position); map gets one task per `chunksize` items.
+pub(crate) fn plan(spec: &JobSpec, targets: &[WorkerId], first_task: u64) -> Vec<TaskRow> {
+    let rows: Vec<(u64, u64, Option<WorkerId>)> = match spec.kind {
+        JobKind::Apply | JobKind::Scatter => targets
             .iter()
             .zip(0u64..)
-            .map(|(w, index)| Task::new(job, vec![Item { index, value: None }], Some(*w)))
+            .map(|(w, i)| (i, 1, Some(*w)))
             .collect(),
         JobKind::Map => {
-            let chunk = usize::try_from(spec.chunksize.max(1)).unwrap_or(usize::MAX);
-            let mut tasks = Vec::with_capacity(spec.items.len().div_ceil(chunk));
-            let mut items = spec.items.iter().zip(0u64..).peekable();
-            while items.peek().is_some() {
-                let chunk_items = items
-                    .by_ref()
-                    .take(chunk)
-                    .map(|(v, index)| Item {
-                        index,
-                        value: Some(v.clone()),
-                    })
-                    .collect();
-                tasks.push(Task::new(job, chunk_items, None));
-            }
-            tasks
+            let n = spec.items.len() as u64;
+            let chunk = u64::from(spec.chunksize.max(1));
+            (0..n.div_ceil(chunk))
+                .map(|k| (k * chunk, chunk.min(n - k * chunk), None))
+                .collect()
+        }
+    };
+    rows.into_iter()
+        .zip(first_task..)
+        .map(|((first_index, count, pin), id)| TaskRow {
+            task: TaskId(id),
+            first_index,
+            count,
+            pin,
+        })
+        .collect()
+}
+
+/// The items a task row carries. Scatter rows get their contiguous chunk of the inputs as
+/// one stdin text (`tasks` is the number of rows of the job).
+pub(crate) fn items(spec: &JobSpec, row: &TaskRow, tasks: usize) -> Vec<Item> {
+    match spec.kind {
+        JobKind::Apply => vec![Item {
+            index: row.first_index,
+            value: None,
+        }],
+        JobKind::Map => {
+            let start = usize::try_from(row.first_index).unwrap_or(usize::MAX);
+            let end = start.saturating_add(usize::try_from(row.count).unwrap_or(usize::MAX));
+            let values = spec
+                .items
+                .get(start..end.min(spec.items.len()))
+                .unwrap_or_default();
+            values
+                .iter()
+                .zip(row.first_index..)
+                .map(|(v, index)| Item {
+                    index,
+                    value: Some(v.clone()),
+                })
+                .collect()
+        }
+        JobKind::Scatter => {
+            let k = usize::try_from(row.first_index).unwrap_or(usize::MAX);
+            let (start, end) = chunk_bounds(spec.items.len(), tasks, k);
+            let chunk = &spec.items[start..end];
+            let value = (!chunk.is_empty()).then(|| chunk.join("\n"));
+            vec![Item {
+                index: row.first_index,
+                value,
+            }]
         }
     }
 }
 
-/// Total items of a job: one per apply target, else one per input.
-pub(crate) fn total_items(spec: &JobSpec, apply_targets: &[WorkerId]) -> u64 {
+/// Bounds of chunk `k` of `n` items split into `parts` contiguous chunks whose sizes differ by
+/// at most one (the first `n % parts` chunks are one larger), as ipyparallel's scatter does.
+pub(crate) fn chunk_bounds(n: usize, parts: usize, k: usize) -> (usize, usize) {
+    let parts = parts.max(1);
+    let (base, extra) = (n / parts, n % parts);
+    let start = k * base + k.min(extra);
+    let len = base + usize::from(k < extra);
+    (start.min(n), (start + len).min(n))
+}
+
+/// Total results of a job: one per apply/scatter target, else one per input.
+pub(crate) fn total_results(spec: &JobSpec, targets: &[WorkerId]) -> u64 {
     let n = match spec.kind {
-        JobKind::Apply => apply_targets.len(),
+        JobKind::Apply | JobKind::Scatter => targets.len(),
         JobKind::Map => spec.items.len(),
     };
-    u64::try_from(n).unwrap_or(u64::MAX)
+    n as u64
 }
 
 /// Checks what the host must refuse before accepting a job.
@@ -100,13 +146,19 @@ pub(crate) fn validate(spec: &JobSpec) -> Result<(), String> {
     if spec.chunksize == 0 {
         return Err("chunksize must be at least 1".into());
     }
+    if spec.kind == JobKind::Scatter && spec.command.argv.iter().any(|a| a.contains("{}")) {
+        return Err("scatter gives each target its chunk on stdin; `{}` is not allowed".into());
+    }
+    if spec.kind == JobKind::Apply && !spec.items.is_empty() {
+        return Err("apply takes no items".into());
+    }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bramble_wire::{JobId, Targets};
+    use bramble_wire::Targets;
 
     fn spec(kind: JobKind, n: usize, chunksize: u32) -> JobSpec {
         JobSpec {
@@ -119,31 +171,70 @@ mod tests {
             items: (0..n).map(|i| i.to_string()).collect(),
             chunksize,
             targets: Targets::All,
+            retries: 0,
+            persistent: false,
         }
     }
 
     #[test]
     fn map_chunks_keep_every_item_once_in_order() {
-        let tasks = split(JobId(1), &spec(JobKind::Map, 64, 10), &[]);
-        assert_eq!(tasks.len(), 7);
-        let idx: Vec<u64> = tasks
+        let s = spec(JobKind::Map, 64, 10);
+        let rows = plan(&s, &[], 100);
+        assert_eq!(rows.len(), 7);
+        assert_eq!(rows[0].task, TaskId(100));
+        let idx: Vec<u64> = rows
             .iter()
-            .flat_map(|t| t.items.iter().map(|i| i.index))
+            .flat_map(|r| items(&s, r, rows.len()).into_iter().map(|i| i.index))
             .collect();
         assert_eq!(idx, (0..64).collect::<Vec<_>>());
-        assert_eq!(tasks[6].items.len(), 4);
-        assert_eq!(tasks[6].items[3].value.as_deref(), Some("63"));
+        assert_eq!(items(&s, &rows[6], 7)[3].value.as_deref(), Some("63"));
     }
 
     #[test]
     fn apply_pins_one_task_per_target() {
         let targets = [WorkerId(2), WorkerId(0)];
-        let tasks = split(JobId(1), &spec(JobKind::Apply, 0, 1), &targets);
+        let s = spec(JobKind::Apply, 0, 1);
+        let rows = plan(&s, &targets, 1);
         assert_eq!(
-            tasks.iter().map(|t| t.pin).collect::<Vec<_>>(),
+            rows.iter().map(|r| r.pin).collect::<Vec<_>>(),
             [Some(WorkerId(2)), Some(WorkerId(0))]
         );
-        assert_eq!(total_items(&spec(JobKind::Apply, 0, 1), &targets), 2);
+        assert_eq!(total_results(&s, &targets), 2);
+        assert_eq!(
+            items(&s, &rows[1], 2),
+            [Item {
+                index: 1,
+                value: None
+            }]
+        );
+    }
+
+    #[test]
+    fn scatter_splits_contiguously_and_evenly() {
+        let s = spec(JobKind::Scatter, 10, 1);
+        let targets = [WorkerId(0), WorkerId(1), WorkerId(2), WorkerId(3)];
+        let rows = plan(&s, &targets, 1);
+        let chunks: Vec<Option<String>> = rows
+            .iter()
+            .map(|r| items(&s, r, 4)[0].value.clone())
+            .collect();
+        assert_eq!(chunks[0].as_deref(), Some("0\n1\n2"));
+        assert_eq!(chunks[1].as_deref(), Some("3\n4\n5"));
+        assert_eq!(chunks[2].as_deref(), Some("6\n7"));
+        assert_eq!(chunks[3].as_deref(), Some("8\n9"));
+        let few = spec(JobKind::Scatter, 1, 1);
+        assert_eq!(
+            items(&few, &rows[3], 4)[0].value,
+            None,
+            "an empty chunk is empty stdin"
+        );
+        for (n, parts) in [(0, 3), (7, 7), (100, 6), (5, 9)] {
+            let covered: usize = (0..parts)
+                .map(|k| chunk_bounds(n, parts, k))
+                .map(|(a, b)| b - a)
+                .sum();
+            assert_eq!(covered, n);
+        }
     }
 
     #[test]
@@ -153,5 +244,8 @@ mod tests {
         s.chunksize = 1;
         s.command.argv.clear();
         assert!(validate(&s).is_err());
+        let mut s = spec(JobKind::Scatter, 1, 1);
+        s.command.argv.push("{}".into());
+        assert!(validate(&s).unwrap_err().contains("stdin"));
     }
 }

@@ -25,6 +25,26 @@ pub(crate) struct WorkerEntry {
 }
 
 impl WorkerEntry {
+    pub(crate) fn new(
+        session: SessionId,
+        name: String,
+        address: String,
+        hello: Hello,
+        now: Instant,
+    ) -> Self {
+        Self {
+            session,
+            name,
+            address,
+            hello,
+            connected_at: now,
+            last_seen: now,
+            telemetry: None,
+            running: BTreeSet::new(),
+            done: 0,
+        }
+    }
+
     pub(crate) fn slots(&self) -> u32 {
         u32::from(self.hello.slots)
     }

@@ -3,6 +3,10 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+/// Async jobs, scatter, cancel, co-processes, worker config.
+mod jobs;
+/// Nothing lost: host and worker crashes, stops, retries, revocation.
+mod lost;
 /// Refusals: bad bundles, wrong roles, garbage frames, missing certificates.
 mod security;
 /// The first steps of the ipyparallel tutorial, through the CLI.

@@ -4,10 +4,10 @@ mod sim;
 
 use std::time::Duration;
 
-use bramble_wire::{JobKind, Outcome, Targets, WorkerId};
+use bramble_wire::{JobKind, JobState, Outcome, Targets, WorkerId};
 
 use super::{Policy, SchedConfig};
-use sim::{Sim, seeds};
+use sim::{Sim, seeds, spec};
 
 fn cluster(n: usize, slots: u16, item_ms: u64, policy: Policy, seed: u64) -> Sim {
     let mut sim = Sim::new(
@@ -35,7 +35,12 @@ fn ids_are_stable_across_reconnects_and_new_names_get_the_next_id() {
     sim.add_worker(1, 10);
     sim.connect(3);
     assert_eq!(sim.sched.status(sim.now)[3].name, "w3");
-    assert_eq!(sim.sched.ids().last(), Some(&WorkerId(3)));
+    // Ids survive a host restart (they come back from the store).
+    sim.restart_host();
+    for i in [3, 0] {
+        sim.connect(i);
+    }
+    assert_eq!(sim.sched.ids(), [WorkerId(0), WorkerId(3)]);
 }
 
 #[test]
@@ -61,8 +66,7 @@ fn apply_runs_once_on_each_target() {
     let c = sim.submit(JobKind::Apply, 0, 1, Targets::All);
     sim.run_until_jobs_done(1_000);
     sim.assert_all_results_once();
-    let log = &sim.jobs[&c];
-    let workers: Vec<WorkerId> = log.items.values().map(|(w, _)| *w).collect();
+    let workers: Vec<WorkerId> = sim.jobs[&c].items.values().map(|(w, _)| *w).collect();
     assert_eq!(
         workers,
         [WorkerId(0), WorkerId(1), WorkerId(2), WorkerId(3)]
@@ -70,27 +74,63 @@ fn apply_runs_once_on_each_target() {
 }
 
 #[test]
-fn map_respects_targets() {
+fn scatter_gives_each_target_one_chunk_in_target_order() {
     let mut sim = cluster(4, 1, 10, Policy::LeastLoad, 3);
     let c = sim.submit(
-        JobKind::Map,
-        20,
+        JobKind::Scatter,
+        64,
         1,
-        Targets::Ids(vec![WorkerId(1), WorkerId(3)]),
+        Targets::Ids(vec![WorkerId(3), WorkerId(1)]),
     );
+    sim.run_until_jobs_done(1_000);
+    sim.assert_all_results_once();
+    let log = &sim.jobs[&c];
+    assert_eq!(log.total, Some(2));
+    assert_eq!(log.items[&0].0, WorkerId(3));
+    assert_eq!(log.items[&1].0, WorkerId(1));
+}
+
+#[test]
+fn map_respects_ids_and_labels() {
+    let mut sim = Sim::new(SchedConfig::default(), 4);
+    for i in 0..4 {
+        sim.add_worker(1, 10);
+        if i == 2 {
+            sim.workers[i].labels = vec!["gpu".into()];
+        }
+        sim.connect(i);
+    }
+    let targets = Targets::Select {
+        ids: vec![WorkerId(0)],
+        labels: vec!["gpu".into()],
+    };
+    let c = sim.submit(JobKind::Map, 20, 1, targets);
     sim.run_until_jobs_done(1_000);
     sim.assert_all_results_once();
     assert!(
         sim.jobs[&c]
             .items
             .values()
-            .all(|(w, _)| *w == WorkerId(1) || *w == WorkerId(3))
+            .all(|(w, _)| *w == WorkerId(0) || *w == WorkerId(2))
+    );
+    let c = sim.submit(
+        JobKind::Apply,
+        0,
+        1,
+        Targets::Select {
+            ids: vec![],
+            labels: vec!["tpu".into()],
+        },
+    );
+    assert_eq!(
+        sim.jobs[&c].error.as_deref(),
+        Some("no connected worker has label \"tpu\"")
     );
 }
 
 #[test]
 fn bad_jobs_are_refused_with_a_reason() {
-    let mut sim = Sim::new(SchedConfig::default(), 4);
+    let mut sim = Sim::new(SchedConfig::default(), 5);
     let c = sim.submit(JobKind::Map, 3, 1, Targets::All);
     assert_eq!(sim.jobs[&c].error.as_deref(), Some("no workers connected"));
     sim.add_worker(1, 10);
@@ -106,15 +146,15 @@ fn bad_jobs_are_refused_with_a_reason() {
 
 #[test]
 fn empty_map_finishes_at_once() {
-    let mut sim = cluster(1, 1, 10, Policy::LeastLoad, 5);
+    let mut sim = cluster(1, 1, 10, Policy::LeastLoad, 6);
     let c = sim.submit(JobKind::Map, 0, 1, Targets::All);
-    assert!(sim.jobs[&c].finished);
+    assert_eq!(sim.jobs[&c].ended, Some(JobState::Done));
     assert_eq!(sim.jobs[&c].total, Some(0));
 }
 
 #[test]
 fn disconnected_worker_tasks_are_requeued_and_late_results_dropped() {
-    let mut sim = cluster(3, 1, 1000, Policy::LeastLoad, 6);
+    let mut sim = cluster(3, 1, 1000, Policy::LeastLoad, 7);
     sim.submit(JobKind::Map, 6, 1, Targets::All);
     sim.run_for(Duration::from_millis(500));
     sim.disconnect(0); // its task keeps running and lands in its outbox
@@ -126,7 +166,7 @@ fn disconnected_worker_tasks_are_requeued_and_late_results_dropped() {
 
 #[test]
 fn silent_worker_is_lost_after_the_timeout_and_its_results_count_once() {
-    let mut sim = cluster(2, 1, 2000, Policy::LeastLoad, 7);
+    let mut sim = cluster(2, 1, 2000, Policy::LeastLoad, 8);
     sim.submit(JobKind::Map, 4, 1, Targets::All);
     sim.run_for(Duration::from_millis(100));
     sim.workers[1].frozen = true; // SIGSTOP
@@ -149,7 +189,7 @@ fn silent_worker_is_lost_after_the_timeout_and_its_results_count_once() {
 
 #[test]
 fn task_losing_too_many_workers_fails_as_lost() {
-    let mut sim = cluster(1, 1, 10_000, Policy::LeastLoad, 8);
+    let mut sim = cluster(1, 1, 10_000, Policy::LeastLoad, 9);
     let c = sim.submit(JobKind::Map, 1, 1, Targets::All);
     for _ in 0..SchedConfig::default().max_losses {
         sim.run_for(Duration::from_millis(10));
@@ -162,22 +202,78 @@ fn task_losing_too_many_workers_fails_as_lost() {
 }
 
 #[test]
-fn client_gone_cancels_queued_and_running_tasks() {
-    let mut sim = cluster(2, 1, 1000, Policy::LeastLoad, 9);
+fn retries_move_a_failed_item_to_another_worker() {
+    let mut sim = cluster(3, 1, 10, Policy::LeastLoad, 10);
+    sim.workers[0].failing = true;
+    let mut job = spec(JobKind::Map, 6, 1, Targets::All);
+    job.retries = 2;
+    let c = sim.submit_spec(job);
+    sim.run_until_jobs_done(1_000);
+    sim.assert_all_results_once();
+    let log = &sim.jobs[&c];
+    assert!(
+        log.items
+            .values()
+            .all(|(w, o)| *w != WorkerId(0) && *o == Outcome::Exited(0)),
+        "{:?}",
+        log.items
+    );
+    assert!(
+        sim.workers[0].started >= 1,
+        "the failing worker was never tried"
+    );
+    // Without retries the failure is the result.
+    let c = sim.submit(JobKind::Apply, 0, 1, Targets::Ids(vec![WorkerId(0)]));
+    sim.run_until_jobs_done(1_000);
+    assert_eq!(sim.jobs[&c].items[&0].1, Outcome::Exited(1));
+}
+
+#[test]
+fn retries_stay_on_the_only_worker_when_no_other_exists() {
+    let mut sim = cluster(1, 1, 10, Policy::LeastLoad, 11);
+    sim.workers[0].failing = true;
+    let mut job = spec(JobKind::Map, 1, 1, Targets::All);
+    job.retries = 3;
+    let c = sim.submit_spec(job);
+    sim.run_until_jobs_done(1_000);
+    assert_eq!(sim.workers[0].started, 4, "1 run + 3 retries");
+    assert_eq!(sim.jobs[&c].items[&0].1, Outcome::Exited(1));
+}
+
+#[test]
+fn cancel_stops_queued_and_running_tasks() {
+    let mut sim = cluster(2, 1, 1000, Policy::LeastLoad, 12);
     let c = sim.submit(JobKind::Map, 10, 1, Targets::All);
     sim.run_for(Duration::from_millis(100));
-    sim.feed(super::Event::ClientGone { client: c });
+    sim.cancel(c);
+    assert_eq!(sim.jobs[&c].ended, Some(JobState::Cancelled));
     assert!(sim.sched.tasks.is_empty() && sim.sched.queue.is_empty() && sim.sched.jobs.is_empty());
     assert!(sim.sched.workers.values().all(|w| w.running.is_empty()));
     sim.jobs.remove(&c);
-    // The cluster is still usable.
     sim.submit(JobKind::Map, 3, 1, Targets::All);
     sim.run_until_jobs_done(1_000);
     sim.assert_all_results_once();
 }
 
-/// Random joins, drops, freezes and jobs; invariants after every step; every item of every
-/// job exactly once at the end.
+#[test]
+fn host_restart_resumes_jobs_and_counts_each_result_once() {
+    let mut sim = cluster(3, 2, 300, Policy::LeastLoad, 13);
+    let mut job = spec(JobKind::Map, 30, 2, Targets::All);
+    job.retries = 1;
+    sim.submit_spec(job);
+    sim.submit(JobKind::Apply, 0, 1, Targets::All);
+    sim.run_for(Duration::from_millis(700));
+    sim.restart_host(); // workers keep running; their results wait in outboxes
+    sim.run_for(Duration::from_millis(500));
+    for i in 0..3 {
+        sim.connect(i);
+    }
+    sim.run_until_jobs_done(10_000);
+    sim.assert_all_results_once();
+}
+
+/// Random joins, drops, freezes, host restarts and jobs; invariants after every step; every
+/// item of every job exactly once at the end (the store model also rejects a second record).
 #[test]
 fn random_churn_keeps_invariants_and_loses_nothing() {
     for seed in seeds(200) {
@@ -195,22 +291,29 @@ fn random_churn_keeps_invariants_and_loses_nothing() {
             sim.add_worker(slots, ms);
             sim.connect(i);
         }
-        let policy_rr = sim.rng.below(2) == 0;
-        if policy_rr {
+        if sim.rng.below(2) == 0 {
             sim.sched.config.policy = Policy::RoundRobin;
         }
         for _ in 0..1 + sim.rng.below(3) {
             let items = sim.rng.below(40) as usize;
             let chunk = 1 + sim.rng.below(5) as u32;
-            sim.submit(JobKind::Map, items, chunk, Targets::All);
+            let kind = if sim.rng.below(4) == 0 {
+                JobKind::Scatter
+            } else {
+                JobKind::Map
+            };
+            sim.submit(kind, items, chunk, Targets::All);
         }
         for _ in 0..40 {
             let i = sim.rng.below(n as u64) as usize;
-            match sim.rng.below(6) {
-                0 => sim.disconnect(i),
-                1 if sim.workers[i].session.is_none() && !sim.workers[i].frozen => sim.connect(i),
-                2 => sim.workers[i].frozen = true,
-                3 => sim.workers[i].frozen = false,
+            match sim.rng.below(13) {
+                0 | 1 => sim.disconnect(i),
+                2 | 3 if sim.workers[i].session.is_none() && !sim.workers[i].frozen => {
+                    sim.connect(i)
+                }
+                4 | 5 => sim.workers[i].frozen = true,
+                6 | 7 => sim.workers[i].frozen = false,
+                8 => sim.restart_host(),
                 _ => {}
             }
             let d = Duration::from_millis(sim.rng.below(3000));

@@ -1,17 +1,20 @@
 //! A simulated cluster for the scheduler: virtual clock, simulated workers with speeds, seeded
-//! faults, and the scheduler's invariants checked after every step (like quinn's `Pair` and
-//! raft-rs's `Network`). No sockets, no tokio, no real time.
+//! faults, a model of the job store (so a host restart can be simulated), and the scheduler's
+//! invariants checked after every step (like quinn's `Pair` and raft-rs's `Network`). No
+//! sockets, no tokio, no real time.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use bramble_wire::worker::CAP_COMMAND;
 use bramble_wire::{
-    Attempt, Command, Hello, ItemOutput, JobKind, JobSpec, Outcome, Targets, TaskId, TaskResult,
-    TaskSpec, Telemetry, ToClient, ToWorker, WorkerId,
+    Attempt, Command, Hello, ItemOutput, JobId, JobKind, JobSpec, JobState, Outcome, Targets,
+    TaskId, TaskResult, TaskSpec, Telemetry, ToClient, ToWorker, WorkerId,
 };
 
-use crate::sched::{Action, ClientId, Event, SchedConfig, Scheduler, SessionId};
+use crate::sched::{
+    Action, Event, Record, RequestId, RestoredJob, SchedConfig, Scheduler, SessionId, TaskRow,
+};
 
 /// SplitMix64: seedable and tiny.
 pub(crate) struct Rng(u64);
@@ -33,8 +36,11 @@ impl Rng {
 pub(crate) struct SimWorker {
     pub(crate) name: String,
     pub(crate) slots: u16,
+    pub(crate) labels: Vec<String>,
     /// Milliseconds one item takes on this worker.
     pub(crate) item_ms: u64,
+    /// Every item it runs exits 1 (a broken machine).
+    pub(crate) failing: bool,
     /// Current connection, if connected.
     pub(crate) session: Option<SessionId>,
     /// Stopped (like SIGSTOP): sends nothing, runs nothing, until resumed.
@@ -45,6 +51,8 @@ pub(crate) struct SimWorker {
     outbox: Vec<TaskResult>,
     /// Most tasks this worker ever ran at once.
     pub(crate) peak_running: usize,
+    /// Task attempts it was given.
+    pub(crate) started: u64,
 }
 
 impl SimWorker {
@@ -55,24 +63,101 @@ impl SimWorker {
     }
 }
 
-/// What one client saw for one job.
+/// What the client of one job saw.
 #[derive(Default)]
 pub(crate) struct JobLog {
+    pub(crate) job: Option<JobId>,
     pub(crate) total: Option<u64>,
     pub(crate) items: BTreeMap<u64, (WorkerId, Outcome)>,
     pub(crate) duplicates: u64,
-    pub(crate) finished: bool,
+    pub(crate) ended: Option<JobState>,
     pub(crate) error: Option<String>,
+}
+
+/// The store's contents, built from the records exactly as the driver persists them.
+#[derive(Default)]
+struct SimStore {
+    names: BTreeMap<String, WorkerId>,
+    jobs: BTreeMap<JobId, (JobSpec, Vec<TaskRow>, JobState, u64)>,
+    results: BTreeSet<(JobId, u64)>,
+    attempts: BTreeMap<TaskId, (u32, u32)>,
+    max_task: u64,
+}
+
+impl SimStore {
+    fn apply(&mut self, r: &Record) {
+        match r {
+            Record::IdAssigned { worker, name } => {
+                self.names.insert(name.clone(), *worker);
+            }
+            Record::JobCreated { job, spec, tasks } => {
+                self.max_task = self
+                    .max_task
+                    .max(tasks.iter().map(|t| t.task.0).max().unwrap_or(0));
+                self.jobs
+                    .insert(*job, (spec.clone(), tasks.clone(), JobState::Running, 0));
+            }
+            Record::AttemptStarted { task, .. } => self.attempts.entry(*task).or_default().0 += 1,
+            Record::AttemptFailed { task, .. } => self.attempts.entry(*task).or_default().1 += 1,
+            Record::ResultRecorded { job, output, .. } => {
+                assert!(
+                    self.results.insert((*job, output.index)),
+                    "result {job}/{} recorded twice",
+                    output.index
+                );
+                if !output.outcome.is_success()
+                    && let Some(j) = self.jobs.get_mut(job)
+                {
+                    j.3 += 1;
+                }
+            }
+            Record::JobEnded { job, state, .. } => {
+                if let Some(j) = self.jobs.get_mut(job) {
+                    j.2 = *state;
+                }
+            }
+        }
+    }
+
+    fn unfinished(&self) -> Vec<RestoredJob> {
+        self.jobs
+            .iter()
+            .filter(|(_, j)| j.2 == JobState::Running)
+            .map(|(id, (spec, tasks, _, failed))| RestoredJob {
+                job: *id,
+                spec: spec.clone(),
+                tasks: tasks.clone(),
+                done: tasks
+                    .iter()
+                    .filter(|t| self.results.contains(&(*id, t.first_index)))
+                    .map(|t| t.task)
+                    .collect(),
+                failed: *failed,
+                attempts: tasks
+                    .iter()
+                    .map(|t| (t.task, self.attempts.get(&t.task).map_or(0, |a| a.0)))
+                    .collect(),
+                failed_attempts: tasks
+                    .iter()
+                    .map(|t| (t.task, self.attempts.get(&t.task).map_or(0, |a| a.1)))
+                    .collect(),
+            })
+            .collect()
+    }
 }
 
 pub(crate) struct Sim {
     pub(crate) sched: Scheduler,
+    config: SchedConfig,
+    store: SimStore,
     pub(crate) now: Instant,
     pub(crate) rng: Rng,
     pub(crate) workers: Vec<SimWorker>,
-    pub(crate) jobs: BTreeMap<ClientId, JobLog>,
+    /// Per submitted request, what its client saw.
+    pub(crate) jobs: BTreeMap<RequestId, JobLog>,
+    job_requests: BTreeMap<JobId, RequestId>,
     next_session: u64,
-    next_client: u64,
+    next_request: u64,
     next_telemetry: Instant,
     pub(crate) seed: u64,
 }
@@ -81,13 +166,16 @@ impl Sim {
     pub(crate) fn new(config: SchedConfig, seed: u64) -> Self {
         let now = Instant::now();
         Self {
-            sched: Scheduler::new(config, BTreeMap::new()),
+            sched: Scheduler::new(config.clone(), BTreeMap::new()),
+            config,
+            store: SimStore::default(),
             now,
             rng: Rng(seed),
             workers: Vec::new(),
             jobs: BTreeMap::new(),
+            job_requests: BTreeMap::new(),
             next_session: 1,
-            next_client: 1,
+            next_request: 1,
             next_telemetry: now,
             seed,
         }
@@ -99,12 +187,15 @@ impl Sim {
         self.workers.push(SimWorker {
             name: format!("w{i}"),
             slots,
+            labels: Vec::new(),
             item_ms,
+            failing: false,
             session: None,
             frozen: false,
             running: BTreeMap::new(),
             outbox: Vec::new(),
             peak_running: 0,
+            started: 0,
         });
         i
     }
@@ -118,7 +209,7 @@ impl Sim {
             capabilities: CAP_COMMAND,
             slots: self.workers[i].slots,
             boot_id: i as u64,
-            labels: vec![],
+            labels: self.workers[i].labels.clone(),
             arch: "sim".into(),
             version: "0".into(),
         };
@@ -141,29 +232,46 @@ impl Sim {
         }
     }
 
+    /// The host process dies and starts again from the store: every connection drops, the
+    /// workers keep running and reconnect later.
+    pub(crate) fn restart_host(&mut self) {
+        for w in &mut self.workers {
+            w.session = None;
+        }
+        let mut sched = Scheduler::new(self.config.clone(), self.store.names.clone());
+        let next_job = self.store.jobs.keys().last().map_or(1, |j| j.0 + 1);
+        sched.resume(next_job, self.store.max_task + 1, self.store.unfinished());
+        self.sched = sched;
+        self.drain_actions();
+        self.check_invariants();
+    }
+
+    pub(crate) fn submit_spec(&mut self, spec: JobSpec) -> RequestId {
+        let request = RequestId(self.next_request);
+        self.next_request += 1;
+        self.jobs.insert(request, JobLog::default());
+        self.feed(Event::JobSubmitted { request, spec });
+        request
+    }
+
     pub(crate) fn submit(
         &mut self,
         kind: JobKind,
         items: usize,
         chunksize: u32,
         targets: Targets,
-    ) -> ClientId {
-        let client = ClientId(self.next_client);
-        self.next_client += 1;
-        self.jobs.insert(client, JobLog::default());
-        let spec = JobSpec {
-            kind,
-            command: Command {
-                argv: vec!["work".into()],
-                shell: false,
-                timeout_ms: 0,
-            },
-            items: (0..items).map(|i| i.to_string()).collect(),
-            chunksize,
-            targets,
-        };
-        self.feed(Event::JobSubmitted { client, spec });
-        client
+    ) -> RequestId {
+        self.submit_spec(spec(kind, items, chunksize, targets))
+    }
+
+    pub(crate) fn cancel(&mut self, request: RequestId) {
+        let job = self.jobs[&request].job.expect("job accepted");
+        let cancel = RequestId(self.next_request);
+        self.next_request += 1;
+        self.feed(Event::CancelRequested {
+            request: cancel,
+            job,
+        });
     }
 
     pub(crate) fn feed(&mut self, event: Event) {
@@ -181,8 +289,11 @@ impl Sim {
                         w.session = None;
                     }
                 }
-                Action::Reply { client, msg } => self.client_saw(client, msg),
-                Action::CloseClient { .. } | Action::IdAssigned { .. } => {}
+                Action::Reply { request, msg } => self.replied(request, msg),
+                Action::Record(record) => {
+                    self.store.apply(&record);
+                    self.recorded(record);
+                }
             }
         }
     }
@@ -204,6 +315,7 @@ impl Sim {
                 w.running
                     .insert(task, (attempt, now + Duration::from_millis(ms), idx));
                 w.peak_running = w.peak_running.max(w.running.len());
+                w.started += 1;
                 assert!(
                     w.running.len() <= usize::from(w.slots),
                     "worker {} over its slots",
@@ -213,31 +325,60 @@ impl Sim {
             ToWorker::CancelTask { task } => {
                 w.running.remove(&task);
             }
-            ToWorker::Welcome(_) | ToWorker::Reject { .. } | ToWorker::Drain => {}
+            ToWorker::Welcome(_)
+            | ToWorker::Reject { .. }
+            | ToWorker::Drain
+            | ToWorker::JobEnded { .. } => {}
         }
     }
 
-    fn client_saw(&mut self, client: ClientId, msg: ToClient) {
-        let log = self.jobs.entry(client).or_default();
+    fn replied(&mut self, request: RequestId, msg: ToClient) {
+        let Some(log) = self.jobs.get_mut(&request) else {
+            return;
+        };
         match msg {
-            ToClient::JobAccepted { total, .. } => log.total = Some(total),
-            ToClient::ItemDone { worker, output, .. } => {
-                assert!(
-                    !log.finished,
-                    "result after JobFinished (seed {})",
-                    self.seed
-                );
-                if log
-                    .items
-                    .insert(output.index, (worker, output.outcome))
-                    .is_some()
-                {
-                    log.duplicates += 1;
+            ToClient::JobAccepted { job, total } => {
+                log.job = Some(job);
+                log.total = Some(total);
+                self.job_requests.insert(job, request);
+            }
+            ToClient::Error { message } => log.error = Some(message),
+            _ => {}
+        }
+    }
+
+    fn log_mut(&mut self, job: JobId) -> Option<&mut JobLog> {
+        let request = self.job_requests.get(&job)?;
+        self.jobs.get_mut(request)
+    }
+
+    fn recorded(&mut self, record: Record) {
+        let seed = self.seed;
+        match record {
+            Record::ResultRecorded {
+                job,
+                worker,
+                output,
+            } => {
+                if let Some(l) = self.log_mut(job) {
+                    assert!(
+                        l.ended.is_none(),
+                        "result after the job ended (seed {seed})"
+                    );
+                    if l.items
+                        .insert(output.index, (worker, output.outcome))
+                        .is_some()
+                    {
+                        l.duplicates += 1;
+                    }
                 }
             }
-            ToClient::JobFinished { .. } => log.finished = true,
-            ToClient::Error { message } => log.error = Some(message),
-            ToClient::Ids(_) | ToClient::Status(_) => {}
+            Record::JobEnded { job, state, .. } => {
+                if let Some(l) = self.log_mut(job) {
+                    l.ended = Some(state);
+                }
+            }
+            _ => {}
         }
     }
 
@@ -278,17 +419,19 @@ impl Sim {
             if self.workers[i].frozen {
                 continue;
             }
+            let now = self.now;
             let done: Vec<TaskId> = self.workers[i]
                 .running
                 .iter()
-                .filter(|(_, r)| r.1 <= self.now)
+                .filter(|(_, r)| r.1 <= now)
                 .map(|(t, _)| *t)
                 .collect();
             for task in done {
                 let Some((attempt, _, items)) = self.workers[i].running.remove(&task) else {
                     continue;
                 };
-                let outputs = items.into_iter().map(ok_output).collect();
+                let code = i32::from(self.workers[i].failing);
+                let outputs = items.into_iter().map(|index| output(index, code)).collect();
                 let result = TaskResult {
                     task,
                     attempt,
@@ -305,10 +448,14 @@ impl Sim {
         self.check_invariants();
     }
 
-    /// Steps until every job finished, or panics after `max_steps` (a livelock is a failure).
+    /// Steps until every job ended, or panics after `max_steps` (a livelock is a failure).
     pub(crate) fn run_until_jobs_done(&mut self, max_steps: usize) {
         for _ in 0..max_steps {
-            if self.jobs.values().all(|j| j.finished || j.error.is_some()) {
+            if self
+                .jobs
+                .values()
+                .all(|j| j.ended.is_some() || j.error.is_some())
+            {
                 return;
             }
             let limit = self.now + Duration::from_secs(60);
@@ -367,24 +514,24 @@ impl Sim {
                 placed != queued.contains(tid),
                 "task {tid} is neither placed nor queued, or both (seed {seed})"
             );
-            assert!(
-                s.jobs
-                    .get(&task.job)
-                    .is_some_and(|j| j.open_tasks.contains(tid)),
-                "orphan task {tid} (seed {seed})"
-            );
+            let owned = s
+                .jobs
+                .get(&task.job)
+                .is_some_and(|j| j.open_tasks.contains(tid));
+            assert!(owned, "orphan task {tid} (seed {seed})");
         }
     }
 
-    /// Asserts every job got each item exactly once, with nothing lost.
+    /// Asserts every finished job got each item exactly once, with nothing lost.
     pub(crate) fn assert_all_results_once(&self) {
-        for (client, log) in &self.jobs {
+        for (request, log) in &self.jobs {
             let total = log
                 .total
-                .unwrap_or_else(|| panic!("job of {client:?} not accepted: {:?}", log.error));
-            assert!(
-                log.finished,
-                "job of {client:?} unfinished (seed {})",
+                .unwrap_or_else(|| panic!("job of {request:?} not accepted: {:?}", log.error));
+            assert_eq!(
+                log.ended,
+                Some(JobState::Done),
+                "job of {request:?} (seed {})",
                 self.seed
             );
             assert_eq!(log.duplicates, 0, "duplicate results (seed {})", self.seed);
@@ -399,10 +546,27 @@ impl Sim {
     }
 }
 
-fn ok_output(index: u64) -> ItemOutput {
+/// A job running the command `work` over `items` numbered inputs.
+pub(crate) fn spec(kind: JobKind, items: usize, chunksize: u32, targets: Targets) -> JobSpec {
+    JobSpec {
+        kind,
+        command: Command {
+            argv: vec!["work".into()],
+            shell: false,
+            timeout_ms: 0,
+        },
+        items: (0..items).map(|i| i.to_string()).collect(),
+        chunksize,
+        targets,
+        retries: 0,
+        persistent: false,
+    }
+}
+
+fn output(index: u64, code: i32) -> ItemOutput {
     ItemOutput {
         index,
-        outcome: Outcome::Exited(0),
+        outcome: Outcome::Exited(code),
         stdout: Vec::new(),
         stderr: Vec::new(),
         truncated_bytes: 0,

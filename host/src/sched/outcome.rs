@@ -1,0 +1,178 @@
+//! What happens to tasks after they start: results (recorded once, or retried), workers lost,
+//! jobs finished or cancelled.
+
+use bramble_wire::{ItemOutput, JobId, JobState, Outcome, TaskResult, ToWorker, WorkerId};
+
+use super::job::Job;
+use super::{Action, Record, Scheduler};
+
+impl Scheduler {
+    /// Records a task's result once; a failed attempt with retries left is re-queued on
+    /// another worker instead; later copies (a task that ran twice) are dropped.
+    pub(super) fn handle_result(&mut self, from: Option<WorkerId>, result: TaskResult) {
+        if let Some(w) = from.and_then(|id| self.workers.get_mut(&id)) {
+            w.running.remove(&result.task);
+        }
+        let Some(task) = self.tasks.get_mut(&result.task) else {
+            return; // already recorded, or its job is gone
+        };
+        let other = task
+            .running_on
+            .filter(|(w, a)| (Some(*w), *a) != (from, result.attempt));
+        let failed = result.outputs.len() != task.items.len()
+            || result.outputs.iter().any(|o| !o.outcome.is_success());
+        if failed && task.retries_left > 0 {
+            self.actions
+                .push_back(Action::Record(Record::AttemptFailed {
+                    task: result.task,
+                    attempt: result.attempt,
+                }));
+            if other.is_none() {
+                task.retries_left -= 1;
+                task.avoid.extend(from);
+                task.running_on = None;
+                if !self.queue.contains(&result.task) {
+                    self.queue.push_front(result.task);
+                }
+            }
+            return;
+        }
+        let Some(task) = self.tasks.remove(&result.task) else {
+            return;
+        };
+        if let Some((w, _)) = other {
+            // Another attempt is still running elsewhere: this result wins, stop that one.
+            if let Some(w) = self.workers.get_mut(&w) {
+                w.running.remove(&result.task);
+                let msg = ToWorker::CancelTask { task: result.task };
+                self.actions.push_back(Action::Send {
+                    session: w.session,
+                    msg,
+                });
+            }
+        }
+        self.queue.retain(|t| *t != result.task);
+        let worker = from
+            .or(task.running_on.map(|(w, _)| w))
+            .unwrap_or(WorkerId(u32::MAX));
+        let mut outputs = result.outputs;
+        for item in &task.items {
+            let output = match outputs.iter().position(|o| o.index == item.index) {
+                Some(pos) => outputs.swap_remove(pos),
+                None => lost_output(item.index, "the worker returned no result for this item"),
+            };
+            self.record_result(task.job, worker, output);
+        }
+        if let Some(w) = from.and_then(|id| self.workers.get_mut(&id)) {
+            w.done += task.items.len() as u64;
+        }
+        if let Some(job) = self.jobs.get_mut(&task.job) {
+            job.open_tasks.remove(&result.task);
+        }
+        self.finish_job_if_done(task.job);
+    }
+
+    fn record_result(&mut self, job_id: JobId, worker: WorkerId, output: ItemOutput) {
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            return;
+        };
+        if !output.outcome.is_success() {
+            job.failed += 1;
+        }
+        self.actions
+            .push_back(Action::Record(Record::ResultRecorded {
+                job: job_id,
+                worker,
+                output,
+            }));
+    }
+
+    pub(super) fn finish_job_if_done(&mut self, id: JobId) {
+        if self.jobs.get(&id).is_some_and(|j| j.open_tasks.is_empty())
+            && let Some(job) = self.jobs.remove(&id)
+        {
+            self.end_job(id, &job, JobState::Done);
+        }
+    }
+
+    fn end_job(&mut self, id: JobId, job: &Job, state: JobState) {
+        self.actions.push_back(Action::Record(Record::JobEnded {
+            job: id,
+            state,
+            failed: job.failed,
+        }));
+        if job.persistent {
+            for w in self.workers.values() {
+                self.actions.push_back(Action::Send {
+                    session: w.session,
+                    msg: ToWorker::JobEnded { job: id },
+                });
+            }
+        }
+    }
+
+    /// Stops a running job: queued tasks are forgotten, running ones cancelled on their
+    /// workers. False if the job is not running.
+    pub(super) fn cancel(&mut self, id: JobId) -> bool {
+        let Some(job) = self.jobs.remove(&id) else {
+            return false;
+        };
+        for tid in &job.open_tasks {
+            let Some(task) = self.tasks.remove(tid) else {
+                continue;
+            };
+            if let Some(w) = task.running_on.and_then(|(w, _)| self.workers.get_mut(&w)) {
+                w.running.remove(tid);
+                let msg = ToWorker::CancelTask { task: *tid };
+                self.actions.push_back(Action::Send {
+                    session: w.session,
+                    msg,
+                });
+            }
+        }
+        self.queue.retain(|t| !job.open_tasks.contains(t));
+        self.end_job(id, &job, JobState::Cancelled);
+        true
+    }
+
+    /// Forgets a connected worker; its running tasks go back to the queue front, or fail as
+    /// lost once they have lost too many workers.
+    pub(super) fn lose_worker(&mut self, id: WorkerId) {
+        let Some(w) = self.workers.remove(&id) else {
+            return;
+        };
+        self.sessions.remove(&w.session);
+        for tid in w.running.iter().rev() {
+            let Some(task) = self.tasks.get_mut(tid) else {
+                continue;
+            };
+            task.running_on = None;
+            task.losses += 1;
+            if task.losses < self.config.max_losses {
+                self.queue.push_front(*tid);
+                continue;
+            }
+            let (job, items) = (task.job, task.items.clone());
+            self.tasks.remove(tid);
+            for item in items {
+                let why = format!("lost {} workers while running it", self.config.max_losses);
+                self.record_result(job, id, lost_output(item.index, &why));
+            }
+            if let Some(j) = self.jobs.get_mut(&job) {
+                j.open_tasks.remove(tid);
+            }
+            self.finish_job_if_done(job);
+        }
+    }
+}
+
+fn lost_output(index: u64, why: &str) -> ItemOutput {
+    ItemOutput {
+        index,
+        outcome: Outcome::Lost,
+        stdout: Vec::new(),
+        stderr: format!("bramble: {why}\n").into_bytes(),
+        truncated_bytes: 0,
+        duration_ms: 0,
+    }
+}

@@ -1,0 +1,339 @@
+//! `--persistent` co-processes: per job, each slot keeps one long-lived process that gets one
+//! item per line on stdin and answers with one line on stdout. A co-process that dies fails
+//! its current item (with the tail of its stderr) and is started afresh for the next one.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bramble_wire::{Command, ItemOutput, JobId, Outcome, TaskResult, TaskSpec};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout};
+use tokio::sync::watch;
+
+use crate::exec::{
+    ExecLimits, check_allowed, ended, exit_outcome, kill_group, millis, sleep_until,
+};
+use crate::template::{Invocation, expand};
+
+/// Bytes of a co-process's stderr kept for the item it fails.
+const STDERR_TAIL: usize = 4096;
+
+/// One running co-process.
+pub(crate) struct Coproc {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    stderr_tail: Arc<Mutex<Vec<u8>>>,
+}
+
+/// Idle co-processes by job. Shared by the task runners; never locked across an await.
+#[derive(Clone, Default)]
+pub(crate) struct Pool(Arc<Mutex<BTreeMap<JobId, Vec<Coproc>>>>);
+
+impl Pool {
+    fn take(&self, job: JobId) -> Option<Coproc> {
+        self.0.lock().ok()?.get_mut(&job)?.pop()
+    }
+
+    fn put(&self, job: JobId, cp: Coproc) {
+        if let Ok(mut pool) = self.0.lock() {
+            pool.entry(job).or_default().push(cp);
+        }
+    }
+
+    /// The job ended: its co-processes are killed.
+    pub(crate) fn end_job(&self, job: JobId) {
+        let ended = self
+            .0
+            .lock()
+            .ok()
+            .and_then(|mut p| p.remove(&job))
+            .unwrap_or_default();
+        for cp in ended {
+            kill_group(cp.child.id());
+        }
+    }
+}
+
+/// Runs a persistent task's items through this job's co-processes.
+pub(crate) async fn run_task(
+    spec: TaskSpec,
+    limits: &ExecLimits,
+    pool: &Pool,
+    mut cancel: watch::Receiver<bool>,
+) -> TaskResult {
+    let mut outputs = Vec::with_capacity(spec.items.len());
+    for item in &spec.items {
+        let started = Instant::now();
+        if *cancel.borrow() {
+            outputs.push(ended(item.index, Outcome::Cancelled, Duration::ZERO));
+            continue;
+        }
+        let line = item.value.clone().unwrap_or_default();
+        if line.contains('\n') {
+            let why = "item contains a newline; --persistent feeds one line per item".to_owned();
+            outputs.push(ended(item.index, Outcome::StartFailed(why), Duration::ZERO));
+            continue;
+        }
+        let cp = match pool.take(spec.job) {
+            Some(cp) => cp,
+            None => match spawn(&spec.command, limits) {
+                Ok(cp) => cp,
+                Err(why) => {
+                    outputs.push(ended(
+                        item.index,
+                        Outcome::StartFailed(why),
+                        started.elapsed(),
+                    ));
+                    continue;
+                }
+            },
+        };
+        let (output, keep) = ask(cp, &line, &spec.command, &mut cancel, started).await;
+        let output = ItemOutput {
+            index: item.index,
+            ..output
+        };
+        if let Some(cp) = keep {
+            pool.put(spec.job, cp);
+        }
+        outputs.push(output);
+    }
+    TaskResult {
+        task: spec.task,
+        attempt: spec.attempt,
+        outputs,
+    }
+}
+
+fn spawn(command: &Command, limits: &ExecLimits) -> Result<Coproc, String> {
+    // Started once for many items: no item to substitute; `{}` stays as written.
+    let item = bramble_wire::Item {
+        index: 0,
+        value: None,
+    };
+    let Invocation { argv, .. } = expand(command, &item);
+    let (program, args) = argv.split_first().ok_or("empty command")?;
+    check_allowed(program, limits)?;
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .process_group(0)
+        .kill_on_drop(true)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(dir) = &limits.work_dir {
+        cmd.current_dir(dir);
+    }
+    let mut child = cmd.spawn().map_err(|e| format!("{program}: {e}"))?;
+    let (Some(stdin), Some(stdout), Some(mut stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Err("co-process pipes missing".into());
+    };
+    let stderr_tail = Arc::new(Mutex::new(Vec::new()));
+    let tail = stderr_tail.clone();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = stderr.read(&mut buf).await {
+            if let Ok(mut t) = tail.lock() {
+                t.extend_from_slice(&buf[..n]);
+                let excess = t.len().saturating_sub(STDERR_TAIL);
+                t.drain(..excess);
+            }
+        }
+    });
+    Ok(Coproc {
+        child,
+        stdin,
+        stdout: BufReader::new(stdout),
+        stderr_tail,
+    })
+}
+
+/// Sends one line, reads one line back. Returns the output and the co-process if it is still
+/// usable.
+async fn ask(
+    mut cp: Coproc,
+    line: &str,
+    command: &Command,
+    cancel: &mut watch::Receiver<bool>,
+    started: Instant,
+) -> (ItemOutput, Option<Coproc>) {
+    let deadline =
+        (command.timeout_ms > 0).then(|| started + Duration::from_millis(command.timeout_ms));
+    let mut answer = String::new();
+    let exchange = async {
+        cp.stdin.write_all(line.as_bytes()).await?;
+        cp.stdin.write_all(b"\n").await?;
+        cp.stdin.flush().await?;
+        cp.stdout.read_line(&mut answer).await
+    };
+    let read = tokio::select! {
+        r = exchange => Some(r),
+        () = sleep_until(deadline) => None,
+        _ = wait_cancelled(cancel) => {
+            kill_group(cp.child.id());
+            return (ended(0, Outcome::Cancelled, started.elapsed()), None);
+        }
+    };
+    match read {
+        Some(Ok(n)) if n > 0 => {
+            let mut out = ended(0, Outcome::Exited(0), started.elapsed());
+            out.stdout = answer.into_bytes();
+            (out, Some(cp))
+        }
+        Some(_) => {
+            // EOF or a broken pipe: the co-process died; report how, with its last words.
+            let status = tokio::time::timeout(Duration::from_secs(5), cp.child.wait()).await;
+            let outcome = match status {
+                Ok(Ok(status)) => exit_outcome(status),
+                _ => {
+                    kill_group(cp.child.id());
+                    Outcome::StartFailed("co-process closed its stdout".into())
+                }
+            };
+            let mut out = ended(0, outcome, started.elapsed());
+            out.stderr = cp.stderr_tail.lock().map(|t| t.clone()).unwrap_or_default();
+            (out, None)
+        }
+        None => {
+            kill_group(cp.child.id());
+            (
+                ItemOutput {
+                    duration_ms: millis(started.elapsed()),
+                    ..ended(0, Outcome::TimedOut, started.elapsed())
+                },
+                None,
+            )
+        }
+    }
+}
+
+async fn wait_cancelled(cancel: &mut watch::Receiver<bool>) {
+    loop {
+        if *cancel.borrow() {
+            return;
+        }
+        if cancel.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bramble_wire::{Attempt, Item, TaskId};
+
+    fn spec(script: &str, values: &[&str]) -> TaskSpec {
+        TaskSpec {
+            task: TaskId(1),
+            attempt: Attempt(0),
+            command: Command {
+                argv: vec!["sh".into(), "-c".into(), script.into()],
+                shell: false,
+                timeout_ms: 2000,
+            },
+            items: values
+                .iter()
+                .zip(0..)
+                .map(|(v, index)| Item {
+                    index,
+                    value: Some((*v).into()),
+                })
+                .collect(),
+            job: JobId(7),
+            persistent: true,
+        }
+    }
+
+    fn limits() -> ExecLimits {
+        ExecLimits {
+            max_output_bytes: 1024,
+            work_dir: None,
+            allow: None,
+        }
+    }
+
+    fn run(pool: &Pool, s: TaskSpec) -> TaskResult {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (_tx, rx) = watch::channel(false);
+        rt.block_on(run_task(s, &limits(), pool, rx))
+    }
+
+    #[test]
+    fn one_process_answers_many_items_and_is_reused() {
+        let pool = Pool::default();
+        // Each answer carries the process id: all items of both tasks hit one process.
+        let script = r#"while read l; do echo "$$:$l"; done"#;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (_tx, rx) = watch::channel(false);
+        let (a, b) = rt.block_on(async {
+            let a = run_task(spec(script, &["a", "b"]), &limits(), &pool, rx.clone()).await;
+            let b = run_task(spec(script, &["c"]), &limits(), &pool, rx).await;
+            (a, b)
+        });
+        let outs: Vec<String> = a
+            .outputs
+            .iter()
+            .chain(&b.outputs)
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .collect();
+        let pid = outs[0].split(':').next().unwrap().to_owned();
+        assert_eq!(
+            outs,
+            [
+                format!("{pid}:a\n"),
+                format!("{pid}:b\n"),
+                format!("{pid}:c\n")
+            ]
+        );
+        assert_eq!(b.outputs[0].index, 0);
+        pool.end_job(JobId(7));
+        assert!(pool.take(JobId(7)).is_none());
+    }
+
+    #[test]
+    fn a_dying_coprocess_fails_its_item_and_is_restarted() {
+        let pool = Pool::default();
+        let script = r#"read l; echo "first $l"; read l; echo dying >&2; exit 3"#;
+        let r = run(&pool, spec(script, &["1", "2", "3"]));
+        let outcomes: Vec<&Outcome> = r.outputs.iter().map(|o| &o.outcome).collect();
+        assert_eq!(
+            outcomes,
+            [
+                &Outcome::Exited(0),
+                &Outcome::Exited(3),
+                &Outcome::Exited(0)
+            ]
+        );
+        assert_eq!(r.outputs[1].stderr, b"dying\n");
+        assert_eq!(
+            r.outputs[2].stdout, b"first 3\n",
+            "a fresh process took item 3"
+        );
+        pool.end_job(JobId(7));
+    }
+
+    #[test]
+    fn a_silent_coprocess_times_out() {
+        let pool = Pool::default();
+        let mut s = spec("read l; sleep 30", &["x"]);
+        s.command.timeout_ms = 300;
+        let r = run(&pool, s);
+        assert_eq!(r.outputs[0].outcome, Outcome::TimedOut);
+        assert!(
+            pool.take(JobId(7)).is_none(),
+            "a timed-out co-process is not reused"
+        );
+    }
+}
