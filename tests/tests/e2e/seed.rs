@@ -121,19 +121,40 @@ fn failing_tasks_exit_1_and_bad_usage_exits_2() {
 }
 
 #[test]
-fn timeout_kills_and_output_cap_is_visible() {
+fn timeout_kills_the_process_group_and_output_cap_is_visible() {
     let c = Cluster::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pid");
+    let script = format!("sleep 30 & echo $! > {}; wait", pid_file.display());
+    let out = c.bramble(&["apply", "--timeout", "0.5", "--", "sh", "-c", &script]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("timed out"), "{}", stderr(&out));
+    let grandchild = std::fs::read_to_string(&pid_file).unwrap();
+    let proc_dir = format!("/proc/{}", grandchild.trim());
+    c.wait_until(5, "the grandchild killed", || {
+        !std::path::Path::new(&proc_dir).exists()
+    });
+
     let out = c.bramble(&[
-        "apply",
-        "--timeout",
-        "0.5",
+        "map",
         "--",
         "sh",
         "-c",
-        "sleep 30 & sleep 30",
+        "head -c 2000000 /dev/zero",
+        ":::",
+        "x",
     ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("timed out"), "{}", stderr(&out));
+    assert!(out.status.success());
+    assert_eq!(
+        out.stdout.len(),
+        1 << 20,
+        "stdout capped at the default 1 MiB"
+    );
+    assert!(
+        stderr(&out).contains("output truncated: 951424 bytes dropped"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
