@@ -60,7 +60,7 @@ pub(crate) enum Command {
         /// Listen address [default: from host.toml].
         #[arg(long)]
         listen: Option<SocketAddr>,
-        /// Placement policy: leastload or roundrobin [default: from host.toml].
+        /// Placement policy: thermal, leastload or roundrobin [default: from host.toml].
         #[arg(long)]
         policy: Option<String>,
     },

@@ -113,7 +113,7 @@ impl Profile {
         let config = HostConfig {
             listen: listen.to_string(),
             public,
-            policy: "leastload".into(),
+            policy: "thermal".into(),
             heartbeat_ms: 1000,
             worker_timeout_ms: 5000,
         };

@@ -37,6 +37,8 @@ pub(crate) struct Task {
     pub(crate) avoid: BTreeSet<WorkerId>,
     /// Where the current attempt runs; `None` while queued.
     pub(crate) running_on: Option<(WorkerId, Attempt)>,
+    /// When the current attempt started (the thermal policy projects its end).
+    pub(crate) started_at: Option<std::time::Instant>,
 }
 
 impl Task {
@@ -50,6 +52,7 @@ impl Task {
             retries_left: retries,
             avoid: BTreeSet::new(),
             running_on: None,
+            started_at: None,
         }
     }
 }

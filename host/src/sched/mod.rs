@@ -17,6 +17,7 @@ mod event;
 mod job;
 mod outcome;
 mod placement;
+mod speed;
 mod targets;
 mod worker;
 
@@ -54,7 +55,7 @@ pub struct SchedConfig {
 impl Default for SchedConfig {
     fn default() -> Self {
         Self {
-            policy: Policy::LeastLoad,
+            policy: Policy::Thermal,
             heartbeat: Duration::from_secs(1),
             worker_timeout: Duration::from_secs(5),
             max_losses: 3,
@@ -166,6 +167,7 @@ impl Scheduler {
             }
             Event::TelemetryReceived { session, telemetry } => {
                 if let Some(w) = self.touch(now, session) {
+                    w.speed.observe_telemetry(now, &telemetry);
                     w.telemetry = Some(telemetry);
                 }
             }
@@ -200,7 +202,7 @@ impl Scheduler {
                 self.actions.push_back(Action::Reply { request, msg });
             }
         }
-        self.dispatch();
+        self.dispatch(now);
     }
 
     /// Declares workers lost whose heartbeat deadline has passed.
@@ -217,7 +219,7 @@ impl Scheduler {
                 .push_back(Action::Disconnect { session, reason });
             self.lose_worker(id);
         }
-        self.dispatch();
+        self.dispatch(now);
     }
 
     /// The next thing for the driver to do.

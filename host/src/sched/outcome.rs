@@ -12,6 +12,10 @@ impl Scheduler {
     pub(super) fn handle_result(&mut self, from: Option<WorkerId>, result: TaskResult) {
         if let Some(w) = from.and_then(|id| self.workers.get_mut(&id)) {
             w.running.remove(&result.task);
+            // Every successful item teaches us the worker's speed, duplicates included.
+            for o in result.outputs.iter().filter(|o| o.outcome.is_success()) {
+                w.speed.observe_item(o.duration_ms);
+            }
         }
         let Some(task) = self.tasks.get_mut(&result.task) else {
             return; // already recorded, or its job is gone

@@ -22,6 +22,8 @@ pub(crate) struct WorkerEntry {
     pub(crate) running: BTreeSet<TaskId>,
     /// Items finished here since the host started.
     pub(crate) done: u64,
+    /// Current effective speed, for the thermal policy.
+    pub(crate) speed: super::speed::SpeedEstimate,
 }
 
 impl WorkerEntry {
@@ -42,6 +44,7 @@ impl WorkerEntry {
             telemetry: None,
             running: BTreeSet::new(),
             done: 0,
+            speed: super::speed::SpeedEstimate::default(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Scenario and randomised simulation tests of the scheduler (tier 2 of STYLE.md).
 
 mod sim;
+mod thermal;
 
 use std::time::Duration;
 

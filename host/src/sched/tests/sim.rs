@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use bramble_wire::worker::CAP_COMMAND;
 use bramble_wire::{
-    Attempt, Command, Hello, ItemOutput, JobId, JobKind, JobSpec, JobState, Outcome, Targets,
-    TaskId, TaskResult, TaskSpec, Telemetry, ToClient, ToWorker, WorkerId,
+    Attempt, Command, Hello, ItemOutput, JobId, JobKind, JobSpec, JobState, Megahertz,
+    MilliCelsius, Outcome, Targets, TaskId, TaskResult, TaskSpec, Telemetry, ThrottleFlags,
+    ToClient, ToWorker, WorkerId,
 };
 
 use crate::sched::{
@@ -46,13 +47,17 @@ pub(crate) struct SimWorker {
     /// Stopped (like SIGSTOP): sends nothing, runs nothing, until resumed.
     pub(crate) frozen: bool,
     /// Running tasks: id → (attempt, finish time, items).
-    running: BTreeMap<TaskId, (Attempt, Instant, Vec<u64>)>,
+    running: BTreeMap<TaskId, (Attempt, Instant, Vec<u64>, u64)>,
     /// Results finished while disconnected, delivered on the next connection.
     outbox: Vec<TaskResult>,
     /// Most tasks this worker ever ran at once.
     pub(crate) peak_running: usize,
     /// Task attempts it was given.
     pub(crate) started: u64,
+    /// What its telemetry reports: (measured MHz, max MHz), °C, throttle bits.
+    pub(crate) clock: Option<(u32, u32)>,
+    pub(crate) temp_c: Option<f64>,
+    pub(crate) throttle: u32,
 }
 
 impl SimWorker {
@@ -71,6 +76,9 @@ pub(crate) struct JobLog {
     pub(crate) items: BTreeMap<u64, (WorkerId, Outcome)>,
     pub(crate) duplicates: u64,
     pub(crate) ended: Option<JobState>,
+    /// Virtual time from submission to the end.
+    pub(crate) makespan: Option<Duration>,
+    submitted: Option<Instant>,
     pub(crate) error: Option<String>,
 }
 
@@ -160,6 +168,8 @@ pub(crate) struct Sim {
     next_request: u64,
     next_telemetry: Instant,
     pub(crate) seed: u64,
+    /// Item times vary ±10 % (seeded), as real ones do.
+    pub(crate) jitter: bool,
 }
 
 impl Sim {
@@ -178,6 +188,7 @@ impl Sim {
             next_request: 1,
             next_telemetry: now,
             seed,
+            jitter: false,
         }
     }
 
@@ -196,6 +207,9 @@ impl Sim {
             outbox: Vec::new(),
             peak_running: 0,
             started: 0,
+            clock: None,
+            temp_c: None,
+            throttle: 0,
         });
         i
     }
@@ -249,7 +263,13 @@ impl Sim {
     pub(crate) fn submit_spec(&mut self, spec: JobSpec) -> RequestId {
         let request = RequestId(self.next_request);
         self.next_request += 1;
-        self.jobs.insert(request, JobLog::default());
+        self.jobs.insert(
+            request,
+            JobLog {
+                submitted: Some(self.now),
+                ..JobLog::default()
+            },
+        );
         self.feed(Event::JobSubmitted { request, spec });
         request
     }
@@ -300,6 +320,11 @@ impl Sim {
 
     fn deliver(&mut self, session: SessionId, msg: ToWorker) {
         let now = self.now;
+        let jitter = if self.jitter {
+            900 + self.rng.below(201)
+        } else {
+            1000
+        };
         let Some(w) = self.workers.iter_mut().find(|w| w.session == Some(session)) else {
             return; // the connection is gone; the frame is lost
         };
@@ -310,10 +335,13 @@ impl Sim {
                 items,
                 ..
             }) => {
-                let ms = w.item_ms * items.len() as u64;
+                let per_item = w.item_ms * jitter / 1000;
+                let ms = per_item * items.len() as u64;
                 let idx = items.iter().map(|i| i.index).collect();
-                w.running
-                    .insert(task, (attempt, now + Duration::from_millis(ms), idx));
+                w.running.insert(
+                    task,
+                    (attempt, now + Duration::from_millis(ms), idx, per_item),
+                );
                 w.peak_running = w.peak_running.max(w.running.len());
                 w.started += 1;
                 assert!(
@@ -374,8 +402,10 @@ impl Sim {
                 }
             }
             Record::JobEnded { job, state, .. } => {
+                let now = self.now;
                 if let Some(l) = self.log_mut(job) {
                     l.ended = Some(state);
+                    l.makespan = l.submitted.map(|s| now - s);
                 }
             }
             _ => {}
@@ -409,6 +439,10 @@ impl Sim {
                 if let (Some(session), false) = (w.session, w.frozen) {
                     let telemetry = Telemetry {
                         running: w.running.len() as u16,
+                        arm_clock: w.clock.map(|c| Megahertz(c.0)),
+                        arm_max: w.clock.map(|c| Megahertz(c.1)),
+                        cpu_temp: w.temp_c.map(|c| MilliCelsius((c * 1000.0) as i32)),
+                        throttle: Some(ThrottleFlags(w.throttle)),
                         ..Telemetry::default()
                     };
                     self.feed(Event::TelemetryReceived { session, telemetry });
@@ -427,11 +461,14 @@ impl Sim {
                 .map(|(t, _)| *t)
                 .collect();
             for task in done {
-                let Some((attempt, _, items)) = self.workers[i].running.remove(&task) else {
+                let Some((attempt, _, items, ms)) = self.workers[i].running.remove(&task) else {
                     continue;
                 };
                 let code = i32::from(self.workers[i].failing);
-                let outputs = items.into_iter().map(|index| output(index, code)).collect();
+                let outputs = items
+                    .into_iter()
+                    .map(|index| output(index, code, ms))
+                    .collect();
                 let result = TaskResult {
                     task,
                     attempt,
@@ -563,14 +600,14 @@ pub(crate) fn spec(kind: JobKind, items: usize, chunksize: u32, targets: Targets
     }
 }
 
-fn output(index: u64, code: i32) -> ItemOutput {
+fn output(index: u64, code: i32, duration_ms: u64) -> ItemOutput {
     ItemOutput {
         index,
         outcome: Outcome::Exited(code),
         stdout: Vec::new(),
         stderr: Vec::new(),
         truncated_bytes: 0,
-        duration_ms: 0,
+        duration_ms,
     }
 }
 
