@@ -170,16 +170,18 @@ fn terminate(child: &mut Child) {
 /// Split mode: the host and each worker as their own processes, so tests can kill, stop and
 /// restart them one by one. Workers are enrolled as `w0`, `w1`, …; logs go to `<name>.log`.
 impl Cluster {
-    /// A profile, `bramble serve`, and `n` workers (`extra(i)` adds flags to worker i).
+    /// A profile, `bramble serve`, and `n` workers (`extra(i)` adds flags to worker i); worker
+    /// `w<i>` has id `i`.
     pub fn start_split(n: usize, extra: impl Fn(usize) -> Vec<String>) -> Self {
         let mut c = Self::init();
         c.spawn_host();
+        // One at a time: ids follow the order workers first join, so w<i> gets id i.
         for i in 0..n {
             let out = c.bramble(&["enroll", &format!("w{i}")]);
             assert!(out.status.success(), "enroll: {}", stderr(&out));
             c.spawn_worker(i, &extra(i));
+            c.wait_for_workers(i + 1);
         }
-        c.wait_for_workers(n);
         c
     }
 
