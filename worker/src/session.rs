@@ -89,7 +89,7 @@ impl Worker {
             cancels: BTreeMap::new(),
             results_tx,
             results_rx,
-            sensors: Sensors::new(std::path::Path::new("/sys")),
+            sensors: Sensors::new(std::path::Path::new("/")),
             shutdown,
             pool: coproc::Pool::default(),
             startup_command: config.startup_command.clone(),

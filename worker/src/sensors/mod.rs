@@ -1,29 +1,43 @@
-//! Reads this machine's sensors into a [`Telemetry`] report. What the machine lacks is `None`.
+//! Reads this machine's sensors into a [`Telemetry`] report. What the machine lacks is `None`,
+//! never a made-up value.
 //!
-//! Temperature, load and memory come through sysinfo; the clock maximum from cpufreq. The Pi
-//! firmware's throttle bits and measured ARM clock (mailbox) come with the thermal issue.
+//! On a Raspberry Pi (`pi.rs`): the `cpu-thermal` zone, the firmware's throttle bits and
+//! measured ARM clock (mailbox, else `vcgencmd`; hwmon `rpi_volt` for under-voltage), cpufreq's
+//! maximum. Elsewhere: temperature from sysinfo's hwmon sensors. Load and memory from sysinfo.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+mod mailbox;
+mod parse;
+mod pi;
 
-use bramble_wire::{Megahertz, MilliCelsius, Telemetry};
+use std::path::Path;
+
+use bramble_wire::{MilliCelsius, Telemetry};
 use sysinfo::{Components, System};
+
+use pi::PiSources;
 
 /// Sensor state kept between reports.
 pub(crate) struct Sensors {
     system: Option<System>,
+    /// sysinfo's temperature sensors, only used off a Pi.
     components: Option<Components>,
-    /// Root of the sysfs tree (`/sys`; a fake tree in tests).
-    sys_root: PathBuf,
+    pi: PiSources,
     seq: u64,
 }
 
 impl Sensors {
-    pub(crate) fn new(sys_root: &Path) -> Self {
+    /// Sensors under `root` (`/`; a fake tree in tests).
+    pub(crate) fn new(root: &Path) -> Self {
+        let pi = PiSources::discover(root);
+        let components = if pi.is_pi() {
+            None
+        } else {
+            Components::new_with_refreshed_list().ok()
+        };
         Self {
             system: System::new().ok(),
-            components: Components::new_with_refreshed_list().ok(),
-            sys_root: sys_root.to_owned(),
+            components,
+            pi,
             seq: 0,
         }
     }
@@ -46,15 +60,10 @@ impl Sensors {
             .map(|l| (l.one * 1000.0).round() as u32);
         Telemetry {
             seq: self.seq,
-            cpu_temp: self.cpu_temp(),
-            arm_clock: None,
-            arm_max: read_khz(
-                &self
-                    .sys_root
-                    .join("devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq"),
-            )
-            .map(|khz| Megahertz(khz / 1000)),
-            throttle: None,
+            cpu_temp: self.pi.cpu_temp().or_else(|| self.hwmon_temp()),
+            arm_clock: self.pi.arm_clock(),
+            arm_max: self.pi.arm_max(),
+            throttle: self.pi.throttle(),
             load_milli,
             mem_available_kib,
             mem_total_kib,
@@ -63,7 +72,7 @@ impl Sensors {
         }
     }
 
-    fn cpu_temp(&mut self) -> Option<MilliCelsius> {
+    fn hwmon_temp(&mut self) -> Option<MilliCelsius> {
         let components = self.components.as_mut()?;
         components.refresh(false);
         let readings: Vec<(&str, f32)> = components
@@ -96,14 +105,10 @@ fn pick_cpu_temp(readings: &[(&str, f32)]) -> Option<f32> {
         .filter(|t| t.is_finite())
 }
 
-/// Parses a cpufreq file (kHz as decimal text, e.g. "1800000\n").
-fn read_khz(path: &Path) -> Option<u32> {
-    fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bramble_wire::Megahertz;
 
     #[test]
     fn picks_the_cpu_sensor() {
@@ -126,18 +131,16 @@ mod tests {
     #[test]
     fn cpufreq_max_from_a_sysfs_tree() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().to_owned();
-        let f = dir.join("devices/system/cpu/cpu0/cpufreq");
-        fs::create_dir_all(&f).unwrap();
-        fs::write(f.join("cpuinfo_max_freq"), "1800000\n").unwrap();
-        let mut s = Sensors::new(&dir);
+        let f = tmp.path().join("sys/devices/system/cpu/cpu0/cpufreq");
+        std::fs::create_dir_all(&f).unwrap();
+        std::fs::write(f.join("cpuinfo_max_freq"), "1800000\n").unwrap();
+        let mut s = Sensors::new(tmp.path());
         let t = s.read(3);
         assert_eq!((t.arm_max, t.running, t.seq), (Some(Megahertz(1800)), 3, 1));
         assert_eq!(
             t.arm_clock, None,
             "no measured clock off a Pi: absent, not invented"
         );
-        let empty = Sensors::new(Path::new("/nonexistent")).read(0);
-        assert_eq!(empty.arm_max, None);
+        assert_eq!(t.throttle, None);
     }
 }
