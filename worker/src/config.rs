@@ -29,6 +29,11 @@ Options:
   --work-dir DIR           working directory of tasks
   --label NAME             label usable as a target (repeatable)
   --max-output-bytes N     bytes of stdout and of stderr kept per task [default: 1048576]
+  --sim PRESET             simulate a Pi: pi3b-bare, pi3b-plus-bare, pi4-bare, pi4-case,
+                           pi4-fan, pi5-bare, pi5-cooler (thermal model, slowed tasks)
+  --sim-ambient C          simulated ambient temperature [default: 25]
+  --sim-speed F            speed relative to a Pi 5 (alone: a constant-speed worker)
+  --sim-time-scale K       simulated thermal time runs K times faster [default: 1]
   -h, --help               print this help
   -V, --version            print the version
 
@@ -60,6 +65,8 @@ pub(crate) struct WorkerConfig {
     pub(crate) telemetry_interval: Duration,
     /// Run after every connect; a failure is reported in telemetry, not fatal.
     pub(crate) startup_command: Option<Vec<String>>,
+    /// `--sim*`: pretend to be a Pi (thermal model, slowed tasks).
+    pub(crate) sim: Option<crate::sim::SimConfig>,
 }
 
 /// What the command line asked for.
@@ -79,6 +86,10 @@ struct Flags {
     work_dir: Option<PathBuf>,
     labels: Vec<String>,
     max_output_bytes: Option<u64>,
+    sim: Option<String>,
+    sim_ambient: Option<f64>,
+    sim_speed: Option<f64>,
+    sim_time_scale: Option<f64>,
 }
 
 /// Parses flags, reads the config file and the bundle.
@@ -94,6 +105,10 @@ pub(crate) fn load(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<P
             Long("work-dir") => flags.work_dir = Some(parser.value()?.into()),
             Long("label") => flags.labels.push(parser.value()?.string()?),
             Long("max-output-bytes") => flags.max_output_bytes = Some(parser.value()?.parse()?),
+            Long("sim") => flags.sim = Some(parser.value()?.string()?),
+            Long("sim-ambient") => flags.sim_ambient = Some(parser.value()?.parse()?),
+            Long("sim-speed") => flags.sim_speed = Some(parser.value()?.parse()?),
+            Long("sim-time-scale") => flags.sim_time_scale = Some(parser.value()?.parse()?),
             Short('h') | Long("help") => return Ok(Parsed::Help),
             Short('V') | Long("version") => return Ok(Parsed::Version),
             _ => return Err(arg.unexpected().into()),
@@ -113,6 +128,7 @@ fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {
 }
 
 fn resolve(flags: Flags, file: FileConfig) -> anyhow::Result<WorkerConfig> {
+    let sim = sim_config(&flags)?;
     let bundle_path = flags
         .bundle
         .or_else(|| std::env::var_os("BRAMBLE_BUNDLE").map(PathBuf::from))
@@ -159,10 +175,51 @@ fn resolve(flags: Flags, file: FileConfig) -> anyhow::Result<WorkerConfig> {
             max_output_bytes: usize::try_from(max_output).unwrap_or(usize::MAX),
             work_dir: flags.work_dir.or(file.work_dir),
             allow: file.allow,
+            sim: None,
         },
         telemetry_interval: Duration::from_millis(telemetry_ms),
         startup_command: file.startup_command.filter(|argv| !argv.is_empty()),
+        sim,
     })
+}
+
+/// `--sim PRESET`, `--sim-ambient C`, `--sim-speed F`, `--sim-time-scale K`.
+fn sim_config(flags: &Flags) -> anyhow::Result<Option<crate::sim::SimConfig>> {
+    use crate::sim::model::{PRESETS, preset};
+    let preset = match &flags.sim {
+        Some(name) => Some(preset(name).ok_or_else(|| {
+            let names: Vec<&str> = PRESETS.iter().map(|p| p.name).collect();
+            anyhow::anyhow!(
+                "unknown --sim preset {name:?} (one of: {})",
+                names.join(", ")
+            )
+        })?),
+        None => None,
+    };
+    if preset.is_none() && flags.sim_speed.is_none() {
+        if flags.sim_ambient.is_some() || flags.sim_time_scale.is_some() {
+            bail!("--sim-ambient and --sim-time-scale need --sim PRESET");
+        }
+        return Ok(None);
+    }
+    let speed = flags.sim_speed;
+    if speed.is_some_and(|s| !(s > 0.0 && s <= 10.0)) {
+        bail!("--sim-speed must be in (0, 10]");
+    }
+    let time_scale = flags.sim_time_scale.unwrap_or(1.0);
+    if !(time_scale > 0.0 && time_scale <= 10_000.0) {
+        bail!("--sim-time-scale must be in (0, 10000]");
+    }
+    let ambient = flags.sim_ambient.unwrap_or(25.0);
+    if !(-20.0..=60.0).contains(&ambient) {
+        bail!("--sim-ambient must be between -20 and 60 °C");
+    }
+    Ok(Some(crate::sim::SimConfig {
+        preset,
+        ambient,
+        speed,
+        time_scale,
+    }))
 }
 
 #[cfg(test)]
@@ -171,6 +228,33 @@ mod tests {
 
     fn args(list: &[&str]) -> Vec<OsString> {
         list.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn sim_flags_are_checked() {
+        let flags = |sim: Option<&str>, speed: Option<f64>| Flags {
+            sim: sim.map(str::to_owned),
+            sim_speed: speed,
+            ..Flags::default()
+        };
+        assert!(sim_config(&flags(None, None)).unwrap().is_none());
+        let c = sim_config(&flags(Some("pi4-bare"), None)).unwrap().unwrap();
+        assert_eq!(
+            (c.preset.unwrap().name, c.ambient, c.time_scale),
+            ("pi4-bare", 25.0, 1.0)
+        );
+        assert!(
+            sim_config(&flags(None, Some(0.33)))
+                .unwrap()
+                .unwrap()
+                .preset
+                .is_none()
+        );
+        let e = sim_config(&flags(Some("pi9"), None))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pi5-cooler"), "{e}");
+        assert!(sim_config(&flags(None, Some(-1.0))).is_err());
     }
 
     #[test]

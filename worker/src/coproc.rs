@@ -26,6 +26,19 @@ pub(crate) struct Coproc {
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
     stderr_tail: Arc<Mutex<Vec<u8>>>,
+    /// The task collecting stderr; awaited when the process dies so the tail is complete.
+    stderr_reader: Option<tokio::task::JoinHandle<()>>,
+    /// Simulation: the duty cycler slows this process group while it lives.
+    sim: Option<Arc<crate::sim::SimHooks>>,
+}
+
+impl Drop for Coproc {
+    fn drop(&mut self) {
+        // Never leave a stale group for the duty cycler: its pid could be reused.
+        if let (Some(sim), Some(pid)) = (&self.sim, self.child.id()) {
+            sim.untrack(pid);
+        }
+    }
 }
 
 /// Idle co-processes by job. Shared by the task runners; never locked across an await.
@@ -127,7 +140,14 @@ fn spawn(command: &Command, limits: &ExecLimits) -> Result<Coproc, String> {
     if let Some(dir) = &limits.work_dir {
         cmd.current_dir(dir);
     }
+    if let Some(sim) = &limits.sim {
+        cmd.env("BRAMBLE_SIM_SPEED", format!("{:.4}", sim.speed()));
+    }
     let mut child = cmd.spawn().map_err(|e| format!("{program}: {e}"))?;
+    if let (Some(sim), Some(pid)) = (&limits.sim, child.id()) {
+        // Slowed while alive; a group that is gone is simply not signalled.
+        sim.track(pid);
+    }
     let (Some(stdin), Some(stdout), Some(mut stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
@@ -135,7 +155,7 @@ fn spawn(command: &Command, limits: &ExecLimits) -> Result<Coproc, String> {
     };
     let stderr_tail = Arc::new(Mutex::new(Vec::new()));
     let tail = stderr_tail.clone();
-    tokio::spawn(async move {
+    let stderr_reader = tokio::spawn(async move {
         let mut buf = [0u8; 4096];
         while let Ok(n @ 1..) = stderr.read(&mut buf).await {
             if let Ok(mut t) = tail.lock() {
@@ -150,6 +170,8 @@ fn spawn(command: &Command, limits: &ExecLimits) -> Result<Coproc, String> {
         stdin,
         stdout: BufReader::new(stdout),
         stderr_tail,
+        stderr_reader: Some(stderr_reader),
+        sim: limits.sim.clone(),
     })
 }
 
@@ -196,6 +218,9 @@ async fn ask(
                 }
             };
             let mut out = ended(0, outcome, started.elapsed());
+            if let Some(reader) = cp.stderr_reader.take() {
+                let _ = tokio::time::timeout(Duration::from_secs(1), reader).await;
+            }
             out.stderr = cp.stderr_tail.lock().map(|t| t.clone()).unwrap_or_default();
             (out, None)
         }
@@ -255,6 +280,7 @@ mod tests {
             max_output_bytes: 1024,
             work_dir: None,
             allow: None,
+            sim: None,
         }
     }
 

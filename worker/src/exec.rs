@@ -20,6 +20,8 @@ pub(crate) struct ExecLimits {
     pub(crate) work_dir: Option<PathBuf>,
     /// Programs tasks may start (by name or full path); anything when `None`.
     pub(crate) allow: Option<Vec<String>>,
+    /// Simulation: tasks get `BRAMBLE_SIM_SPEED` and are duty-cycled to the simulated clock.
+    pub(crate) sim: Option<std::sync::Arc<crate::sim::SimHooks>>,
 }
 
 /// Refuses a program the worker's allow list does not name. With `--shell` the program is
@@ -94,6 +96,9 @@ async fn run_item(
     if let Some(dir) = &limits.work_dir {
         cmd.current_dir(dir);
     }
+    if let Some(sim) = &limits.sim {
+        cmd.env("BRAMBLE_SIM_SPEED", format!("{:.4}", sim.speed()));
+    }
     let mut child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => {
@@ -108,6 +113,9 @@ async fn run_item(
         });
     }
     let pid = child.id();
+    if let (Some(sim), Some(pid)) = (&limits.sim, pid) {
+        sim.track(pid);
+    }
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
     let cap = limits.max_output_bytes;
     let run = async {
@@ -136,6 +144,9 @@ async fn run_item(
             }
         }
     };
+    if let (Some(sim), Some(pid)) = (&limits.sim, pid) {
+        sim.untrack(pid);
+    }
     let outcome = killed.unwrap_or_else(|| match status {
         Ok(status) => exit_outcome(status),
         Err(e) => Outcome::StartFailed(format!("waiting for {program}: {e}")),
@@ -289,6 +300,7 @@ mod tests {
             max_output_bytes: max,
             work_dir: None,
             allow: None,
+            sim: None,
         }
     }
 
@@ -390,6 +402,7 @@ mod allow_tests {
             max_output_bytes: 10,
             work_dir: None,
             allow: Some(vec!["echo".into(), "/opt/x/run".into()]),
+            sim: None,
         };
         assert!(check_allowed("echo", &limits).is_ok());
         assert!(check_allowed("/bin/echo", &limits).is_ok());

@@ -9,6 +9,7 @@ mod exec;
 mod net;
 mod sensors;
 mod session;
+mod sim;
 mod template;
 
 use std::process::ExitCode;

@@ -21,6 +21,7 @@ use crate::coproc;
 use crate::exec::{self, ExecLimits};
 use crate::net::is_refusal;
 use crate::sensors::Sensors;
+use crate::sim::Sim;
 
 /// Results up to this size go on the control stream; larger ones get their own stream so
 /// they never hold up heartbeats.
@@ -63,6 +64,8 @@ pub(crate) struct Worker {
     startup_command: Option<Vec<String>>,
     /// Why the startup command failed after the latest connect (reported in telemetry).
     startup_error: Arc<Mutex<Option<String>>>,
+    /// `--sim`: the simulated board whose model replaces the sensors.
+    sim: Option<Sim>,
 }
 
 impl Worker {
@@ -73,6 +76,10 @@ impl Worker {
     ) -> Self {
         let slots = usize::from(config.slots);
         let (results_tx, results_rx) = mpsc::channel(slots * 2 + 8);
+        let sim = config.sim.clone().map(Sim::new);
+        if let Some(sim) = &sim {
+            tokio::spawn(crate::sim::duty_cycle(sim.hooks()));
+        }
         Self {
             hello: Hello {
                 protocol_minor: PROTOCOL_MINOR,
@@ -83,7 +90,10 @@ impl Worker {
                 arch: std::env::consts::ARCH.to_owned(),
                 version: env!("CARGO_PKG_VERSION").to_owned(),
             },
-            limits: Arc::new(config.limits.clone()),
+            limits: Arc::new(ExecLimits {
+                sim: sim.as_ref().map(Sim::hooks),
+                ..config.limits.clone()
+            }),
             telemetry_interval: config.telemetry_interval,
             agent: Agent::new(slots, OUTBOX_LIMIT),
             cancels: BTreeMap::new(),
@@ -94,6 +104,7 @@ impl Worker {
             pool: coproc::Pool::default(),
             startup_command: config.startup_command.clone(),
             startup_error: Arc::default(),
+            sim,
         }
     }
 
@@ -176,6 +187,10 @@ impl Worker {
                 Some(result) = self.results_rx.recv() => self.send_result(conn, &mut send, result).await?,
                 _ = tick.tick() => {
                     let mut report = self.sensors.read(self.agent.running());
+                    if let Some(sim) = &mut self.sim {
+                        let busy = f64::from(self.agent.running()) / f64::from(self.hello.slots.max(1));
+                        sim.report(busy, &mut report);
+                    }
                     report.startup_error = self.startup_error.lock().ok().and_then(|e| e.as_deref().map(short));
                     send.write_all(encode_frame_to_slice(&ToHost::Telemetry(report), &mut tbuf)?).await?;
                 }

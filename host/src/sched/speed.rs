@@ -115,7 +115,7 @@ mod tests {
 
     #[test]
     fn observed_time_scales_with_the_measured_clock() {
-        let now = Instant::now();
+        let now = crate::sched::tests::epoch();
         let mut s = SpeedEstimate::default();
         s.observe_telemetry(now, &telemetry(1500, 1500, 50.0, 0));
         s.observe_item(100);
@@ -133,7 +133,7 @@ mod tests {
 
     #[test]
     fn a_rising_temperature_predicts_throttling() {
-        let now = Instant::now();
+        let now = crate::sched::tests::epoch();
         let mut s = SpeedEstimate::default();
         s.observe_item(100);
         for i in 0..10 {
@@ -155,14 +155,17 @@ mod tests {
     fn under_voltage_is_penalised_even_when_past() {
         let mut s = SpeedEstimate::default();
         s.observe_item(100);
-        s.observe_telemetry(Instant::now(), &telemetry(1500, 1500, 50.0, 0x10000));
+        s.observe_telemetry(
+            crate::sched::tests::epoch(),
+            &telemetry(1500, 1500, 50.0, 0x10000),
+        );
         assert!((s.expected_ms(1.0) - 150.0).abs() < 1e-9);
     }
 
     #[test]
     fn machines_without_sensors_use_observations_only() {
         let mut s = SpeedEstimate::default();
-        s.observe_telemetry(Instant::now(), &Telemetry::default());
+        s.observe_telemetry(crate::sched::tests::epoch(), &Telemetry::default());
         assert!((s.expected_ms(42.0) - 42.0).abs() < 1e-9);
         s.observe_item(300);
         assert!((s.expected_ms(42.0) - 300.0).abs() < 1e-9);

@@ -11,3 +11,5 @@ mod lost;
 mod security;
 /// The first steps of the ipyparallel tutorial, through the CLI.
 mod seed;
+/// Simulated Pis: thermal model, throttling in status.
+mod thermal;

@@ -3,6 +3,12 @@
 mod sim;
 mod thermal;
 
+/// A starting instant for unit tests elsewhere in `sched` (the only clock read, and in test
+/// code: the scheduler itself takes `now` as an argument).
+pub(crate) fn epoch() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
 use std::time::Duration;
 
 use bramble_wire::{JobKind, JobState, Outcome, Targets, WorkerId};

@@ -1,0 +1,75 @@
+use bramble_tests::{Cluster, stderr, stdout};
+
+fn status(c: &Cluster) -> Vec<serde_json::Value> {
+    let rows: serde_json::Value =
+        serde_json::from_str(&stdout(&c.bramble(&["status", "--json"]))).unwrap();
+    rows.as_array().unwrap().clone()
+}
+
+#[test]
+fn a_simulated_cluster_throttles_visibly_in_status() {
+    // w0: a bare Pi 4 in a hot rack, thermal time 60x; w1: a constant-speed worker.
+    let c = Cluster::start_split(2, |i| match i {
+        0 => [
+            "--slots",
+            "2",
+            "--sim",
+            "pi4-bare",
+            "--sim-ambient",
+            "35",
+            "--sim-time-scale",
+            "60",
+        ]
+        .map(String::from)
+        .to_vec(),
+        _ => ["--sim-speed", "0.5"].map(String::from).to_vec(),
+    });
+    let out = c.bramble(&[
+        "apply",
+        "--targets",
+        "1",
+        "--",
+        "sh",
+        "-c",
+        "echo $BRAMBLE_SIM_SPEED",
+    ]);
+    assert_eq!(stdout(&out), "[stdout:1] 0.5000\n", "{}", stderr(&out));
+    let rows = status(&c);
+    assert_eq!(rows[0]["arm_max_mhz"], 1500);
+    assert!(
+        rows[1]["temp_c"].is_null() && rows[1]["arm_mhz"].is_null(),
+        "a constant-speed worker has no sensors"
+    );
+
+    // Keep both slots of w0 busy until the model throttles it.
+    let out = c.bramble(&[
+        "submit",
+        "map",
+        "--targets",
+        "0",
+        "--range",
+        "0..400",
+        "--",
+        "sleep",
+        "0.1",
+    ]);
+    let job = stdout(&out).trim().to_owned();
+    c.wait_until(40, "w0 throttled", || {
+        status(&c)[0]["arm_mhz"].as_u64().is_some_and(|m| m < 1500)
+    });
+    let row = &status(&c)[0];
+    assert!(row["temp_c"].as_f64().unwrap() >= 79.0, "{row}");
+    assert!(
+        row["throttle_words"]
+            .as_str()
+            .unwrap()
+            .contains("freq-capped"),
+        "{row}"
+    );
+    let table = stdout(&c.bramble(&["status"]));
+    assert!(
+        table.contains("freq-capped") && table.contains("/1500"),
+        "{table}"
+    );
+    assert!(c.bramble(&["cancel", &job]).status.success());
+}
