@@ -1,19 +1,22 @@
-//! The worker's bookkeeping, without IO: which tasks run, and the bounded outbox of results
+//! The worker's bookkeeping, without IO: which tasks run, which wait for a slot (the host may
+//! send one task per slot ahead, to hide its round trip), and the bounded outbox of results
 //! that finished while no host was connected (delivered on the next connection).
 
 use std::collections::{BTreeMap, VecDeque};
 
-use bramble_wire::{Attempt, TaskId, TaskResult};
+use bramble_wire::{Attempt, TaskId, TaskResult, TaskSpec};
 
 /// What to do with a `RunTask`.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Admit {
-    /// Start it.
-    Start,
-    /// This attempt already runs here (a resent frame): ignore.
+    /// Start it now.
+    Start(TaskSpec),
+    /// Every slot is busy: it waits here and starts when one frees.
+    Queued,
+    /// This attempt is already here (a resent frame): ignore.
     Duplicate,
-    /// All slots are busy; the host over-committed. Report it back as failed to start.
-    Full,
+    /// Slots and queue are full; the host over-committed. Report it back as failed to start.
+    Full(TaskSpec),
 }
 
 /// Task table and outbox.
@@ -21,6 +24,8 @@ pub(crate) enum Admit {
 pub(crate) struct Agent {
     slots: usize,
     running: BTreeMap<TaskId, Attempt>,
+    /// Tasks sent ahead, waiting for a slot (at most one per slot).
+    waiting: VecDeque<TaskSpec>,
     outbox: VecDeque<TaskResult>,
     outbox_bytes: usize,
     outbox_limit: usize,
@@ -33,6 +38,7 @@ impl Agent {
         Self {
             slots,
             running: BTreeMap::new(),
+            waiting: VecDeque::new(),
             outbox: VecDeque::new(),
             outbox_bytes: 0,
             outbox_limit,
@@ -40,15 +46,34 @@ impl Agent {
         }
     }
 
-    pub(crate) fn admit(&mut self, task: TaskId, attempt: Attempt) -> Admit {
-        if self.running.get(&task) == Some(&attempt) {
+    pub(crate) fn admit(&mut self, spec: TaskSpec) -> Admit {
+        let here = self.running.get(&spec.task) == Some(&spec.attempt)
+            || self
+                .waiting
+                .iter()
+                .any(|w| (w.task, w.attempt) == (spec.task, spec.attempt));
+        if here {
             return Admit::Duplicate;
         }
-        if self.draining || self.running.len() >= self.slots {
-            return Admit::Full;
+        if self.draining {
+            return Admit::Full(spec);
         }
-        self.running.insert(task, attempt);
-        Admit::Start
+        if self.running.len() < self.slots {
+            self.running.insert(spec.task, spec.attempt);
+            return Admit::Start(spec);
+        }
+        if self.waiting.len() < self.slots {
+            self.waiting.push_back(spec);
+            return Admit::Queued;
+        }
+        Admit::Full(spec)
+    }
+
+    /// Drops a task that is still waiting for a slot; true if it was.
+    pub(crate) fn cancel_waiting(&mut self, task: TaskId) -> bool {
+        let before = self.waiting.len();
+        self.waiting.retain(|w| w.task != task);
+        self.waiting.len() != before
     }
 
     /// Stop taking new tasks.
@@ -56,9 +81,12 @@ impl Agent {
         self.draining = true;
     }
 
-    /// A task's process(es) ended; returns whether it was still tracked.
-    pub(crate) fn finished(&mut self, task: TaskId) -> bool {
-        self.running.remove(&task).is_some()
+    /// A task's process(es) ended; returns the waiting task that takes its slot.
+    pub(crate) fn finished(&mut self, task: TaskId) -> Option<TaskSpec> {
+        self.running.remove(&task)?;
+        let next = self.waiting.pop_front()?;
+        self.running.insert(next.task, next.attempt);
+        Some(next)
     }
 
     pub(crate) fn running(&self) -> u16 {
@@ -117,16 +145,39 @@ mod tests {
         }
     }
 
+    fn spec(task: u64) -> TaskSpec {
+        TaskSpec {
+            task: TaskId(task),
+            attempt: Attempt(0),
+            command: bramble_wire::Command {
+                argv: vec!["true".into()],
+                shell: false,
+                timeout_ms: 0,
+            },
+            items: vec![],
+            job: bramble_wire::JobId(1),
+            persistent: false,
+        }
+    }
+
     #[test]
-    fn admits_up_to_slots_and_ignores_duplicates() {
-        let mut a = Agent::new(2, 1 << 20);
-        assert_eq!(a.admit(TaskId(1), Attempt(0)), Admit::Start);
-        assert_eq!(a.admit(TaskId(1), Attempt(0)), Admit::Duplicate);
-        assert_eq!(a.admit(TaskId(2), Attempt(0)), Admit::Start);
-        assert_eq!(a.admit(TaskId(3), Attempt(0)), Admit::Full);
-        assert!(a.finished(TaskId(1)));
-        assert!(!a.finished(TaskId(1)));
+    fn admits_up_to_slots_queues_one_per_slot_and_ignores_duplicates() {
+        let mut a = Agent::new(1, 1 << 20);
+        assert_eq!(a.admit(spec(1)), Admit::Start(spec(1)));
+        assert_eq!(a.admit(spec(1)), Admit::Duplicate);
+        assert_eq!(a.admit(spec(2)), Admit::Queued);
+        assert_eq!(a.admit(spec(2)), Admit::Duplicate);
+        assert_eq!(a.admit(spec(3)), Admit::Full(spec(3)));
+        assert_eq!(
+            a.finished(TaskId(1)),
+            Some(spec(2)),
+            "the waiting task takes the slot"
+        );
+        assert_eq!(a.finished(TaskId(1)), None);
         assert_eq!(a.running(), 1);
+        assert_eq!(a.admit(spec(4)), Admit::Queued);
+        assert!(a.cancel_waiting(TaskId(4)) && !a.cancel_waiting(TaskId(4)));
+        assert_eq!(a.finished(TaskId(2)), None);
     }
 
     #[test]

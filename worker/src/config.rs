@@ -34,6 +34,8 @@ Options:
   --sim-ambient C          simulated ambient temperature [default: 25]
   --sim-speed F            speed relative to a Pi 5 (alone: a constant-speed worker)
   --sim-time-scale K       simulated thermal time runs K times faster [default: 1]
+  --sim-no-duty-cycle      do not SIGSTOP/SIGCONT tasks (for tasks that scale themselves
+                           by BRAMBLE_SIM_SPEED, e.g. sleeps)
   -h, --help               print this help
   -V, --version            print the version
 
@@ -90,6 +92,7 @@ struct Flags {
     sim_ambient: Option<f64>,
     sim_speed: Option<f64>,
     sim_time_scale: Option<f64>,
+    sim_no_duty_cycle: bool,
 }
 
 /// Parses flags, reads the config file and the bundle.
@@ -109,6 +112,7 @@ pub(crate) fn load(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<P
             Long("sim-ambient") => flags.sim_ambient = Some(parser.value()?.parse()?),
             Long("sim-speed") => flags.sim_speed = Some(parser.value()?.parse()?),
             Long("sim-time-scale") => flags.sim_time_scale = Some(parser.value()?.parse()?),
+            Long("sim-no-duty-cycle") => flags.sim_no_duty_cycle = true,
             Short('h') | Long("help") => return Ok(Parsed::Help),
             Short('V') | Long("version") => return Ok(Parsed::Version),
             _ => return Err(arg.unexpected().into()),
@@ -219,6 +223,7 @@ fn sim_config(flags: &Flags) -> anyhow::Result<Option<crate::sim::SimConfig>> {
         ambient,
         speed,
         time_scale,
+        duty_cycle: !flags.sim_no_duty_cycle,
     }))
 }
 

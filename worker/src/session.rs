@@ -77,7 +77,10 @@ impl Worker {
         let slots = usize::from(config.slots);
         let (results_tx, results_rx) = mpsc::channel(slots * 2 + 8);
         let sim = config.sim.clone().map(Sim::new);
-        if let Some(sim) = &sim {
+        if let Some(sim) = sim
+            .as_ref()
+            .filter(|_| config.sim.as_ref().is_some_and(|c| c.duty_cycle))
+        {
             tokio::spawn(crate::sim::duty_cycle(sim.hooks()));
         }
         Self {
@@ -211,17 +214,20 @@ impl Worker {
         msg: ToWorker,
     ) -> Result<(), Lost> {
         match msg {
-            ToWorker::RunTask(spec) => match self.agent.admit(spec.task, spec.attempt) {
-                Admit::Start => self.start(spec),
-                Admit::Duplicate => {}
-                Admit::Full => {
+            ToWorker::RunTask(spec) => match self.agent.admit(spec) {
+                Admit::Start(spec) => self.start(spec),
+                Admit::Queued | Admit::Duplicate => {}
+                Admit::Full(spec) => {
                     warn!("task {} refused: all slots busy", spec.task);
                     let result = refused(&spec, "worker has no free slot");
                     self.send_result(conn, send, result).await?;
                 }
             },
             ToWorker::CancelTask { task } => {
-                if let Some(cancel) = self.cancels.get(&task) {
+                // Waiting tasks are simply dropped; running ones are killed.
+                if !self.agent.cancel_waiting(task)
+                    && let Some(cancel) = self.cancels.get(&task)
+                {
                     let _ = cancel.send(true);
                 }
             }
@@ -281,9 +287,12 @@ impl Worker {
         }
     }
 
+    /// A task ended: free its slot for the task waiting for one, if any.
     fn forget(&mut self, task: TaskId) {
-        self.agent.finished(task);
         self.cancels.remove(&task);
+        if let Some(next) = self.agent.finished(task) {
+            self.start(next);
+        }
     }
 
     async fn send_result(

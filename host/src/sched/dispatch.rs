@@ -1,8 +1,10 @@
 //! Placement mechanism: walking the queue, finding eligible workers, asking the policy, and
 //! starting attempts. `leastload`/`roundrobin` fill free slots; `thermal` projects when each
-//! worker's slots free up and how long a task takes there, and places a task now only on the
+//! worker's slots free up and how long a task takes there, and places a task only on the
 //! worker that would finish it first, so a slow worker is not handed work a fast one would
-//! finish sooner (the end-of-job straggler problem).
+//! finish sooner (the end-of-job straggler problem). It sends a task up to one task-time
+//! ahead (at most one per slot waits on a worker) to hide the round trip, and near the end it
+//! re-runs stragglers on idle workers.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -14,6 +16,9 @@ use super::{Action, Record, Scheduler};
 
 /// Nominal time per item before any worker has reported one; only ratios matter.
 const NOMINAL_MS: f64 = 1000.0;
+/// A task is sent ahead to a worker whose slot frees within this: long enough to cover the
+/// round trip to the host, short enough that nothing is hoarded.
+const SEND_AHEAD: Duration = Duration::from_millis(100);
 
 impl Scheduler {
     /// Places queued tasks, oldest first.
@@ -95,13 +100,21 @@ impl Scheduler {
         let mut slots: BTreeMap<WorkerId, Vec<Instant>> = BTreeMap::new();
         for (id, w) in &self.workers {
             let per_item = ms(expected[id]);
-            let mut free: Vec<Instant> = w
+            // Its tasks in the order they were sent: the first `slots` run, the rest (sent
+            // ahead) start as slots free up.
+            let mut sent: Vec<(Instant, u32)> = w
                 .running
                 .iter()
                 .filter_map(|t| self.tasks.get(t))
-                .map(|t| (t.started_at.unwrap_or(now) + per_item * t.items.len() as u32).max(now))
+                .map(|t| (t.started_on(*id).unwrap_or(now), t.items.len() as u32))
                 .collect();
-            free.resize(usize::try_from(w.slots()).unwrap_or(0).max(free.len()), now);
+            sent.sort();
+            let mut free = vec![now; usize::try_from(w.slots()).unwrap_or(1).max(1)];
+            for (sent_at, items) in sent {
+                if let Some(slot) = free.iter_mut().min() {
+                    *slot = ((*slot).max(sent_at) + per_item * items).max(now);
+                }
+            }
             slots.insert(*id, free);
         }
         let total_slots: usize = slots.values().map(Vec::len).sum();
@@ -134,16 +147,107 @@ impl Scheduler {
             let Some(slot) = best_slots.iter_mut().min() else {
                 break;
             };
-            let starts_now =
-                *slot <= now && self.workers.get(&best).is_some_and(|w| w.has_free_slot());
+            // Start now on a free slot; or send ahead if a slot frees very soon (the task waits
+            // on the worker and starts the moment the slot frees, hiding the round trip), but
+            // only to a worker whose speed we know: a task sent ahead cannot be taken back.
+            let send_now = self.workers.get(&best).is_some_and(|w| {
+                (*slot <= now && w.has_free_slot())
+                    || (*slot <= now + SEND_AHEAD
+                        && w.can_take_ahead()
+                        && w.speed.full_clock_ms().is_some())
+            });
             *slot = finish;
-            if starts_now {
+            if send_now {
                 self.queue.remove(i);
                 self.start(tid, best, now);
             } else {
                 i += 1;
             }
         }
+        if self.queue.is_empty() {
+            self.speculate(now, &expected);
+        }
+    }
+
+    /// Near the end (nothing queued), idle workers re-run stragglers: a running task gets a
+    /// second attempt on an idle worker when it is overdue (taking half again as long as
+    /// expected) or when the idle worker would finish it at least 20 % sooner than its
+    /// current one is expected to. One backup per task; the first result wins.
+    fn speculate(&mut self, now: Instant, expected: &BTreeMap<WorkerId, f64>) {
+        loop {
+            let idle: Vec<WorkerId> = self
+                .workers
+                .iter()
+                .filter(|(_, w)| w.has_free_slot())
+                .map(|(id, _)| *id)
+                .collect();
+            if idle.is_empty() {
+                return;
+            }
+            // The task whose backup would gain the most, and where to run it.
+            let mut best: Option<(Duration, TaskId, WorkerId)> = None;
+            for (tid, task) in &self.tasks {
+                let (Some((primary, _)), None, None) = (task.running_on, task.backup, task.pin)
+                else {
+                    continue;
+                };
+                let (Some(started), Some(exp)) = (task.started_at, expected.get(&primary)) else {
+                    continue;
+                };
+                let n = task.items.len().max(1) as u32;
+                let planned = ms(*exp) * n;
+                let elapsed = now.saturating_duration_since(started);
+                let overdue = elapsed > planned.mul_f64(1.5);
+                let primary_end = if overdue {
+                    now + elapsed
+                } else {
+                    started + planned
+                };
+                let eligible = self.eligible(*tid);
+                for w in idle
+                    .iter()
+                    .filter(|w| **w != primary && eligible.contains(w))
+                {
+                    let Some(exp_w) = expected.get(w) else {
+                        continue;
+                    };
+                    let end = now + ms(*exp_w) * n;
+                    let remaining = primary_end.saturating_duration_since(now);
+                    let gain = primary_end.saturating_duration_since(end);
+                    if (overdue || gain > remaining.mul_f64(0.2))
+                        && best.is_none_or(|(g, _, _)| gain > g)
+                    {
+                        best = Some((gain, *tid, *w));
+                    }
+                }
+            }
+            let Some((_, tid, worker)) = best.filter(|(gain, _, _)| !gain.is_zero()) else {
+                return;
+            };
+            self.start_backup(tid, worker, now);
+        }
+    }
+
+    fn start_backup(&mut self, tid: TaskId, worker: WorkerId, now: Instant) {
+        let Some(task) = self.tasks.get_mut(&tid) else {
+            return;
+        };
+        let attempt = Attempt(task.attempts);
+        task.attempts += 1;
+        task.backup = Some((worker, attempt, now));
+        self.send_attempt(tid, worker, attempt);
+    }
+
+    pub(super) fn start(&mut self, tid: TaskId, worker: WorkerId, now: Instant) {
+        let Some(task) = self.tasks.get_mut(&tid) else {
+            return;
+        };
+        let attempt = Attempt(task.attempts);
+        task.attempts += 1;
+        task.running_on = Some((worker, attempt));
+        task.started_at = Some(now);
+        self.last_placed = Some(worker);
+        self.send_attempt(tid, worker, attempt);
     }
 
     /// Per-item time assumed for workers with no observation yet: the mean of those with one.
@@ -160,20 +264,15 @@ impl Scheduler {
         }
     }
 
-    pub(super) fn start(&mut self, tid: TaskId, worker: WorkerId, now: Instant) {
-        let (Some(task), Some(w)) = (self.tasks.get_mut(&tid), self.workers.get_mut(&worker))
-        else {
+    /// Occupies a slot of `worker` with the attempt, records it and sends the task.
+    fn send_attempt(&mut self, tid: TaskId, worker: WorkerId, attempt: Attempt) {
+        let (Some(task), Some(w)) = (self.tasks.get(&tid), self.workers.get_mut(&worker)) else {
             return;
         };
         let Some(job) = self.jobs.get(&task.job) else {
             return;
         };
-        let attempt = Attempt(task.attempts);
-        task.attempts += 1;
-        task.running_on = Some((worker, attempt));
-        task.started_at = Some(now);
         w.running.insert(tid);
-        self.last_placed = Some(worker);
         let spec = TaskSpec {
             task: tid,
             attempt,

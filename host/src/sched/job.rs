@@ -39,6 +39,9 @@ pub(crate) struct Task {
     pub(crate) running_on: Option<(WorkerId, Attempt)>,
     /// When the current attempt started (the thermal policy projects its end).
     pub(crate) started_at: Option<std::time::Instant>,
+    /// A speculative second attempt of a straggler: (worker, attempt, start). The first
+    /// result of either attempt wins; the other is cancelled.
+    pub(crate) backup: Option<(WorkerId, Attempt, std::time::Instant)>,
 }
 
 impl Task {
@@ -53,7 +56,36 @@ impl Task {
             avoid: BTreeSet::new(),
             running_on: None,
             started_at: None,
+            backup: None,
         }
+    }
+
+    /// Every attempt running now: the primary, then the backup.
+    pub(crate) fn running_attempts(&self) -> impl Iterator<Item = (WorkerId, Attempt)> + '_ {
+        self.running_on
+            .into_iter()
+            .chain(self.backup.map(|(w, a, _)| (w, a)))
+    }
+
+    /// When the attempt on `worker` started.
+    pub(crate) fn started_on(&self, worker: WorkerId) -> Option<std::time::Instant> {
+        match self.backup {
+            Some((w, _, at)) if w == worker => Some(at),
+            _ => self.started_at,
+        }
+    }
+
+    /// Forgets the attempt running on `worker` (it ended or its worker is gone); a backup
+    /// left alone becomes the primary. True if another attempt still runs.
+    pub(crate) fn drop_attempt_on(&mut self, worker: WorkerId) -> bool {
+        if self.backup.is_some_and(|(w, _, _)| w == worker) {
+            self.backup = None;
+        } else if self.running_on.is_some_and(|(w, _)| w == worker) {
+            self.running_on = self.backup.map(|(w, a, _)| (w, a));
+            self.started_at = self.backup.map(|(_, _, at)| at);
+            self.backup = None;
+        }
+        self.running_on.is_some()
     }
 }
 

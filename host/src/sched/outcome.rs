@@ -20,23 +20,28 @@ impl Scheduler {
         let Some(task) = self.tasks.get_mut(&result.task) else {
             return; // already recorded, or its job is gone
         };
-        let other = task
-            .running_on
-            .filter(|(w, a)| (Some(*w), *a) != (from, result.attempt));
+        let others: Vec<WorkerId> = task
+            .running_attempts()
+            .filter(|(w, a)| (Some(*w), *a) != (from, result.attempt))
+            .map(|(w, _)| w)
+            .collect();
         let failed = result.outputs.len() != task.items.len()
             || result.outputs.iter().any(|o| !o.outcome.is_success());
         if failed && task.retries_left > 0 {
+            let (task_id, attempt) = (result.task, result.attempt);
             self.actions
                 .push_back(Action::Record(Record::AttemptFailed {
-                    task: result.task,
-                    attempt: result.attempt,
+                    task: task_id,
+                    attempt,
                 }));
-            if other.is_none() {
+            let still_running = from.is_some_and(|w| task.drop_attempt_on(w)) || !others.is_empty();
+            if !still_running {
                 task.retries_left -= 1;
                 task.avoid.extend(from);
                 task.running_on = None;
-                if !self.queue.contains(&result.task) {
-                    self.queue.push_front(result.task);
+                task.backup = None;
+                if !self.queue.contains(&task_id) {
+                    self.queue.push_front(task_id);
                 }
             }
             return;
@@ -44,8 +49,9 @@ impl Scheduler {
         let Some(task) = self.tasks.remove(&result.task) else {
             return;
         };
-        if let Some((w, _)) = other {
-            // Another attempt is still running elsewhere: this result wins, stop that one.
+        // Another attempt still running elsewhere (a requeued or speculative copy): this
+        // result wins, stop that one.
+        for w in others {
             if let Some(w) = self.workers.get_mut(&w) {
                 w.running.remove(&result.task);
                 let msg = ToWorker::CancelTask { task: result.task };
@@ -125,13 +131,15 @@ impl Scheduler {
             let Some(task) = self.tasks.remove(tid) else {
                 continue;
             };
-            if let Some(w) = task.running_on.and_then(|(w, _)| self.workers.get_mut(&w)) {
-                w.running.remove(tid);
-                let msg = ToWorker::CancelTask { task: *tid };
-                self.actions.push_back(Action::Send {
-                    session: w.session,
-                    msg,
-                });
+            for (w, _) in task.running_attempts() {
+                if let Some(w) = self.workers.get_mut(&w) {
+                    w.running.remove(tid);
+                    let msg = ToWorker::CancelTask { task: *tid };
+                    self.actions.push_back(Action::Send {
+                        session: w.session,
+                        msg,
+                    });
+                }
             }
         }
         self.queue.retain(|t| !job.open_tasks.contains(t));
@@ -150,7 +158,9 @@ impl Scheduler {
             let Some(task) = self.tasks.get_mut(tid) else {
                 continue;
             };
-            task.running_on = None;
+            if task.drop_attempt_on(id) {
+                continue; // its other attempt (speculative or primary) carries on
+            }
             task.losses += 1;
             if task.losses < self.config.max_losses {
                 self.queue.push_front(*tid);

@@ -60,6 +60,12 @@ impl WorkerEntry {
         self.running() < self.slots()
     }
 
+    /// The thermal policy may send one task per slot ahead (it waits on the worker for a
+    /// slot), so a slot never idles for a round trip to the host.
+    pub(crate) fn can_take_ahead(&self) -> bool {
+        self.running() < 2 * self.slots()
+    }
+
     pub(crate) fn status(&self, id: WorkerId, now: Instant) -> WorkerStatus {
         let connected = now.saturating_duration_since(self.connected_at);
         WorkerStatus {

@@ -25,6 +25,9 @@ pub(crate) struct SimConfig {
     pub(crate) speed: Option<f64>,
     /// Thermal time runs this many times faster than real time.
     pub(crate) time_scale: f64,
+    /// SIGSTOP/SIGCONT task groups to the simulated speed. Off for workloads that scale
+    /// themselves by `BRAMBLE_SIM_SPEED` (sleeps), which would otherwise be slowed twice.
+    pub(crate) duty_cycle: bool,
 }
 
 /// Shared between the telemetry loop, the task runners and the duty cycler.
@@ -165,6 +168,7 @@ mod tests {
             ambient: 25.0,
             speed: Some(0.33),
             time_scale: 1.0,
+            duty_cycle: true,
         };
         let mut sim = Sim::new(config);
         let mut t = Telemetry {
@@ -183,6 +187,7 @@ mod tests {
             ambient: 25.0,
             speed: None,
             time_scale: 1.0,
+            duty_cycle: true,
         };
         let mut sim = Sim::new(config);
         let mut t = Telemetry::default();

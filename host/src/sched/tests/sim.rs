@@ -48,6 +48,8 @@ pub(crate) struct SimWorker {
     pub(crate) frozen: bool,
     /// Running tasks: id → (attempt, finish time, items).
     running: BTreeMap<TaskId, (Attempt, Instant, Vec<u64>, u64)>,
+    /// Tasks sent ahead, waiting for a slot: (task, attempt, items, ms per item).
+    waiting: std::collections::VecDeque<(TaskId, Attempt, Vec<u64>, u64)>,
     /// Results finished while disconnected, delivered on the next connection.
     outbox: Vec<TaskResult>,
     /// Most tasks this worker ever ran at once.
@@ -61,9 +63,38 @@ pub(crate) struct SimWorker {
 }
 
 impl SimWorker {
+    fn begin(
+        &mut self,
+        task: TaskId,
+        attempt: Attempt,
+        items: Vec<u64>,
+        per_item: u64,
+        now: Instant,
+    ) {
+        let ms = per_item * items.len() as u64;
+        self.running.insert(
+            task,
+            (attempt, now + Duration::from_millis(ms), items, per_item),
+        );
+        self.peak_running = self.peak_running.max(self.running.len());
+        assert!(
+            self.running.len() <= usize::from(self.slots),
+            "worker {} over its slots",
+            self.name
+        );
+    }
+
+    /// A slot freed up: the first waiting task starts.
+    fn start_waiting(&mut self, now: Instant) {
+        if let Some((task, attempt, items, per_item)) = self.waiting.pop_front() {
+            self.begin(task, attempt, items, per_item, now);
+        }
+    }
+
     /// The process restarted: nothing running, nothing buffered.
     pub(crate) fn restart(&mut self) {
         self.running.clear();
+        self.waiting.clear();
         self.outbox.clear();
     }
 }
@@ -204,6 +235,7 @@ impl Sim {
             session: None,
             frozen: false,
             running: BTreeMap::new(),
+            waiting: std::collections::VecDeque::new(),
             outbox: Vec::new(),
             peak_running: 0,
             started: 0,
@@ -336,22 +368,23 @@ impl Sim {
                 ..
             }) => {
                 let per_item = w.item_ms * jitter / 1000;
-                let ms = per_item * items.len() as u64;
                 let idx = items.iter().map(|i| i.index).collect();
-                w.running.insert(
-                    task,
-                    (attempt, now + Duration::from_millis(ms), idx, per_item),
-                );
-                w.peak_running = w.peak_running.max(w.running.len());
                 w.started += 1;
-                assert!(
-                    w.running.len() <= usize::from(w.slots),
-                    "worker {} over its slots",
-                    w.name
-                );
+                if w.running.len() < usize::from(w.slots) {
+                    w.begin(task, attempt, idx, per_item, now);
+                } else {
+                    // Like the real worker: one task per slot may wait for a slot.
+                    assert!(
+                        w.waiting.len() < usize::from(w.slots),
+                        "worker {} over capacity",
+                        w.name
+                    );
+                    w.waiting.push_back((task, attempt, idx, per_item));
+                }
             }
             ToWorker::CancelTask { task } => {
                 w.running.remove(&task);
+                w.waiting.retain(|q| q.0 != task);
             }
             ToWorker::Welcome(_)
             | ToWorker::Reject { .. }
@@ -464,6 +497,7 @@ impl Sim {
                 let Some((attempt, _, items, ms)) = self.workers[i].running.remove(&task) else {
                     continue;
                 };
+                self.workers[i].start_waiting(now);
                 let code = i32::from(self.workers[i].failing);
                 let outputs = items
                     .into_iter()
@@ -515,27 +549,27 @@ impl Sim {
     fn check_invariants(&self) {
         let s = &self.sched;
         let seed = self.seed;
-        let mut seen = BTreeSet::new();
+        // A task runs on one worker, or on two when one attempt is a speculative backup.
+        let mut places: BTreeMap<TaskId, usize> = BTreeMap::new();
         for (id, w) in &s.workers {
             assert!(
-                w.running() <= w.slots(),
-                "worker {id} over its slots (seed {seed})"
+                w.running() <= 2 * w.slots(),
+                "worker {id} over its capacity (seed {seed})"
             );
             for t in &w.running {
-                assert!(
-                    seen.insert(*t),
-                    "task {t} placed on two workers (seed {seed})"
-                );
+                *places.entry(*t).or_default() += 1;
                 let task = s
                     .tasks
                     .get(t)
                     .unwrap_or_else(|| panic!("unknown task {t} running (seed {seed})"));
-                assert_eq!(
-                    task.running_on.map(|r| r.0),
-                    Some(*id),
-                    "task {t} location (seed {seed})"
-                );
+                let here = task.running_on.map(|r| r.0) == Some(*id)
+                    || task.backup.map(|b| b.0) == Some(*id);
+                assert!(here, "task {t} location (seed {seed})");
             }
+        }
+        for (t, n) in places {
+            let allowed = if s.tasks[&t].backup.is_some() { 2 } else { 1 };
+            assert!(n <= allowed, "task {t} placed on {n} workers (seed {seed})");
         }
         let queued: BTreeSet<TaskId> = s.queue.iter().copied().collect();
         assert_eq!(

@@ -149,3 +149,35 @@ fn coarse_tasks_are_not_left_to_slow_workers_at_the_end() {
         "thermal {thermal:?} vs leastload {leastload:?}"
     );
 }
+
+#[test]
+fn a_straggler_is_re_run_on_an_idle_worker_and_the_first_result_wins() {
+    let mut sim = Sim::new(
+        SchedConfig {
+            policy: Policy::Thermal,
+            ..SchedConfig::default()
+        },
+        3,
+    );
+    for i in 0..4 {
+        sim.add_worker(1, 50);
+        sim.connect(i);
+    }
+    // Warm up so the scheduler knows everyone takes 50 ms.
+    sim.submit(JobKind::Map, 20, 1, Targets::All);
+    sim.run_until_jobs_done(10_000);
+    // Worker 3 suddenly takes 5 s per item (a hang, a throttle telemetry did not show).
+    sim.workers[3].item_ms = 5000;
+    let job = sim.submit(JobKind::Map, 12, 1, Targets::All);
+    sim.run_until_jobs_done(100_000);
+    sim.assert_all_results_once();
+    let makespan = sim.jobs[&job].makespan.unwrap();
+    assert!(
+        makespan < Duration::from_millis(1000),
+        "waited for the straggler: {makespan:?}"
+    );
+    assert!(
+        sim.jobs[&job].items.values().all(|(w, _)| w.0 != 3),
+        "the slow copy won"
+    );
+}
