@@ -9,9 +9,11 @@
 # 2-core machine would measure the machine, not the scheduler).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --workspace --bins
-bramble=$PWD/target/debug/bramble
-worker=$PWD/target/debug/bramble-worker
+# BRAMBLE_BENCH_PROFILE=release measures release builds (slower to build, closer to a deployment).
+profile=${BRAMBLE_BENCH_PROFILE:-debug}
+if [ "$profile" = release ]; then cargo build --release --workspace --bins; else cargo build --workspace --bins; fi
+bramble=$PWD/target/$profile/bramble
+worker=$PWD/target/$profile/bramble-worker
 policies=(thermal leastload roundrobin)
 out=$(mktemp)
 
@@ -95,7 +97,9 @@ except FileNotFoundError:
     doc = "# Benchmarks\n"
 start, end = "<!-- bench-hetero:start -->", "<!-- bench-hetero:end -->"
 stamp = datetime.date.today().isoformat()
-block = f"{start}\nMeasured {stamp} by `scripts/bench-hetero.sh` on this repository's CI machine kind (2 cores):\n\n{table}\n{end}"
+import os
+profile = os.environ.get("BRAMBLE_BENCH_PROFILE", "debug")
+block = f"{start}\nMeasured {stamp} by `scripts/bench-hetero.sh` ({profile} build) on this repository's machine kind (2 cores):\n\n{table}\n{end}"
 if start in doc:
     doc = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, doc, flags=re.S)
 else:

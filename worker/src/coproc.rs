@@ -143,6 +143,9 @@ fn spawn(command: &Command, limits: &ExecLimits) -> Result<Coproc, String> {
     if let Some(sim) = &limits.sim {
         cmd.env("BRAMBLE_SIM_SPEED", format!("{:.4}", sim.speed()));
     }
+    for var in crate::watchdog::PRIVATE_ENV {
+        cmd.env_remove(var);
+    }
     let mut child = cmd.spawn().map_err(|e| format!("{program}: {e}"))?;
     if let (Some(sim), Some(pid)) = (&limits.sim, child.id()) {
         // Slowed while alive; a group that is gone is simply not signalled.

@@ -99,6 +99,9 @@ async fn run_item(
     if let Some(sim) = &limits.sim {
         cmd.env("BRAMBLE_SIM_SPEED", format!("{:.4}", sim.speed()));
     }
+    for var in crate::watchdog::PRIVATE_ENV {
+        cmd.env_remove(var);
+    }
     let mut child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => {

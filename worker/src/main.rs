@@ -11,6 +11,7 @@ mod sensors;
 mod session;
 mod sim;
 mod template;
+mod watchdog;
 
 use std::process::ExitCode;
 

@@ -13,6 +13,7 @@ use tracing::{error, info, warn};
 use crate::backoff::Backoff;
 use crate::config::WorkerConfig;
 use crate::session::{Ended, Worker};
+use crate::watchdog;
 
 /// A connection that lived this long resets the backoff.
 const HEALTHY: Duration = Duration::from_secs(60);
@@ -27,6 +28,7 @@ pub(crate) async fn run(config: WorkerConfig) -> anyhow::Result<()> {
     let seed = boot_id();
     let mut worker = Worker::new(&config, seed, shutdown.clone());
     let mut backoff = Backoff::new(seed);
+    watchdog::ready();
     loop {
         let started = Instant::now();
         let fatal = match connect(&config, &client).await {
@@ -55,6 +57,10 @@ pub(crate) async fn run(config: WorkerConfig) -> anyhow::Result<()> {
         }
         let delay = backoff.next_delay(fatal);
         info!("reconnecting in {:.1}s", delay.as_secs_f64());
+        watchdog::status(&format!(
+            "not connected; retrying in {:.0}s",
+            delay.as_secs_f64()
+        ));
         if worker.idle_for(delay).await {
             return Ok(());
         }

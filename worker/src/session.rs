@@ -22,6 +22,7 @@ use crate::exec::{self, ExecLimits};
 use crate::net::is_refusal;
 use crate::sensors::Sensors;
 use crate::sim::Sim;
+use crate::watchdog;
 
 /// Results up to this size go on the control stream; larger ones get their own stream so
 /// they never hold up heartbeats.
@@ -134,10 +135,13 @@ impl Worker {
     pub(crate) async fn idle_for(&mut self, delay: Duration) -> bool {
         let sleep = tokio::time::sleep(delay);
         tokio::pin!(sleep);
+        // The backoff can be longer than the watchdog period: keep pinging while waiting.
+        let mut ping = tokio::time::interval(Duration::from_secs(5));
         loop {
             tokio::select! {
                 () = &mut sleep => return false,
                 Some(result) = self.results_rx.recv() => self.stash(result),
+                _ = ping.tick() => watchdog::alive(),
                 _ = self.shutdown.changed() => return true,
             }
         }
@@ -155,10 +159,13 @@ impl Worker {
                 .await
                 .map_err(|_| Lost("no welcome from host".into()))??;
         match welcome {
-            ToWorker::Welcome(w) => info!(
-                "joined as worker {} (heartbeat {} ms)",
-                w.worker, w.heartbeat_ms
-            ),
+            ToWorker::Welcome(w) => {
+                info!(
+                    "joined as worker {} (heartbeat {} ms)",
+                    w.worker, w.heartbeat_ms
+                );
+                watchdog::status(&format!("connected as worker {}", w.worker));
+            }
             ToWorker::Reject { reason } => return Err(Lost(format!("rejected: {reason}"))),
             other => return Err(Lost(format!("expected welcome, got {other:?}"))),
         }
@@ -189,6 +196,7 @@ impl Worker {
                 }
                 Some(result) = self.results_rx.recv() => self.send_result(conn, &mut send, result).await?,
                 _ = tick.tick() => {
+                    watchdog::alive();
                     let mut report = self.sensors.read(self.agent.running());
                     if let Some(sim) = &mut self.sim {
                         let busy = f64::from(self.agent.running()) / f64::from(self.hello.slots.max(1));

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+/// Installing on a Pi: install-worker.sh into a root directory, the systemd unit.
+mod deploy;
 /// Async jobs, scatter, cancel, co-processes, worker config.
 mod jobs;
 /// Nothing lost: host and worker crashes, stops, retries, revocation.
