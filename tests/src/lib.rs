@@ -185,7 +185,8 @@ impl Cluster {
         c
     }
 
-    fn spawn_logged(&mut self, name: &str, mut cmd: Command) {
+    /// Starts `cmd` as process `name` of the cluster, logging to `<name>.log`.
+    pub fn spawn_logged(&mut self, name: &str, mut cmd: Command) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+/// An aarch64 worker (cross-built, under qemu-user) joins an x86 host.
+mod aarch64;
 /// Installing on a Pi: install-worker.sh into a root directory, the systemd unit.
 mod deploy;
 /// Async jobs, scatter, cancel, co-processes, worker config.
