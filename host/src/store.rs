@@ -9,7 +9,7 @@ use std::path::Path;
 use bramble_wire::{
     Attempt, ItemOutput, JobId, JobKind, JobSpec, JobState, JobSummary, Outcome, TaskId, WorkerId,
 };
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, params};
 
 use crate::sched::{Record, RestoredJob, TaskRow};
 
@@ -439,17 +439,6 @@ fn outcome_from(word: &str, code: Option<i32>, message: Option<String>) -> Outco
     }
 }
 
-impl Store {
-    /// Whether a job exists at all (for error messages).
-    pub fn has_job(&self, job: JobId) -> Result<bool, StoreError> {
-        Ok(self
-            .conn
-            .query_row("SELECT 1 FROM jobs WHERE id = ?1", [job.0], |_| Ok(()))
-            .optional()?
-            .is_some())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -574,7 +563,6 @@ mod tests {
             (2, 1, 3)
         );
         assert_eq!(summary[0].state, JobState::Running);
-        assert!(store.has_job(j).unwrap() && !store.has_job(JobId(9)).unwrap());
 
         let mut store = store;
         store

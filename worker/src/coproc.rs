@@ -130,22 +130,7 @@ fn spawn(command: &Command, limits: &ExecLimits) -> Result<Coproc, String> {
     let Invocation { argv, .. } = expand(command, &item);
     let (program, args) = argv.split_first().ok_or("empty command")?;
     check_allowed(program, limits)?;
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args)
-        .process_group(0)
-        .kill_on_drop(true)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if let Some(dir) = &limits.work_dir {
-        cmd.current_dir(dir);
-    }
-    if let Some(sim) = &limits.sim {
-        cmd.env("BRAMBLE_SIM_SPEED", format!("{:.4}", sim.speed()));
-    }
-    for var in crate::watchdog::PRIVATE_ENV {
-        cmd.env_remove(var);
-    }
+    let mut cmd = limits.command(program, args, Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| format!("{program}: {e}"))?;
     if let (Some(sim), Some(pid)) = (&limits.sim, child.id()) {
         // Slowed while alive; a group that is gone is simply not signalled.

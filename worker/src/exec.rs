@@ -24,6 +24,36 @@ pub(crate) struct ExecLimits {
     pub(crate) sim: Option<std::sync::Arc<crate::sim::SimHooks>>,
 }
 
+impl ExecLimits {
+    /// A task process: its own process group (so timeouts and cancel kill all of it), pipes
+    /// for output, the work dir, `BRAMBLE_SIM_SPEED` when simulating, and none of systemd's
+    /// notify variables (a task must not speak for the worker).
+    pub(crate) fn command(
+        &self,
+        program: &str,
+        args: &[String],
+        stdin: Stdio,
+    ) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(args)
+            .process_group(0)
+            .kill_on_drop(true)
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(dir) = &self.work_dir {
+            cmd.current_dir(dir);
+        }
+        if let Some(sim) = &self.sim {
+            cmd.env("BRAMBLE_SIM_SPEED", format!("{:.4}", sim.speed()));
+        }
+        for var in crate::watchdog::PRIVATE_ENV {
+            cmd.env_remove(var);
+        }
+        cmd
+    }
+}
+
 /// Refuses a program the worker's allow list does not name. With `--shell` the program is
 /// `sh`, which can run anything: it must be allowed explicitly.
 pub(crate) fn check_allowed(program: &str, limits: &ExecLimits) -> Result<(), String> {
@@ -82,26 +112,12 @@ async fn run_item(
     if let Err(why) = check_allowed(program, limits) {
         return ended(item.index, Outcome::StartFailed(why), Duration::ZERO);
     }
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args)
-        .process_group(0)
-        .kill_on_drop(true)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if let Some(dir) = &limits.work_dir {
-        cmd.current_dir(dir);
-    }
-    if let Some(sim) = &limits.sim {
-        cmd.env("BRAMBLE_SIM_SPEED", format!("{:.4}", sim.speed()));
-    }
-    for var in crate::watchdog::PRIVATE_ENV {
-        cmd.env_remove(var);
-    }
+    let stdin_mode = if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    };
+    let mut cmd = limits.command(program, args, stdin_mode);
     let mut child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => {

@@ -253,14 +253,6 @@ impl Scheduler {
         self.jobs.contains_key(&job)
     }
 
-    /// The connected session of the worker with this certificate name, if any.
-    pub fn session_of(&self, name: &str) -> Option<SessionId> {
-        self.names
-            .get(name)
-            .and_then(|id| self.workers.get(id))
-            .map(|w| w.session)
-    }
-
     fn touch(&mut self, now: Instant, session: SessionId) -> Option<&mut WorkerEntry> {
         let id = self.sessions.get(&session)?;
         let w = self.workers.get_mut(id)?;

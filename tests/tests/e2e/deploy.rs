@@ -184,3 +184,45 @@ fn the_worker_speaks_systemd_notify_and_hides_it_from_tasks() {
     let _ = worker.wait();
     c.stop();
 }
+
+#[test]
+fn deploy_dry_run_prints_every_step_and_changes_nothing() {
+    let c = Cluster::init();
+    let out = Command::new("bash")
+        .arg(scripts().join("deploy.sh"))
+        .args([
+            "--dry-run",
+            "--binary",
+            bin("bramble-worker").to_str().unwrap(),
+        ])
+        .args(["pi@pi-01.local", "admin@10.0.0.7"])
+        .env("BRAMBLE_HOME", c.home.path())
+        .env("BRAMBLE", bin("bramble"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = bramble_tests::stdout(&out);
+    for name in ["pi-01", "pi-10-0-0-7"] {
+        assert!(text.contains(&format!("enroll {name} --out")), "{text}");
+        assert!(
+            text.contains(&format!(
+                "install-worker.sh --bundle /tmp/bramble-install/{name}.json"
+            )),
+            "{text}"
+        );
+        assert!(
+            !c.profile_path(&format!("workers/{name}.json")).exists(),
+            "a dry run enrolled {name}"
+        );
+    }
+    assert!(
+        text.contains("scp ") && text.contains("pi@pi-01.local:/tmp/bramble-install/"),
+        "{text}"
+    );
+    let out = Command::new("bash")
+        .arg(scripts().join("deploy.sh"))
+        .arg("--dry-run")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
