@@ -45,6 +45,7 @@ for target in "${targets[@]}"; do
     run "$bramble" --profile "$profile" enroll "$name" --out "$staging/$name.json"
     run ssh "$target" mkdir -p /tmp/bramble-install
     run scp "$binary" "$here/install-worker.sh" "$here/bramble-worker.service" "$here/bramble.sysusers" \
+        "$here/bramble.tmpfiles" \
         "$staging/$name.json" "$target:/tmp/bramble-install/"
     run ssh "$target" sudo bash /tmp/bramble-install/install-worker.sh \
         --bundle "/tmp/bramble-install/$name.json" --binary /tmp/bramble-install/bramble-worker

@@ -65,6 +65,7 @@ elif [ ! -e "$r/etc/bramble/worker.toml" ]; then
     chmod 0640 "$r/etc/bramble/worker.toml"
 fi
 install -D -m 0644 "$here/bramble.sysusers" "$r/usr/lib/sysusers.d/bramble.conf"
+install -D -m 0644 "$here/bramble.tmpfiles" "$r/usr/lib/tmpfiles.d/bramble.conf"
 install -D -m 0644 "$here/bramble-worker.service" "$r/etc/systemd/system/bramble-worker.service"
 install -d "$r/etc/systemd/system/multi-user.target.wants"
 ln -sfn /etc/systemd/system/bramble-worker.service "$r/etc/systemd/system/multi-user.target.wants/bramble-worker.service"

@@ -12,6 +12,8 @@ cargo build --workspace --bins
 # One of them runs an aarch64 worker, cross-built with Debian's toolchain, under qemu-user.
 # The first run installs that toolchain with apt (root needed); later runs only rebuild.
 bash scripts/build-aarch64.sh debug
+# debugfs, mkfs.vfat and systemd-analyze for the deployment tests.
+bash scripts/setup-test-tools.sh
 
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast "$@"

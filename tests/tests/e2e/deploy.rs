@@ -226,3 +226,145 @@ fn deploy_dry_run_prints_every_step_and_changes_nothing() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// A 96 MiB (sparse) Raspberry-Pi-OS-like image: MBR, FAT boot partition, ext4 root with the usual
+/// directories. Returns the root partition's byte offset.
+fn synthetic_pi_image(image: &Path) -> u64 {
+    use std::io::{Seek, SeekFrom, Write};
+    let (boot_start, boot_len, root_start) = (2048u32, 16384u32, 18432u32);
+    let root_len = 96 * 2048 - root_start;
+    let mut mbr = [0u8; 512];
+    for (i, (kind, start, len)) in [(0x0cu8, boot_start, boot_len), (0x83, root_start, root_len)]
+        .iter()
+        .enumerate()
+    {
+        let e = 446 + 16 * i;
+        mbr[e + 4] = *kind;
+        mbr[e + 8..e + 12].copy_from_slice(&start.to_le_bytes());
+        mbr[e + 12..e + 16].copy_from_slice(&len.to_le_bytes());
+    }
+    mbr[510] = 0x55;
+    mbr[511] = 0xAA;
+    let mut f = std::fs::File::create(image).unwrap();
+    f.set_len(96 << 20).unwrap();
+    f.seek(SeekFrom::Start(0)).unwrap();
+    f.write_all(&mbr).unwrap();
+    drop(f);
+    let run = |cmd: &mut Command| assert!(cmd.status().unwrap().success(), "{cmd:?}");
+    run(Command::new("mkfs.vfat")
+        .args(["-n", "BOOT", "--offset", &boot_start.to_string()])
+        .arg(image)
+        .arg((boot_len / 2).to_string())
+        .stdout(std::process::Stdio::null()));
+    let tree = tempfile::tempdir().unwrap();
+    for d in [
+        "etc/systemd/system",
+        "usr/local/bin",
+        "usr/lib/sysusers.d",
+        "usr/lib/tmpfiles.d",
+        "var/lib",
+    ] {
+        std::fs::create_dir_all(tree.path().join(d)).unwrap();
+    }
+    std::fs::write(
+        tree.path().join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/bash\n",
+    )
+    .unwrap();
+    let offset = u64::from(root_start) * 512;
+    run(Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-E", &format!("offset={offset}"), "-d"])
+        .arg(tree.path())
+        .arg(image)
+        .arg(format!("{}k", root_len / 2)));
+    offset
+}
+
+fn debugfs(image: &Path, offset: u64, request: &str) -> String {
+    let out = Command::new("debugfs")
+        .arg("-R")
+        .arg(request)
+        .arg(format!("{}?offset={offset}", image.display()))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn bake_image_writes_the_worker_into_a_pi_os_image_without_mounting() {
+    let c = Cluster::init();
+    assert!(c.bramble(&["enroll", "pi-07"]).status.success());
+    let bundle = c.profile_path("workers/pi-07.json");
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("pi.img");
+    let root = synthetic_pi_image(&image);
+    let boot_before = std::fs::read(&image).unwrap()[1 << 20..root as usize].to_vec();
+    for _ in 0..2 {
+        let out = Command::new("bash")
+            .arg(scripts().join("bake-image.sh"))
+            .arg(&image)
+            .args([
+                "--bundle",
+                bundle.to_str().unwrap(),
+                "--binary",
+                bin("bramble-worker").to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let mode = |path: &str| {
+        let stat = debugfs(&image, root, &format!("stat {path}"));
+        stat.split("Mode:")
+            .nth(1)
+            .and_then(|m| m.split_whitespace().next())
+            .unwrap_or("missing")
+            .to_owned()
+    };
+    assert_eq!(mode("/usr/local/bin/bramble-worker"), "0755");
+    assert_eq!(mode("/etc/bramble/bundle.json"), "0600");
+    assert_eq!(mode("/etc/bramble/worker.toml"), "0640");
+    assert_eq!(mode("/etc/systemd/system/bramble-worker.service"), "0644");
+    assert_eq!(
+        debugfs(&image, root, "cat /etc/bramble/bundle.json"),
+        std::fs::read_to_string(&bundle).unwrap()
+    );
+    assert!(
+        debugfs(&image, root, "cat /usr/lib/sysusers.d/bramble.conf").contains("m bramble video")
+    );
+    assert!(
+        debugfs(&image, root, "cat /usr/lib/tmpfiles.d/bramble.conf")
+            .contains("/etc/bramble/bundle.json 0600 bramble")
+    );
+    let link = debugfs(
+        &image,
+        root,
+        "stat /etc/systemd/system/multi-user.target.wants/bramble-worker.service",
+    );
+    assert!(
+        link.contains("Fast link dest: \"/etc/systemd/system/bramble-worker.service\""),
+        "{link}"
+    );
+    assert_eq!(
+        std::fs::read(&image).unwrap()[1 << 20..root as usize],
+        boot_before[..],
+        "the boot partition changed"
+    );
+
+    // Not an image, or a client bundle: refused with exit 2.
+    let junk = dir.path().join("junk.img");
+    std::fs::write(&junk, vec![0u8; 4096]).unwrap();
+    let out = Command::new("bash")
+        .arg(scripts().join("bake-image.sh"))
+        .arg(&junk)
+        .args([
+            "--bundle",
+            bundle.to_str().unwrap(),
+            "--binary",
+            bin("bramble-worker").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no MBR"), "{}", stderr(&out));
+}
