@@ -33,16 +33,5 @@ table="| measure | value | budget |
 | worker idle RSS (x86_64 release, connected, 4 slots) | $(rss $worker) MiB | ≤ 8 MiB |
 | host idle RSS (x86_64 release, one worker connected) | $(rss $host) MiB | - |"
 echo "$table"
-python3 - "$table" <<'PY'
-import re, sys, datetime
-table = sys.argv[1]
-path = "docs/BENCHMARKS.md"
-doc = open(path).read()
-start, end = "<!-- budgets:start -->", "<!-- budgets:end -->"
-block = f"{start}\nMeasured {datetime.date.today().isoformat()} by `scripts/bench-budgets.sh`:\n\n{table}\n{end}"
-if start in doc:
-    doc = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, doc, flags=re.S)
-else:
-    doc = doc.rstrip() + "\n\n## Size and memory budgets (`scripts/bench-budgets.sh`)\n\n" + block + "\n"
-open(path, "w").write(doc)
-PY
+python3 scripts/update-benchmarks.py budgets "\`scripts/bench-budgets.sh\`" \
+    "## Size and memory budgets (\`scripts/bench-budgets.sh\`)" <<<"$table"

@@ -87,23 +87,7 @@ run_scenario "mixed throttling cluster, 60 x 1 s (at full Pi 5 speed)" 60 1.0 pr
     "--sim pi4-bare --sim-ambient 35 --sim-time-scale 30 speed=0.45" \
     "--sim pi3b-plus-bare --sim-time-scale 30 speed=0.35"
 
-python3 - "$out" <<'PY'
-import re, sys, datetime
-table = open(sys.argv[1]).read().strip()
-path = "docs/BENCHMARKS.md"
-try:
-    doc = open(path).read()
-except FileNotFoundError:
-    doc = "# Benchmarks\n"
-start, end = "<!-- bench-hetero:start -->", "<!-- bench-hetero:end -->"
-stamp = datetime.date.today().isoformat()
-import os
-profile = os.environ.get("BRAMBLE_BENCH_PROFILE", "debug")
-block = f"{start}\nMeasured {stamp} by `scripts/bench-hetero.sh` ({profile} build) on this repository's machine kind (2 cores):\n\n{table}\n{end}"
-if start in doc:
-    doc = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, doc, flags=re.S)
-else:
-    doc = doc.rstrip() + "\n\n" + block + "\n"
-open(path, "w").write(doc)
-PY
+python3 scripts/update-benchmarks.py bench-hetero \
+    "\`scripts/bench-hetero.sh\` ($profile build) on this repository's machine kind (2 cores)" \
+    "## Heterogeneous and throttling clusters (\`scripts/bench-hetero.sh\`)" <"$out"
 rm -f "$out"

@@ -290,6 +290,20 @@ fn debugfs(image: &Path, offset: u64, request: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+fn bake(image: &Path, bundle: &Path) -> std::process::Output {
+    Command::new("bash")
+        .arg(scripts().join("bake-image.sh"))
+        .arg(image)
+        .args([
+            "--bundle",
+            bundle.to_str().unwrap(),
+            "--binary",
+            bin("bramble-worker").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn bake_image_writes_the_worker_into_a_pi_os_image_without_mounting() {
     let c = Cluster::init();
@@ -300,17 +314,7 @@ fn bake_image_writes_the_worker_into_a_pi_os_image_without_mounting() {
     let root = synthetic_pi_image(&image);
     let boot_before = std::fs::read(&image).unwrap()[1 << 20..root as usize].to_vec();
     for _ in 0..2 {
-        let out = Command::new("bash")
-            .arg(scripts().join("bake-image.sh"))
-            .arg(&image)
-            .args([
-                "--bundle",
-                bundle.to_str().unwrap(),
-                "--binary",
-                bin("bramble-worker").to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
+        let out = bake(&image, &bundle);
         assert!(out.status.success(), "{}", stderr(&out));
     }
     let mode = |path: &str| {
@@ -354,17 +358,14 @@ fn bake_image_writes_the_worker_into_a_pi_os_image_without_mounting() {
     // Not an image, or a client bundle: refused with exit 2.
     let junk = dir.path().join("junk.img");
     std::fs::write(&junk, vec![0u8; 4096]).unwrap();
-    let out = Command::new("bash")
-        .arg(scripts().join("bake-image.sh"))
-        .arg(&junk)
-        .args([
-            "--bundle",
-            bundle.to_str().unwrap(),
-            "--binary",
-            bin("bramble-worker").to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let out = bake(&junk, &bundle);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("no MBR"), "{}", stderr(&out));
+    let out = bake(&image, &c.profile_path("security/client.json"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("not a worker bundle"),
+        "{}",
+        stderr(&out)
+    );
 }
