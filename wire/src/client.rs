@@ -117,6 +117,11 @@ pub struct WorkerStatus {
     pub labels: Vec<String>,
     /// Newest telemetry, if any arrived yet.
     pub telemetry: Option<Telemetry>,
+    /// The scheduler's estimate of its current effective speed, relative to the fastest
+    /// connected worker, × 1000 (1000 = as fast as the fastest); `None` until it finished an
+    /// item. Appended in protocol minor 1 (host and CLI are one binary, so readers upgrade
+    /// together).
+    pub speed_milli: Option<u32>,
 }
 
 /// Host → client.

@@ -227,6 +227,7 @@ fn to_client(r: &mut Rng) -> ToClient {
             arch: r.string(),
             labels: vec![r.string()],
             telemetry: r.opt(telemetry),
+            speed_milli: r.opt(|r| r.next() as u32),
         }]),
         3 => ToClient::JobAccepted {
             job: JobId(r.int()),

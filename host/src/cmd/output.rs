@@ -241,6 +241,7 @@ pub(super) fn status_json(rows: &[WorkerStatus]) -> serde_json::Result<String> {
                 "mem_available_kib": t.and_then(|t| t.mem_available_kib),
                 "mem_total_kib": t.and_then(|t| t.mem_total_kib),
                 "startup_error": t.and_then(|t| t.startup_error.as_ref()).map(|e| e.as_str()),
+                "speed": r.speed_milli.map(|s| f64::from(s) / 1000.0),
             })
         })
         .collect();

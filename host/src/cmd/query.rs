@@ -59,8 +59,18 @@ pub(super) async fn status(session: Session, json: bool, watch: bool) -> anyhow:
 
 fn table(rows: &[WorkerStatus]) -> String {
     let mut lines = vec![format!(
-        "{:>3}  {:<16} {:<22} {:>5} {:>7} {:>6} {:>11}  {:<16} {:>8} {:>9}",
-        "ID", "NAME", "ADDRESS", "SLOTS", "RUNNING", "°C", "MHz", "THROTTLE", "DONE", "UPTIME"
+        "{:>3}  {:<16} {:<22} {:>5} {:>7} {:>6} {:>11}  {:<16} {:>5} {:>8} {:>9}",
+        "ID",
+        "NAME",
+        "ADDRESS",
+        "SLOTS",
+        "RUNNING",
+        "°C",
+        "MHz",
+        "THROTTLE",
+        "SPEED",
+        "DONE",
+        "UPTIME"
     )];
     for r in rows {
         let t = r.telemetry.as_ref();
@@ -77,7 +87,7 @@ fn table(rows: &[WorkerStatus]) -> String {
             .and_then(|t| t.throttle)
             .map_or("-".into(), |f| f.to_string());
         lines.push(format!(
-            "{:>3}  {:<16} {:<22} {:>5} {:>7} {:>6} {:>11}  {:<16} {:>8} {:>9}",
+            "{:>3}  {:<16} {:<22} {:>5} {:>7} {:>6} {:>11}  {:<16} {:>5} {:>8} {:>9}",
             r.id.0,
             r.name,
             r.address,
@@ -86,6 +96,8 @@ fn table(rows: &[WorkerStatus]) -> String {
             temp,
             mhz,
             throttle,
+            r.speed_milli
+                .map_or("-".into(), |s| format!("{:.2}", f64::from(s) / 1000.0)),
             r.done,
             uptime(r.connected_ms)
         ));

@@ -242,9 +242,18 @@ impl Scheduler {
 
     /// One status row per connected worker, by id.
     pub fn status(&self, now: Instant) -> Vec<WorkerStatus> {
+        let fastest = self
+            .workers
+            .values()
+            .filter_map(|w| {
+                w.speed
+                    .full_clock_ms()
+                    .map(|full| w.speed.expected_ms(full))
+            })
+            .fold(f64::INFINITY, f64::min);
         self.workers
             .iter()
-            .map(|(id, w)| w.status(*id, now))
+            .map(|(id, w)| w.status(*id, now, fastest))
             .collect()
     }
 

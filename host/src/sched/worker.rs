@@ -66,7 +66,8 @@ impl WorkerEntry {
         self.running() < 2 * self.slots()
     }
 
-    pub(crate) fn status(&self, id: WorkerId, now: Instant) -> WorkerStatus {
+    /// `fastest_ms`: the lowest expected per-item time among connected workers.
+    pub(crate) fn status(&self, id: WorkerId, now: Instant, fastest_ms: f64) -> WorkerStatus {
         let connected = now.saturating_duration_since(self.connected_at);
         WorkerStatus {
             id,
@@ -79,6 +80,10 @@ impl WorkerEntry {
             arch: self.hello.arch.clone(),
             labels: self.hello.labels.clone(),
             telemetry: self.telemetry.clone(),
+            speed_milli: self.speed.full_clock_ms().map(|full| {
+                let relative = fastest_ms / self.speed.expected_ms(full);
+                (relative * 1000.0).round().clamp(0.0, 1000.0) as u32
+            }),
         }
     }
 }

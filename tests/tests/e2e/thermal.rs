@@ -68,8 +68,12 @@ fn a_simulated_cluster_throttles_visibly_in_status() {
     );
     let table = stdout(&c.bramble(&["status"]));
     assert!(
-        table.contains("freq-capped") && table.contains("/1500"),
+        table.contains("freq-capped") && table.contains("/1500") && table.contains("SPEED"),
         "{table}"
+    );
+    assert!(
+        row["speed"].as_f64().is_some_and(|s| s > 0.0 && s <= 1.0),
+        "the scheduler's estimate: {row}"
     );
     assert!(c.bramble(&["cancel", &job]).status.success());
 }

@@ -181,3 +181,28 @@ fn a_straggler_is_re_run_on_an_idle_worker_and_the_first_result_wins() {
         "the slow copy won"
     );
 }
+
+#[test]
+fn status_reports_each_workers_speed_relative_to_the_fastest() {
+    let mut sim = Sim::new(SchedConfig::default(), 4);
+    for (i, ms) in [20, 60].into_iter().enumerate() {
+        sim.add_worker(1, ms);
+        sim.connect(i);
+    }
+    assert!(
+        sim.sched
+            .status(sim.now)
+            .iter()
+            .all(|r| r.speed_milli.is_none()),
+        "no observation yet"
+    );
+    sim.submit(JobKind::Map, 40, 1, Targets::All);
+    sim.run_until_jobs_done(10_000);
+    let speeds: Vec<Option<u32>> = sim
+        .sched
+        .status(sim.now)
+        .iter()
+        .map(|r| r.speed_milli)
+        .collect();
+    assert_eq!(speeds, [Some(1000), Some(333)]);
+}
