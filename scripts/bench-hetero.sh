@@ -87,6 +87,14 @@ run_scenario "mixed throttling cluster, 60 x 1 s (at full Pi 5 speed)" 60 1.0 pr
     "--sim pi4-bare --sim-ambient 35 --sim-time-scale 30 speed=0.45" \
     "--sim pi3b-plus-bare --sim-time-scale 30 speed=0.35"
 
+# 3. The same rack with coarser tasks: 16 tasks of 4 s at full Pi 5 speed (up to 13 s on the
+#    slow boards), where placing the last tasks well matters most.
+run_scenario "mixed throttling cluster, 16 x 4 s (at full Pi 5 speed)" 16 4.0 process \
+    "--sim pi5-cooler --sim-time-scale 30 speed=1.0" \
+    "--sim pi4-bare --sim-ambient 25 --sim-time-scale 30 speed=0.45" \
+    "--sim pi4-bare --sim-ambient 35 --sim-time-scale 30 speed=0.45" \
+    "--sim pi3b-plus-bare --sim-time-scale 30 speed=0.35"
+
 python3 scripts/update-benchmarks.py bench-hetero \
     "\`scripts/bench-hetero.sh\` ($profile build) on this repository's machine kind (2 cores)" \
     "## Heterogeneous and throttling clusters (\`scripts/bench-hetero.sh\`)" <"$out"
