@@ -122,31 +122,52 @@ impl Scheduler {
         self.next_job = self.next_job.max(next_job);
         self.next_task = self.next_task.max(next_task);
         for r in jobs {
-            let n = r.tasks.len();
-            let mut open = BTreeSet::new();
-            for row in r.tasks.iter().filter(|row| !r.done.contains(&row.task)) {
-                let failed = r.failed_attempts.get(&row.task).copied().unwrap_or(0);
-                let mut task = Task::new(
-                    r.job,
-                    job::items(&r.spec, row, n),
-                    row.pin,
-                    r.spec.retries.saturating_sub(failed),
-                );
-                task.attempts = r.attempts.get(&row.task).copied().unwrap_or(0);
-                self.tasks.insert(row.task, task);
-                self.queue.push_back(row.task);
-                open.insert(row.task);
-            }
-            let job = Job {
-                command: r.spec.command.clone(),
-                persistent: r.spec.persistent,
-                targets: TargetFilter::for_map(&r.spec),
-                failed: r.failed,
-                open_tasks: open,
-            };
-            self.jobs.insert(r.job, job);
+            self.install_job(r.job, &r.spec, &r.tasks, Some(&r));
             self.finish_job_if_done(r.job);
         }
+    }
+
+    /// The job's bookkeeping and its unfinished tasks in the queue, for a new job or one
+    /// restored from the store (whose done tasks are skipped and whose attempts and spent
+    /// retries carry on).
+    fn install_job(
+        &mut self,
+        id: JobId,
+        spec: &JobSpec,
+        rows: &[TaskRow],
+        restored: Option<&RestoredJob>,
+    ) {
+        let mut open_tasks = BTreeSet::new();
+        for row in rows
+            .iter()
+            .filter(|row| restored.is_none_or(|r| !r.done.contains(&row.task)))
+        {
+            let past = |m: fn(&RestoredJob) -> &BTreeMap<TaskId, u32>| {
+                restored
+                    .and_then(|r| m(r).get(&row.task).copied())
+                    .unwrap_or(0)
+            };
+            let retries = spec.retries.saturating_sub(past(|r| &r.failed_attempts));
+            let mut task = Task::new(id, job::items(spec, row, rows.len()), row.pin, retries);
+            task.attempts = past(|r| &r.attempts);
+            self.tasks.insert(row.task, task);
+            self.queue.push_back(row.task);
+            open_tasks.insert(row.task);
+        }
+        // Apply and scatter tasks are pinned; only map tasks choose among targets.
+        let targets = if spec.kind == JobKind::Map {
+            TargetFilter::for_map(spec)
+        } else {
+            None
+        };
+        let job = Job {
+            command: spec.command.clone(),
+            persistent: spec.persistent,
+            targets,
+            failed: restored.map_or(0, |r| r.failed),
+            open_tasks,
+        };
+        self.jobs.insert(id, job);
     }
 
     /// Feeds one event.
@@ -337,26 +358,7 @@ impl Scheduler {
         self.next_job += 1;
         let rows = job::plan(spec, &targets_list, self.next_task);
         self.next_task += rows.len() as u64;
-        let mut open_tasks = BTreeSet::new();
-        for row in &rows {
-            let task = Task::new(id, job::items(spec, row, rows.len()), row.pin, spec.retries);
-            self.tasks.insert(row.task, task);
-            self.queue.push_back(row.task);
-            open_tasks.insert(row.task);
-        }
-        let targets = if spec.kind == JobKind::Map {
-            TargetFilter::for_map(spec)
-        } else {
-            None
-        };
-        let job = Job {
-            command: spec.command.clone(),
-            persistent: spec.persistent,
-            targets,
-            failed: 0,
-            open_tasks,
-        };
-        self.jobs.insert(id, job);
+        self.install_job(id, spec, &rows, None);
         self.actions.push_back(Action::Record(Record::JobCreated {
             job: id,
             spec: spec.clone(),
