@@ -35,7 +35,7 @@ Options:
   --sim-speed F            speed relative to a Pi 5 (alone: a constant-speed worker)
   --sim-time-scale K       simulated thermal time runs K times faster [default: 1]
   --sim-no-duty-cycle      do not SIGSTOP/SIGCONT tasks (for tasks that scale themselves
-                           by BRAMBLE_SIM_SPEED, e.g. sleeps)
+                           by BRAMBLE_SIM_SPEED or BRAMBLE_SIM_SPEED_FILE, e.g. sleeps)
   -h, --help               print this help
   -V, --version            print the version
 

@@ -46,6 +46,9 @@ impl ExecLimits {
         }
         if let Some(sim) = &self.sim {
             cmd.env("BRAMBLE_SIM_SPEED", format!("{:.4}", sim.speed()));
+            if let Some(file) = sim.speed_file() {
+                cmd.env("BRAMBLE_SIM_SPEED_FILE", file);
+            }
         }
         for var in crate::watchdog::PRIVATE_ENV {
             cmd.env_remove(var);

@@ -195,7 +195,7 @@ impl Scheduler {
             Event::TaskFinished { session, result } => {
                 let from = self.sessions.get(&session).copied();
                 self.touch(now, session);
-                self.handle_result(from, result);
+                self.handle_result(from, result, now);
             }
             Event::JobSubmitted { request, spec } => match self.accept_job(&spec) {
                 Ok((job, total)) => {

@@ -1,6 +1,8 @@
 //! What happens to tasks after they start: results (recorded once, or retried), workers lost,
 //! jobs finished or cancelled.
 
+use std::time::{Duration, Instant};
+
 use bramble_wire::{ItemOutput, JobId, JobState, Outcome, TaskResult, ToWorker, WorkerId};
 
 use super::job::Job;
@@ -9,12 +11,24 @@ use super::{Action, Record, Scheduler};
 impl Scheduler {
     /// Records a task's result once; a failed attempt with retries left is re-queued on
     /// another worker instead; later copies (a task that ran twice) are dropped.
-    pub(super) fn handle_result(&mut self, from: Option<WorkerId>, result: TaskResult) {
+    pub(super) fn handle_result(
+        &mut self,
+        from: Option<WorkerId>,
+        result: TaskResult,
+        now: Instant,
+    ) {
         if let Some(w) = from.and_then(|id| self.workers.get_mut(&id)) {
             w.running.remove(&result.task);
-            // Every successful item teaches us the worker's speed, duplicates included.
-            for o in result.outputs.iter().filter(|o| o.outcome.is_success()) {
-                w.speed.observe_item(o.duration_ms);
+            // Every successful item teaches us the worker's speed, duplicates included. A
+            // task's items ran one after another, the last one ending about now.
+            let mut ended = now;
+            for o in result.outputs.iter().rev() {
+                if o.outcome.is_success() {
+                    w.speed.observe_item(o.duration_ms, ended);
+                }
+                ended = ended
+                    .checked_sub(Duration::from_millis(o.duration_ms))
+                    .unwrap_or(ended);
             }
         }
         let Some(task) = self.tasks.get_mut(&result.task) else {

@@ -31,9 +31,9 @@ fn a_simulated_cluster_throttles_visibly_in_status() {
         "--",
         "sh",
         "-c",
-        "echo $BRAMBLE_SIM_SPEED",
+        "echo $BRAMBLE_SIM_SPEED $(cat $BRAMBLE_SIM_SPEED_FILE)",
     ]);
-    assert_eq!(stdout(&out), "[stdout:1] 0.5000\n", "{}", stderr(&out));
+    assert_eq!(stdout(&out), "[stdout:1] 0.5000 0.5000\n", "{}", stderr(&out));
     let rows = status(&c);
     assert_eq!(rows[0]["arm_max_mhz"], 1500);
     assert!(
@@ -54,11 +54,16 @@ fn a_simulated_cluster_throttles_visibly_in_status() {
         "0.1",
     ]);
     let job = stdout(&out).trim().to_owned();
+    // Checked on the row that shows the capped clock: a moment later the board may have
+    // cooled just below the throttle point again (the firmware's hysteresis is 1.5 °C).
+    let mut throttled = serde_json::Value::Null;
     c.wait_until(40, "w0 throttled", || {
-        status(&c)[0]["arm_mhz"].as_u64().is_some_and(|m| m < 1500)
+        throttled = status(&c)[0].clone();
+        throttled["arm_mhz"].as_u64().is_some_and(|m| m < 1500)
     });
-    let row = &status(&c)[0];
-    assert!(row["temp_c"].as_f64().unwrap() >= 79.0, "{row}");
+    let row = &throttled;
+    // Capped from 80 °C until it cools below 78.5 °C.
+    assert!(row["temp_c"].as_f64().unwrap() >= 78.0, "{row}");
     assert!(
         row["throttle_words"]
             .as_str()

@@ -1,12 +1,18 @@
 //! `--sim`: a worker that pretends to be a Pi. The thermal model replaces the sensors and is
 //! heated by the worker's real slot utilisation; task processes are really slowed to the
 //! simulated clock by SIGSTOP/SIGCONT duty cycling of their process groups; every task gets
-//! `BRAMBLE_SIM_SPEED` (current speed relative to a Pi 5) so sleep-based synthetic workloads
-//! can scale. `--sim-speed F` without a preset is a constant-speed worker.
+//! `BRAMBLE_SIM_SPEED` (current speed relative to a Pi 5, when it starts) so sleep-based
+//! synthetic workloads can scale, and `BRAMBLE_SIM_SPEED_FILE`, a file that always holds the
+//! current speed, so they can follow the clock while they run as CPU-bound work does.
+//! `--sim-speed F` without a preset is a constant-speed worker.
 
 pub(crate) mod model;
 
 use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -37,15 +43,43 @@ pub(crate) struct SimHooks {
     speed: AtomicU64,
     /// Process groups of running tasks, slowed by the duty cycler.
     groups: Mutex<BTreeSet<u32>>,
+    /// `BRAMBLE_SIM_SPEED_FILE`: the current speed as text, rewritten in place.
+    speed_file: Option<(PathBuf, File)>,
 }
 
 impl SimHooks {
+    fn new() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("bramble-sim-{}-{n}.speed", std::process::id()));
+        // Without the file, tasks still get BRAMBLE_SIM_SPEED.
+        let speed_file = File::create(&path).ok().map(|f| (path, f));
+        Self {
+            speed_file,
+            ..Self::default()
+        }
+    }
+
     pub(crate) fn speed(&self) -> f64 {
         f64::from_bits(self.speed.load(Ordering::Relaxed))
     }
 
+    /// The file that holds the current speed, for tasks that follow it while they run.
+    pub(crate) fn speed_file(&self) -> Option<&Path> {
+        self.speed_file.as_ref().map(|(p, _)| p.as_path())
+    }
+
     fn set_speed(&self, s: f64) {
         self.speed.store(s.to_bits(), Ordering::Relaxed);
+        if let Some((_, file)) = &self.speed_file {
+            // Fixed width ("0.4500\n"), written at offset 0 in one call: a reader sees the
+            // old or the new value, never a mix of lengths. No allocation.
+            let mut text = [0u8; 7];
+            if writeln!(&mut text[..], "{:.4}", s.clamp(0.0, 9.9999)).is_ok() {
+                let _ = file.write_all_at(&text, 0);
+            }
+        }
     }
 
     /// A task process group started (`pid` leads it).
@@ -95,7 +129,7 @@ impl Sim {
         let sim = Self {
             config,
             model,
-            hooks: Arc::default(),
+            hooks: Arc::new(SimHooks::new()),
             last: Instant::now(),
         };
         sim.hooks.set_speed(sim.current_speed());
@@ -137,6 +171,14 @@ impl Sim {
             t.throttle = None;
         }
         self.hooks.set_speed(self.current_speed());
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        if let Some(path) = self.hooks.speed_file() {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -199,5 +241,35 @@ mod tests {
             t.cpu_temp
                 .is_some_and(|c| c.celsius() > 40.0 && c.celsius() < 50.0)
         );
+    }
+
+    #[test]
+    fn the_speed_file_follows_the_model_and_goes_with_the_worker() {
+        let mut sim = Sim::new(SimConfig {
+            preset: model::preset("pi4-bare"),
+            ambient: 35.0,
+            speed: None,
+            time_scale: 1.0,
+            duty_cycle: false,
+        });
+        let file = sim.hooks().speed_file().map(Path::to_owned).unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "0.4500\n");
+        // Ten minutes flat out: a bare Pi 4 throttles, and the file says so.
+        let mut t = Telemetry::default();
+        for _ in 0..600 {
+            sim.model.as_mut().unwrap().advance(1.0, 1.0);
+            sim.report(1.0, &mut t);
+        }
+        let now: f64 = std::fs::read_to_string(&file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            now < 0.45 && (now - sim.hooks().speed()).abs() < 1e-4,
+            "{now}"
+        );
+        drop(sim);
+        assert!(!file.exists());
     }
 }
