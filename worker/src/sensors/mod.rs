@@ -2,12 +2,14 @@
 //! never a made-up value.
 //!
 //! On a Raspberry Pi (`pi.rs`): the `cpu-thermal` zone, the firmware's throttle bits and
-//! measured ARM clock (mailbox, else `vcgencmd`; hwmon `rpi_volt` for under-voltage), cpufreq's
-//! maximum. Elsewhere: temperature from sysinfo's hwmon sensors. Load and memory from sysinfo.
+//! measured ARM clock (mailbox, else `vcgencmd` polled on its own thread; hwmon `rpi_volt` for
+//! under-voltage), cpufreq's maximum. Elsewhere: temperature from sysinfo's hwmon sensors.
+//! Load and memory from sysinfo.
 
 mod mailbox;
 mod parse;
 mod pi;
+mod vcgencmd;
 
 use std::path::Path;
 

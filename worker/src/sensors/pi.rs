@@ -6,12 +6,12 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use bramble_wire::{Megahertz, MilliCelsius, ThrottleFlags};
 
 use super::mailbox::Mailbox;
 use super::parse;
+use super::vcgencmd::Vcgencmd;
 
 /// The Pi-specific sources found under a root directory.
 pub(crate) struct PiSources {
@@ -21,8 +21,8 @@ pub(crate) struct PiSources {
     /// `class/hwmon/hwmonN/in0_lcrit_alarm` of `rpi_volt`.
     undervolt_alarm: Option<PathBuf>,
     mailbox: Option<Mailbox>,
-    /// `vcgencmd` answers (only tried when there is no mailbox).
-    vcgencmd: bool,
+    /// `vcgencmd`, polled on its own thread (only tried when there is no mailbox).
+    vcgencmd: Option<Vcgencmd>,
 }
 
 impl PiSources {
@@ -39,12 +39,9 @@ impl PiSources {
         let undervolt_alarm = find_dir(&sys.join("class/hwmon"), "hwmon", "name", "rpi_volt")
             .map(|d| d.join("in0_lcrit_alarm"));
         let mailbox = Mailbox::open(&root.join("dev/vcio"));
-        let vcgencmd = mailbox.is_none()
-            && thermal_zone.is_some()
-            && Command::new("vcgencmd")
-                .arg("version")
-                .output()
-                .is_ok_and(|o| o.status.success());
+        let vcgencmd = (mailbox.is_none() && thermal_zone.is_some())
+            .then(|| Vcgencmd::start(Path::new("vcgencmd")))
+            .flatten();
         Self {
             root: root.to_owned(),
             thermal_zone,
@@ -79,10 +76,8 @@ impl PiSources {
                 .and_then(|v| v.first().copied())
                 .map(ThrottleFlags);
         }
-        if self.vcgencmd {
-            return vcgencmd(&["get_throttled"])
-                .as_deref()
-                .and_then(parse::vcgencmd_throttled);
+        if let Some(v) = &self.vcgencmd {
+            return v.latest().throttle;
         }
         parse::undervolt_alarm(&fs::read_to_string(self.undervolt_alarm.as_ref()?).ok()?)
     }
@@ -93,20 +88,11 @@ impl PiSources {
             let v = mb.property(parse::TAG_GET_CLOCK_MEASURED, &[parse::CLOCK_ARM, 0])?;
             return parse::hz_to_mhz(u64::from(*v.get(1)?));
         }
-        if self.vcgencmd {
-            return vcgencmd(&["measure_clock", "arm"])
-                .as_deref()
-                .and_then(parse::vcgencmd_clock);
+        if let Some(v) = &self.vcgencmd {
+            return v.latest().arm_clock;
         }
         None
     }
-}
-
-fn vcgencmd(args: &[&str]) -> Option<String> {
-    let out = Command::new("vcgencmd").args(args).output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The entry `prefix*` of `dir` whose file `key` reads `value`.
