@@ -15,66 +15,85 @@ if [ "$profile" = release ]; then cargo build --release --workspace --bins; else
 bramble=$PWD/target/$profile/bramble
 worker=$PWD/target/$profile/bramble-worker
 policies=(thermal leastload roundrobin)
+# BRAMBLE_BENCH_RUNS=N runs every scenario N times per policy and reports the median.
+runs=${BRAMBLE_BENCH_RUNS:-3}
 out=$(mktemp)
 
-# run_scenario NAME TASKS BASE_SECONDS MODE(perl|python|process) "WORKER FLAGS speed=S" ...
-#   -> one table row per policy
-run_scenario() {
-    local name=$1 tasks=$2 base=$3 mode=$4
+# run_once POLICY TASKS BASE MODE SPEC... -> the job's makespan in ms, on a fresh cluster
+run_once() {
+    local policy=$1 tasks=$2 base=$3 mode=$4
     shift 4
-    local specs=("$@") speeds=0 row="| $name |"
+    local specs=("$@") home port pids=() i=0
+    home=$(mktemp -d)
+    port=$((20000 + RANDOM % 20000))
+    export BRAMBLE_HOME=$home
+    "$bramble" init --listen "127.0.0.1:$port" >/dev/null
+    "$bramble" serve --policy "$policy" 2>"$home/host.log" &
+    pids+=($!)
     for spec in "${specs[@]}"; do
-        speeds=$(awk -v a="$speeds" -v s="$(sed -n 's/.*speed=\([0-9.]*\).*/\1/p' <<<"$spec")" 'BEGIN{print a+s}')
-    done
-    local ideal
-    ideal=$(awk -v n="$tasks" -v b="$base" -v s="$speeds" 'BEGIN{printf "%.2f", n*b/s}')
-    for policy in "${policies[@]}"; do
-        local home port pids=()
-        home=$(mktemp -d)
-        port=$((20000 + RANDOM % 20000))
-        export BRAMBLE_HOME=$home
-        "$bramble" init --listen "127.0.0.1:$port" >/dev/null
-        "$bramble" serve --policy "$policy" 2>"$home/host.log" &
+        "$bramble" enroll "w$i" >/dev/null
+        # shellcheck disable=SC2086
+        "$worker" --bundle "$home/default/workers/w$i.json" --slots 1 --sim-no-duty-cycle \
+            ${spec%%speed=*} 2>"$home/w$i.log" &
         pids+=($!)
-        local i=0
-        for spec in "${specs[@]}"; do
-            "$bramble" enroll "w$i" >/dev/null
-            # shellcheck disable=SC2086
-            "$worker" --bundle "$home/default/workers/w$i.json" --slots 1 --sim-no-duty-cycle \
-                ${spec%%speed=*} 2>"$home/w$i.log" &
-            pids+=($!)
-            i=$((i + 1))
-        done
-        for _ in $(seq 100); do
-            [ "$("$bramble" ids 2>/dev/null | tr -cd ',' | wc -c)" -eq $((${#specs[@]} - 1)) ] && break
-            sleep 0.1
-        done
-        case $mode in
-        perl) # a co-process that starts in a few milliseconds, like an already-running engine
-            "$bramble" map --persistent --range "0..$tasks" -- perl -ne \
-                "BEGIN { \$| = 1; \$d = $base / \$ENV{BRAMBLE_SIM_SPEED} } select(undef, undef, undef, \$d); print" \
-                >/dev/null ;;
-        python) # the same loop in Python: each interpreter's start-up is inside the makespan
-            "$bramble" map --persistent --range "0..$tasks" -- python3 -c \
-                "import os,sys,time
+        i=$((i + 1))
+    done
+    for _ in $(seq 100); do
+        [ "$("$bramble" ids 2>/dev/null | tr -cd ',' | wc -c)" -eq $((${#specs[@]} - 1)) ] && break
+        sleep 0.1
+    done
+    case $mode in
+    perl) # a co-process that starts in a few milliseconds, like an already-running engine
+        "$bramble" map --persistent --range "0..$tasks" -- perl -ne \
+            "BEGIN { \$| = 1; \$d = $base / \$ENV{BRAMBLE_SIM_SPEED} } select(undef, undef, undef, \$d); print" \
+            >/dev/null ;;
+    python) # the same loop in Python: each interpreter's start-up is inside the makespan
+        "$bramble" map --persistent --range "0..$tasks" -- python3 -c \
+            "import os,sys,time
 s=float(os.environ['BRAMBLE_SIM_SPEED'])
 for l in sys.stdin: time.sleep($base/s); print(l.strip(), flush=True)" >/dev/null ;;
-        *) # one process per task, working through $base seconds of full Pi 5 speed in steps
-            # of at most 50 ms at the board's current speed, as CPU-bound work would
-            "$bramble" map --range "0..$tasks" -- perl -e \
-                "\$w = $base; \$f = \$ENV{BRAMBLE_SIM_SPEED_FILE};
+    *) # one process per task, working through $base seconds of full Pi 5 speed in steps
+        # of at most 50 ms at the board's current speed, as CPU-bound work would
+        "$bramble" map --range "0..$tasks" -- perl -e \
+            "\$w = $base; \$f = \$ENV{BRAMBLE_SIM_SPEED_FILE};
 while (\$w > 1e-6) {
     open(my \$h, '<', \$f) or die \"\$f: \$!\"; \$s = <\$h> + 0; close \$h;
     \$s = 0.01 if \$s < 0.01; \$dt = \$w / \$s; \$dt = 0.05 if \$dt > 0.05;
     select(undef, undef, undef, \$dt); \$w -= \$dt * \$s;
 }" >/dev/null ;;
-        esac
-        local ms
-        ms=$("$bramble" --json jobs | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["elapsed_ms"])')
-        kill "${pids[@]}" 2>/dev/null || true
-        wait "${pids[@]}" 2>/dev/null || true
-        rm -rf "$home"
-        row+=" $(awk -v m="$ms" -v i="$ideal" 'BEGIN{printf "%.2f s (%.2fx)", m/1000, m/1000/i}') |"
+    esac
+    "$bramble" --json jobs | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["elapsed_ms"])'
+    kill "${pids[@]}" 2>/dev/null || true
+    wait "${pids[@]}" 2>/dev/null || true
+    rm -rf "$home"
+}
+
+# run_scenario NAME TASKS BASE_SECONDS MODE(perl|python|process) "WORKER FLAGS speed=S" ...
+#   -> one table row: per policy the median makespan of $runs runs (and their range)
+run_scenario() {
+    local name=$1 tasks=$2 base=$3 mode=$4
+    shift 4
+    local specs=("$@") speeds=0 row="| $name |" ideal run policy
+    for spec in "${specs[@]}"; do
+        speeds=$(awk -v a="$speeds" -v s="$(sed -n 's/.*speed=\([0-9.]*\).*/\1/p' <<<"$spec")" 'BEGIN{print a+s}')
+    done
+    ideal=$(awk -v n="$tasks" -v b="$base" -v s="$speeds" 'BEGIN{printf "%.2f", n*b/s}')
+    declare -A ms=()
+    # Policies take turns within each round, so a drift in the machine's state hits all alike.
+    for run in $(seq "$runs"); do
+        for policy in "${policies[@]}"; do
+            ms[$policy]+=" $(run_once "$policy" "$tasks" "$base" "$mode" "${specs[@]}")"
+        done
+    done
+    for policy in "${policies[@]}"; do
+        # shellcheck disable=SC2086
+        row+=" $(printf '%s\n' ${ms[$policy]} | sort -n | awk -v i="$ideal" '
+            { v[NR] = $1 / 1000 }
+            END {
+                m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+                printf "%.2f s (%.2fx)", m, m / i
+                if (NR > 1) printf " [%.2f-%.2f]", v[1], v[NR]
+            }') |"
     done
     echo "$row $ideal s |" | tee -a "$out"
 }
@@ -107,6 +126,6 @@ run_scenario "mixed throttling rack, 16 x 4 s" 16 4.0 process "${rack[@]}"
 run_scenario "mixed throttling rack, 8 x 8 s" 8 8.0 process "${rack[@]}"
 
 python3 scripts/update-benchmarks.py bench-hetero \
-    "\`scripts/bench-hetero.sh\` ($profile build) on this repository's machine kind (2 cores)" \
+    "\`scripts/bench-hetero.sh\` ($profile build, median of $runs runs per policy, [fastest-slowest]) on this repository's machine kind (2 cores)" \
     "## Heterogeneous and throttling clusters (\`scripts/bench-hetero.sh\`)" <"$out"
 rm -f "$out"

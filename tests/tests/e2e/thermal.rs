@@ -33,7 +33,12 @@ fn a_simulated_cluster_throttles_visibly_in_status() {
         "-c",
         "echo $BRAMBLE_SIM_SPEED $(cat $BRAMBLE_SIM_SPEED_FILE)",
     ]);
-    assert_eq!(stdout(&out), "[stdout:1] 0.5000 0.5000\n", "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "[stdout:1] 0.5000 0.5000\n",
+        "{}",
+        stderr(&out)
+    );
     let rows = status(&c);
     assert_eq!(rows[0]["arm_max_mhz"], 1500);
     assert!(
