@@ -48,4 +48,4 @@ pub mod close {
 }
 
 /// Minor protocol version, sent in `Hello`. Bumped when messages are appended.
-pub const PROTOCOL_MINOR: u16 = 1;
+pub const PROTOCOL_MINOR: u16 = 2;

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{JobId, TaskId, WorkerId};
+use crate::ids::{Attempt, JobId, TaskId, WorkerId};
 use crate::task::{TaskResult, TaskSpec};
 use crate::telemetry::Telemetry;
 
@@ -69,4 +69,7 @@ pub enum ToWorker {
     Drain,
     /// The job ended: stop its co-processes.
     JobEnded { job: JobId },
+    /// The host has committed this attempt's result to its job store, so the worker may forget
+    /// it; until then the worker keeps it and sends it again on its next connection (minor 2).
+    ResultRecorded { task: TaskId, attempt: Attempt },
 }

@@ -120,6 +120,13 @@ fn to_worker() {
     check(ToWorker::CancelTask { task: TaskId(300) }, "03ac02");
     check(ToWorker::Drain, "04");
     check(ToWorker::JobEnded { job: JobId(7) }, "0507");
+    check(
+        ToWorker::ResultRecorded {
+            task: TaskId(300),
+            attempt: Attempt(1),
+        },
+        "06ac0201",
+    );
 }
 
 #[test]

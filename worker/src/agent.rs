@@ -1,6 +1,7 @@
 //! The worker's bookkeeping, without IO: which tasks run, which wait for a slot (the host may
 //! send one task per slot ahead, to hide its round trip), and the bounded outbox of results
-//! that finished while no host was connected (delivered on the next connection).
+//! that finished while no host was connected or that the host has not yet recorded (delivered
+//! on the next connection).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -13,7 +14,9 @@ pub(crate) enum Admit {
     Start(TaskSpec),
     /// Every slot is busy: it waits here and starts when one frees.
     Queued,
-    /// This attempt is already here (a resent frame): ignore.
+    /// This task is already here: running, waiting, or its result waiting to be delivered (a
+    /// resent frame, or a restarted host asking again). Ignore it: the host takes the first
+    /// result of any attempt.
     Duplicate,
     /// Slots and queue are full; the host over-committed. Report it back as failed to start.
     Full(TaskSpec),
@@ -28,6 +31,10 @@ pub(crate) struct Agent {
     waiting: VecDeque<TaskSpec>,
     outbox: VecDeque<TaskResult>,
     outbox_bytes: usize,
+    /// Results sent on this connection that the host has not yet reported as recorded.
+    unacked: VecDeque<TaskResult>,
+    unacked_bytes: usize,
+    /// Bytes kept in each of `outbox` and `unacked` before the oldest results are dropped.
     outbox_limit: usize,
     /// Set by the host's `Drain`: running tasks finish, new ones are refused.
     draining: bool,
@@ -41,17 +48,21 @@ impl Agent {
             waiting: VecDeque::new(),
             outbox: VecDeque::new(),
             outbox_bytes: 0,
+            unacked: VecDeque::new(),
+            unacked_bytes: 0,
             outbox_limit,
             draining: false,
         }
     }
 
     pub(crate) fn admit(&mut self, spec: TaskSpec) -> Admit {
-        let here = self.running.get(&spec.task) == Some(&spec.attempt)
+        let here = self.running.contains_key(&spec.task)
+            || self.waiting.iter().any(|w| w.task == spec.task)
             || self
-                .waiting
+                .outbox
                 .iter()
-                .any(|w| (w.task, w.attempt) == (spec.task, spec.attempt));
+                .chain(&self.unacked)
+                .any(|r| r.task == spec.task);
         if here {
             return Admit::Duplicate;
         }
@@ -99,14 +110,7 @@ impl Agent {
     pub(crate) fn stash(&mut self, result: TaskResult) -> usize {
         self.outbox_bytes += size_of_result(&result);
         self.outbox.push_back(result);
-        let mut dropped = 0;
-        while self.outbox_bytes > self.outbox_limit && self.outbox.len() > 1 {
-            if let Some(old) = self.outbox.pop_front() {
-                self.outbox_bytes -= size_of_result(&old);
-                dropped += 1;
-            }
-        }
-        dropped
+        trim(&mut self.outbox, &mut self.outbox_bytes, self.outbox_limit)
     }
 
     /// Takes every stashed result, oldest first.
@@ -114,6 +118,55 @@ impl Agent {
         self.outbox_bytes = 0;
         self.outbox.drain(..).collect()
     }
+
+    /// A result was written to a host that acknowledges results: kept until it is recorded,
+    /// since a connection can die with the result still in flight. Returns how many old
+    /// unacknowledged results were dropped to stay within the limit (the host re-runs them).
+    pub(crate) fn sent(&mut self, result: TaskResult) -> usize {
+        self.unacked_bytes += size_of_result(&result);
+        self.unacked.push_back(result);
+        trim(
+            &mut self.unacked,
+            &mut self.unacked_bytes,
+            self.outbox_limit,
+        )
+    }
+
+    /// The host committed this result: forget it.
+    pub(crate) fn recorded(&mut self, task: TaskId, attempt: Attempt) {
+        if let Some(i) = self
+            .unacked
+            .iter()
+            .position(|r| (r.task, r.attempt) == (task, attempt))
+            && let Some(r) = self.unacked.remove(i)
+        {
+            self.unacked_bytes -= size_of_result(&r);
+        }
+    }
+
+    /// The connection ended: results it never confirmed go back to the outbox, ahead of the
+    /// ones stashed since, to be sent again on the next connection. Returns how many were
+    /// dropped to stay within the limit.
+    pub(crate) fn connection_lost(&mut self) -> usize {
+        self.outbox_bytes += std::mem::take(&mut self.unacked_bytes);
+        while let Some(r) = self.unacked.pop_back() {
+            self.outbox.push_front(r);
+        }
+        trim(&mut self.outbox, &mut self.outbox_bytes, self.outbox_limit)
+    }
+}
+
+/// Drops the oldest results (keeping at least the newest) until `bytes` is within `limit`;
+/// returns how many.
+fn trim(queue: &mut VecDeque<TaskResult>, bytes: &mut usize, limit: usize) -> usize {
+    let mut dropped = 0;
+    while *bytes > limit && queue.len() > 1 {
+        if let Some(old) = queue.pop_front() {
+            *bytes -= size_of_result(&old);
+            dropped += 1;
+        }
+    }
+    dropped
 }
 
 fn size_of_result(r: &TaskResult) -> usize {
@@ -165,8 +218,18 @@ mod tests {
         let mut a = Agent::new(1, 1 << 20);
         assert_eq!(a.admit(spec(1)), Admit::Start(spec(1)));
         assert_eq!(a.admit(spec(1)), Admit::Duplicate);
+        let again = |task| TaskSpec {
+            attempt: Attempt(1),
+            ..spec(task)
+        };
+        assert_eq!(
+            a.admit(again(1)),
+            Admit::Duplicate,
+            "another attempt, same task"
+        );
         assert_eq!(a.admit(spec(2)), Admit::Queued);
         assert_eq!(a.admit(spec(2)), Admit::Duplicate);
+        assert_eq!(a.admit(again(2)), Admit::Duplicate);
         assert_eq!(a.admit(spec(3)), Admit::Full(spec(3)));
         assert_eq!(
             a.finished(TaskId(1)),
@@ -193,5 +256,43 @@ mod tests {
         let ids: Vec<u64> = a.drain_outbox().iter().map(|r| r.task.0).collect();
         assert_eq!(ids, [2, 3]);
         assert!(a.drain_outbox().is_empty());
+    }
+
+    #[test]
+    fn results_the_host_did_not_record_go_out_again_first() {
+        let mut a = Agent::new(1, 1000);
+        assert_eq!(a.sent(result(1, 100)), 0);
+        assert_eq!(a.sent(result(2, 100)), 0);
+        assert_eq!(a.sent(result(3, 100)), 0);
+        a.recorded(TaskId(2), Attempt(0));
+        a.recorded(TaskId(3), Attempt(7)); // another attempt's record: keep this one
+        // Finished after the connection died, before anything noticed.
+        a.stash(result(4, 100));
+        assert_eq!(a.connection_lost(), 0);
+        // A restarted host that never saw task 1's result asks for it again: not run twice.
+        let again = TaskSpec {
+            attempt: Attempt(1),
+            ..spec(1)
+        };
+        assert_eq!(a.admit(again), Admit::Duplicate);
+        let ids: Vec<u64> = a.drain_outbox().iter().map(|r| r.task.0).collect();
+        assert_eq!(ids, [1, 3, 4]);
+        assert_eq!(a.connection_lost(), 0);
+        assert!(
+            a.drain_outbox().is_empty(),
+            "nothing is sent twice from here"
+        );
+    }
+
+    #[test]
+    fn unacknowledged_results_are_bounded_too() {
+        let mut a = Agent::new(1, 1000);
+        assert_eq!(a.sent(result(1, 400)), 0);
+        assert_eq!(a.sent(result(2, 400)), 0);
+        assert_eq!(a.sent(result(3, 400)), 1);
+        a.stash(result(4, 400));
+        assert_eq!(a.connection_lost(), 1, "2, 3 and 4 are over the limit");
+        let ids: Vec<u64> = a.drain_outbox().iter().map(|r| r.task.0).collect();
+        assert_eq!(ids, [3, 4]);
     }
 }

@@ -67,6 +67,9 @@ pub(crate) struct Worker {
     startup_error: Arc<Mutex<Option<String>>>,
     /// `--sim`: the simulated board whose model replaces the sensors.
     sim: Option<Sim>,
+    /// The connected host reports recorded results (`ResultRecorded`, minor 2): keep sent
+    /// results until then.
+    host_acks: bool,
 }
 
 impl Worker {
@@ -109,12 +112,18 @@ impl Worker {
             startup_command: config.startup_command.clone(),
             startup_error: Arc::default(),
             sim,
+            host_acks: false,
         }
     }
 
     /// Serves one connection until it is lost or the worker shuts down.
     pub(crate) async fn serve(&mut self, conn: quinn::Connection) -> Ended {
-        match self.serve_inner(&conn).await {
+        let ended = self.serve_inner(&conn).await;
+        let dropped = self.agent.connection_lost();
+        if dropped > 0 {
+            warn!("outbox full: dropped {dropped} old results (the host will re-run them)");
+        }
+        match ended {
             Ok(()) => {
                 conn.close(
                     bramble_wire::close::SHUTDOWN.into(),
@@ -164,6 +173,7 @@ impl Worker {
                     "joined as worker {} (heartbeat {} ms)",
                     w.worker, w.heartbeat_ms
                 );
+                self.host_acks = w.protocol_minor >= 2;
                 watchdog::status(&format!("connected as worker {}", w.worker));
             }
             ToWorker::Reject { reason } => return Err(Lost(format!("rejected: {reason}"))),
@@ -244,6 +254,7 @@ impl Worker {
                 self.agent.drain();
             }
             ToWorker::JobEnded { job } => self.pool.end_job(job),
+            ToWorker::ResultRecorded { task, attempt } => self.agent.recorded(task, attempt),
             ToWorker::Reject { reason } => return Err(Lost(format!("rejected: {reason}"))),
             ToWorker::Welcome(_) => return Err(Lost("unexpected second welcome".into())),
         }
@@ -318,12 +329,27 @@ impl Worker {
         } else {
             send_on_own_stream(conn, &frame).await
         };
-        if let (Err(e), ToHost::TaskFinished(result)) = (&sent, msg) {
-            warn!(
-                "result of task {} kept for the next connection: {}",
-                result.task, e.0
-            );
-            self.stash(result);
+        let ToHost::TaskFinished(result) = msg else {
+            return sent;
+        };
+        match &sent {
+            Err(e) => {
+                warn!(
+                    "result of task {} kept for the next connection: {}",
+                    result.task, e.0
+                );
+                self.stash(result);
+            }
+            // Written is not delivered: the connection may be dead and not know it yet.
+            Ok(()) if self.host_acks => {
+                let dropped = self.agent.sent(result);
+                if dropped > 0 {
+                    warn!(
+                        "{dropped} results the host has not confirmed dropped (it will re-run them)"
+                    );
+                }
+            }
+            Ok(()) => {}
         }
         sent
     }

@@ -195,7 +195,19 @@ impl Scheduler {
             Event::TaskFinished { session, result } => {
                 let from = self.sessions.get(&session).copied();
                 self.touch(now, session);
+                // Sent after this batch's records are committed (the driver's rule), so the
+                // worker forgets only what is on disk; duplicates are acknowledged too.
+                let ack = from
+                    .and_then(|id| self.workers.get(&id))
+                    .is_some_and(|w| w.hello.protocol_minor >= 2)
+                    .then_some(ToWorker::ResultRecorded {
+                        task: result.task,
+                        attempt: result.attempt,
+                    });
                 self.handle_result(from, result, now);
+                if let Some(msg) = ack {
+                    self.actions.push_back(Action::Send { session, msg });
+                }
             }
             Event::JobSubmitted { request, spec } => match self.accept_job(&spec) {
                 Ok((job, total)) => {

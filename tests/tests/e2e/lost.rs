@@ -211,3 +211,43 @@ fn blocking_map_survives_a_host_restart() {
     assert_eq!(stdout(&out), want);
     assert!(stderr(&out).contains("reconnecting"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_result_written_into_a_dead_connection_is_delivered_not_run_again() {
+    // The host freezes while the task finishes, so the worker writes its result into a
+    // connection whose other end will never read it; then the host dies and comes back.
+    let mut c = Cluster::start_split(1, |_| vec![]);
+    let dir = tempfile::tempdir().unwrap();
+    let (started, finished) = (dir.path().join("started"), dir.path().join("finished"));
+    let script = format!(
+        "echo {{}} >> {}; sleep 1; echo {{}} >> {}; echo item-{{}}",
+        started.display(),
+        finished.display()
+    );
+    let out = c.bramble(&[
+        "submit", "map", "--range", "0..1", "--", "sh", "-c", &script,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let job = stdout(&out).trim().to_owned();
+    c.wait_until(20, "the task started", || lines(&started).len() == 1);
+    c.signal("host", Signal::STOP);
+    c.wait_until(20, "the task finished", || lines(&finished).len() == 1);
+    std::thread::sleep(Duration::from_millis(300)); // the worker writes the result
+    c.signal("host", Signal::KILL);
+    c.spawn_host();
+    let out = c.bramble(&["wait", &job, "--timeout", "60"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let got = results(&c, &job);
+    assert_eq!(got.get(&0).map(|r| r.1.as_str()), Some("item-0\n"));
+    assert_eq!(
+        lines(&started),
+        ["0"],
+        "the task ran again: its result was lost with the connection\nworker log:\n{}",
+        c.log_of("w0")
+    );
+    assert!(
+        c.log_of("w0").contains("delivering task"),
+        "{}",
+        c.log_of("w0")
+    );
+}

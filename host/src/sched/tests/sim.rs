@@ -389,7 +389,8 @@ impl Sim {
             ToWorker::Welcome(_)
             | ToWorker::Reject { .. }
             | ToWorker::Drain
-            | ToWorker::JobEnded { .. } => {}
+            | ToWorker::JobEnded { .. }
+            | ToWorker::ResultRecorded { .. } => {}
         }
     }
 
