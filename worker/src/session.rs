@@ -119,10 +119,7 @@ impl Worker {
     /// Serves one connection until it is lost or the worker shuts down.
     pub(crate) async fn serve(&mut self, conn: quinn::Connection) -> Ended {
         let ended = self.serve_inner(&conn).await;
-        let dropped = self.agent.connection_lost();
-        if dropped > 0 {
-            warn!("outbox full: dropped {dropped} old results (the host will re-run them)");
-        }
+        warn_dropped(self.agent.connection_lost());
         match ended {
             Ok(()) => {
                 conn.close(
@@ -300,10 +297,7 @@ impl Worker {
 
     fn stash(&mut self, result: TaskResult) {
         self.forget(result.task);
-        let dropped = self.agent.stash(result);
-        if dropped > 0 {
-            warn!("outbox full: dropped {dropped} old results (the host will re-run them)");
-        }
+        warn_dropped(self.agent.stash(result));
     }
 
     /// A task ended: free its slot for the task waiting for one, if any.
@@ -341,17 +335,17 @@ impl Worker {
                 self.stash(result);
             }
             // Written is not delivered: the connection may be dead and not know it yet.
-            Ok(()) if self.host_acks => {
-                let dropped = self.agent.sent(result);
-                if dropped > 0 {
-                    warn!(
-                        "{dropped} results the host has not confirmed dropped (it will re-run them)"
-                    );
-                }
-            }
+            Ok(()) if self.host_acks => warn_dropped(self.agent.sent(result)),
             Ok(()) => {}
         }
         sent
+    }
+}
+
+/// Results dropped from a full outbox cost a re-run on the host, never a lost item.
+fn warn_dropped(dropped: usize) {
+    if dropped > 0 {
+        warn!("outbox full: dropped {dropped} old results (the host will re-run them)");
     }
 }
 
