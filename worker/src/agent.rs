@@ -14,9 +14,10 @@ pub(crate) enum Admit {
     Start(TaskSpec),
     /// Every slot is busy: it waits here and starts when one frees.
     Queued,
-    /// This task is already here: running, waiting, or its result waiting to be delivered (a
-    /// resent frame, or a restarted host asking again). Ignore it: the host takes the first
-    /// result of any attempt.
+    /// This task is already here: running, waiting, or its successful result waiting to be
+    /// delivered (a resent frame, or a restarted host asking again). Ignore it: the host takes
+    /// the first result of any attempt. (A failed result does not count: the new attempt may
+    /// be its retry.)
     Duplicate,
     /// Slots and queue are full; the host over-committed. Report it back as failed to start.
     Full(TaskSpec),
@@ -56,13 +57,12 @@ impl Agent {
     }
 
     pub(crate) fn admit(&mut self, spec: TaskSpec) -> Admit {
-        let here = self.running.contains_key(&spec.task)
-            || self.waiting.iter().any(|w| w.task == spec.task)
-            || self
-                .outbox
-                .iter()
-                .chain(&self.unacked)
-                .any(|r| r.task == spec.task);
+        let here =
+            self.running.contains_key(&spec.task)
+                || self.waiting.iter().any(|w| w.task == spec.task)
+                || self.outbox.iter().chain(&self.unacked).any(|r| {
+                    r.task == spec.task && r.outputs.iter().all(|o| o.outcome.is_success())
+                });
         if here {
             return Admit::Duplicate;
         }
@@ -294,5 +294,18 @@ mod tests {
         assert_eq!(a.connection_lost(), 1, "2, 3 and 4 are over the limit");
         let ids: Vec<u64> = a.drain_outbox().iter().map(|r| r.task.0).collect();
         assert_eq!(ids, [3, 4]);
+    }
+
+    #[test]
+    fn a_held_failure_does_not_block_a_retry() {
+        let mut a = Agent::new(1, 1000);
+        let mut failed = result(1, 10);
+        failed.outputs[0].outcome = Outcome::Exited(1);
+        a.sent(failed);
+        let retry = TaskSpec {
+            attempt: Attempt(1),
+            ..spec(1)
+        };
+        assert_eq!(a.admit(retry.clone()), Admit::Start(retry));
     }
 }

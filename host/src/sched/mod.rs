@@ -196,18 +196,20 @@ impl Scheduler {
                 let from = self.sessions.get(&session).copied();
                 self.touch(now, session);
                 // Sent after this batch's records are committed (the driver's rule), so the
-                // worker forgets only what is on disk; duplicates are acknowledged too.
-                let ack = from
+                // worker forgets only what is on disk; duplicates are acknowledged too. Queued
+                // before anything the result leads to: a worker ignores a task whose result it
+                // still holds, so a retry sent before the ack would never run.
+                if from
                     .and_then(|id| self.workers.get(&id))
                     .is_some_and(|w| w.hello.protocol_minor >= 2)
-                    .then_some(ToWorker::ResultRecorded {
+                {
+                    let msg = ToWorker::ResultRecorded {
                         task: result.task,
                         attempt: result.attempt,
-                    });
-                self.handle_result(from, result, now);
-                if let Some(msg) = ack {
+                    };
                     self.actions.push_back(Action::Send { session, msg });
                 }
+                self.handle_result(from, result, now);
             }
             Event::JobSubmitted { request, spec } => match self.accept_job(&spec) {
                 Ok((job, total)) => {

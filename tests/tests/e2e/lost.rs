@@ -251,3 +251,33 @@ fn a_result_written_into_a_dead_connection_is_delivered_not_run_again() {
         c.log_of("w0")
     );
 }
+
+#[test]
+fn a_retry_on_the_only_worker_runs() {
+    // Each item fails once, then succeeds: its retry can only go back to the same worker,
+    // which must not mistake it for the failed attempt whose result it still holds.
+    let c = Cluster::start_split(1, |_| vec![]);
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!(
+        "cd {}; if [ -e seen-{{}} ]; then echo ok-{{}}; else touch seen-{{}}; exit 1; fi",
+        dir.path().display()
+    );
+    let out = c.bramble(&[
+        "submit",
+        "map",
+        "--retries",
+        "1",
+        "--range",
+        "0..4",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let job = stdout(&out).trim().to_owned();
+    let out = c.bramble(&["wait", &job, "--timeout", "30"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let got: Vec<String> = results(&c, &job).into_values().map(|r| r.1).collect();
+    assert_eq!(got, ["ok-0\n", "ok-1\n", "ok-2\n", "ok-3\n"]);
+}
