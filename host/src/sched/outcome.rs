@@ -41,6 +41,15 @@ impl Scheduler {
             .collect();
         let failed = result.outputs.len() != task.items.len()
             || result.outputs.iter().any(|o| !o.outcome.is_success());
+        let current = task
+            .running_attempts()
+            .any(|(w, a)| (Some(w), a) == (from, result.attempt));
+        if failed && !current {
+            // The failure of an attempt already given up on: counted when it first came (and
+            // sent again after a connection dropped before its ack), or its worker was lost
+            // and the task moved on. The task's queued or running attempt decides.
+            return;
+        }
         if failed && task.retries_left > 0 {
             let (task_id, attempt) = (result.task, result.attempt);
             self.actions

@@ -236,6 +236,26 @@ fn retries_move_a_failed_item_to_another_worker() {
 }
 
 #[test]
+fn a_failure_sent_twice_uses_one_retry() {
+    let mut sim = cluster(2, 1, 10, Policy::LeastLoad, 13);
+    sim.workers[0].failing = true;
+    sim.workers[0].resend_failures = true;
+    let mut job = spec(JobKind::Map, 1, 1, Targets::All);
+    job.retries = 1;
+    let c = sim.submit_spec(job);
+    sim.run_until_jobs_done(1_000);
+    sim.assert_all_results_once();
+    assert_eq!(sim.workers[0].started, 1, "the failing worker ran it first");
+    // The copy is not a second failure: the one retry still runs, on the other worker.
+    assert_eq!(
+        sim.jobs[&c].items[&0],
+        (WorkerId(1), Outcome::Exited(0)),
+        "{:?}",
+        sim.jobs[&c].items
+    );
+}
+
+#[test]
 fn retries_stay_on_the_only_worker_when_no_other_exists() {
     let mut sim = cluster(1, 1, 10, Policy::LeastLoad, 11);
     sim.workers[0].failing = true;

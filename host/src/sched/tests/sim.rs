@@ -42,6 +42,9 @@ pub(crate) struct SimWorker {
     pub(crate) item_ms: u64,
     /// Every item it runs exits 1 (a broken machine).
     pub(crate) failing: bool,
+    /// Sends each failed result twice, as a worker does when the connection drops before the
+    /// host's `ResultRecorded` arrives.
+    pub(crate) resend_failures: bool,
     /// Current connection, if connected.
     pub(crate) session: Option<SessionId>,
     /// Stopped (like SIGSTOP): sends nothing, runs nothing, until resumed.
@@ -232,6 +235,7 @@ impl Sim {
             labels: Vec::new(),
             item_ms,
             failing: false,
+            resend_failures: false,
             session: None,
             frozen: false,
             running: BTreeMap::new(),
@@ -510,7 +514,18 @@ impl Sim {
                     outputs,
                 };
                 match self.workers[i].session {
-                    Some(session) => self.feed(Event::TaskFinished { session, result }),
+                    Some(session) => {
+                        if code != 0 && self.workers[i].resend_failures {
+                            let again = result.clone();
+                            self.feed(Event::TaskFinished { session, result });
+                            self.feed(Event::TaskFinished {
+                                session,
+                                result: again,
+                            });
+                        } else {
+                            self.feed(Event::TaskFinished { session, result });
+                        }
+                    }
                     None => self.workers[i].outbox.push(result),
                 }
             }
