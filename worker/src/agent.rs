@@ -15,9 +15,9 @@ pub(crate) enum Admit {
     /// Every slot is busy: it waits here and starts when one frees.
     Queued,
     /// This task is already here: running, waiting, or its successful result waiting to be
-    /// delivered (a resent frame, or a restarted host asking again). Ignore it: the host takes
-    /// the first result of any attempt. (A failed result does not count: the new attempt may
-    /// be its retry.)
+    /// delivered (a resent frame, or a restarted host asking again). It is not run twice; its
+    /// result is labelled with this newest attempt, the one the host now expects. (A failed
+    /// result does not count: the new attempt may be its retry.)
     Duplicate,
     /// Slots and queue are full; the host over-committed. Report it back as failed to start.
     Full(TaskSpec),
@@ -57,13 +57,21 @@ impl Agent {
     }
 
     pub(crate) fn admit(&mut self, spec: TaskSpec) -> Admit {
-        let here =
-            self.running.contains_key(&spec.task)
-                || self.waiting.iter().any(|w| w.task == spec.task)
-                || self.outbox.iter().chain(&self.unacked).any(|r| {
-                    r.task == spec.task && r.outputs.iter().all(|o| o.outcome.is_success())
-                });
-        if here {
+        if let Some(attempt) = self.running.get_mut(&spec.task) {
+            *attempt = spec.attempt;
+            return Admit::Duplicate;
+        }
+        if let Some(w) = self.waiting.iter_mut().find(|w| w.task == spec.task) {
+            w.attempt = spec.attempt;
+            return Admit::Duplicate;
+        }
+        if let Some(r) = self
+            .outbox
+            .iter_mut()
+            .chain(&mut self.unacked)
+            .find(|r| r.task == spec.task && r.outputs.iter().all(|o| o.outcome.is_success()))
+        {
+            r.attempt = spec.attempt;
             return Admit::Duplicate;
         }
         if self.draining {
@@ -92,9 +100,11 @@ impl Agent {
         self.draining = true;
     }
 
-    /// A task's process(es) ended; returns the waiting task that takes its slot.
-    pub(crate) fn finished(&mut self, task: TaskId) -> Option<TaskSpec> {
-        self.running.remove(&task)?;
+    /// A task's process(es) ended with `result`, which is labelled with the newest attempt
+    /// this worker was given for it (see [`Admit::Duplicate`]); returns the waiting task that
+    /// takes its slot.
+    pub(crate) fn finished(&mut self, result: &mut TaskResult) -> Option<TaskSpec> {
+        result.attempt = self.running.remove(&result.task)?;
         let next = self.waiting.pop_front()?;
         self.running.insert(next.task, next.attempt);
         Some(next)
@@ -231,16 +241,18 @@ mod tests {
         assert_eq!(a.admit(spec(2)), Admit::Duplicate);
         assert_eq!(a.admit(again(2)), Admit::Duplicate);
         assert_eq!(a.admit(spec(3)), Admit::Full(spec(3)));
+        let mut first = result(1, 0);
         assert_eq!(
-            a.finished(TaskId(1)),
-            Some(spec(2)),
-            "the waiting task takes the slot"
+            a.finished(&mut first),
+            Some(again(2)),
+            "the waiting task takes the slot, as the newest attempt sent"
         );
-        assert_eq!(a.finished(TaskId(1)), None);
+        assert_eq!(first.attempt, Attempt(1), "answers for the newest attempt");
+        assert_eq!(a.finished(&mut result(1, 0)), None);
         assert_eq!(a.running(), 1);
         assert_eq!(a.admit(spec(4)), Admit::Queued);
         assert!(a.cancel_waiting(TaskId(4)) && !a.cancel_waiting(TaskId(4)));
-        assert_eq!(a.finished(TaskId(2)), None);
+        assert_eq!(a.finished(&mut result(2, 0)), None);
     }
 
     #[test]
@@ -269,14 +281,19 @@ mod tests {
         // Finished after the connection died, before anything noticed.
         a.stash(result(4, 100));
         assert_eq!(a.connection_lost(), 0);
-        // A restarted host that never saw task 1's result asks for it again: not run twice.
+        // A restarted host that never saw task 1's result asks for it again: not run twice,
+        // and the result answers for the attempt the host now expects.
         let again = TaskSpec {
-            attempt: Attempt(1),
+            attempt: Attempt(5),
             ..spec(1)
         };
         assert_eq!(a.admit(again), Admit::Duplicate);
-        let ids: Vec<u64> = a.drain_outbox().iter().map(|r| r.task.0).collect();
-        assert_eq!(ids, [1, 3, 4]);
+        let held: Vec<(u64, u32)> = a
+            .drain_outbox()
+            .iter()
+            .map(|r| (r.task.0, r.attempt.0))
+            .collect();
+        assert_eq!(held, [(1, 5), (3, 0), (4, 0)]);
         assert_eq!(a.connection_lost(), 0);
         assert!(
             a.drain_outbox().is_empty(),

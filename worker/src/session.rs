@@ -295,15 +295,16 @@ impl Worker {
         });
     }
 
-    fn stash(&mut self, result: TaskResult) {
-        self.forget(result.task);
+    fn stash(&mut self, mut result: TaskResult) {
+        self.forget(&mut result);
         warn_dropped(self.agent.stash(result));
     }
 
-    /// A task ended: free its slot for the task waiting for one, if any.
-    fn forget(&mut self, task: TaskId) {
-        self.cancels.remove(&task);
-        if let Some(next) = self.agent.finished(task) {
+    /// A task ended: free its slot for the task waiting for one, if any, and label the result
+    /// with the attempt the host expects (a no-op for a result already forgotten).
+    fn forget(&mut self, result: &mut TaskResult) {
+        self.cancels.remove(&result.task);
+        if let Some(next) = self.agent.finished(result) {
             self.start(next);
         }
     }
@@ -312,9 +313,9 @@ impl Worker {
         &mut self,
         conn: &quinn::Connection,
         send: &mut quinn::SendStream,
-        result: TaskResult,
+        mut result: TaskResult,
     ) -> Result<(), Lost> {
-        self.forget(result.task);
+        self.forget(&mut result);
         let mut frame = Vec::new();
         let msg = ToHost::TaskFinished(result);
         encode_frame(&msg, &mut frame)?;

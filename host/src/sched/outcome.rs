@@ -17,8 +17,16 @@ impl Scheduler {
         result: TaskResult,
         now: Instant,
     ) {
+        // A copy of an older attempt's result, sent again, while a newer attempt of the task
+        // runs on the same worker: that one still holds its slot.
+        let newer_here = self.tasks.get(&result.task).is_some_and(|t| {
+            t.running_attempts()
+                .any(|(w, a)| Some(w) == from && a != result.attempt)
+        });
         if let Some(w) = from.and_then(|id| self.workers.get_mut(&id)) {
-            w.running.remove(&result.task);
+            if !newer_here {
+                w.running.remove(&result.task);
+            }
             // Every successful item teaches us the worker's speed, duplicates included. A
             // task's items ran one after another, the last one ending about now.
             let mut ended = now;
@@ -34,6 +42,8 @@ impl Scheduler {
         let Some(task) = self.tasks.get_mut(&result.task) else {
             return; // already recorded, or its job is gone
         };
+        // A worker given a new attempt of a task it still holds (after a host restart) runs
+        // it once and answers for the newest attempt, so attempts match exactly.
         let others: Vec<WorkerId> = task
             .running_attempts()
             .filter(|(w, a)| (Some(*w), *a) != (from, result.attempt))

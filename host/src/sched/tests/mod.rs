@@ -303,7 +303,7 @@ fn host_restart_resumes_jobs_and_counts_each_result_once() {
 /// item of every job exactly once at the end (the store model also rejects a second record).
 #[test]
 fn random_churn_keeps_invariants_and_loses_nothing() {
-    for seed in seeds(200) {
+    for seed in seeds(1000) {
         let mut sim = Sim::new(
             SchedConfig {
                 max_losses: u32::MAX,
@@ -316,6 +316,9 @@ fn random_churn_keeps_invariants_and_loses_nothing() {
             let slots = 1 + sim.rng.below(3) as u16;
             let ms = 5 + sim.rng.below(200);
             sim.add_worker(slots, ms);
+            // Some broken workers, some of which send failures twice (a lost ack).
+            sim.workers[i].failing = sim.rng.below(6) == 0;
+            sim.workers[i].resend_failures = sim.rng.below(2) == 0;
             sim.connect(i);
         }
         if sim.rng.below(2) == 0 {
@@ -329,7 +332,9 @@ fn random_churn_keeps_invariants_and_loses_nothing() {
             } else {
                 JobKind::Map
             };
-            sim.submit(kind, items, chunk, Targets::All);
+            let mut job = spec(kind, items, chunk, Targets::All);
+            job.retries = sim.rng.below(3) as u32;
+            sim.submit_spec(job);
         }
         for _ in 0..40 {
             let i = sim.rng.below(n as u64) as usize;

@@ -55,6 +55,9 @@ pub(crate) struct SimWorker {
     waiting: std::collections::VecDeque<(TaskId, Attempt, Vec<u64>, u64)>,
     /// Results finished while disconnected, delivered on the next connection.
     outbox: Vec<TaskResult>,
+    /// Results sent that the host has not yet confirmed (`ResultRecorded`); back to the
+    /// outbox when the connection drops.
+    unacked: Vec<TaskResult>,
     /// Most tasks this worker ever ran at once.
     pub(crate) peak_running: usize,
     /// Task attempts it was given.
@@ -99,6 +102,34 @@ impl SimWorker {
         self.running.clear();
         self.waiting.clear();
         self.outbox.clear();
+        self.unacked.clear();
+    }
+
+    /// Like the real worker: a task it runs, holds waiting, or holds a successful result of is
+    /// not started again (a restarted host asking for it); it answers for the newest attempt.
+    fn adopt(&mut self, task: TaskId, attempt: Attempt) -> bool {
+        if let Some(r) = self.running.get_mut(&task) {
+            r.0 = attempt;
+        } else if let Some(q) = self.waiting.iter_mut().find(|q| q.0 == task) {
+            q.1 = attempt;
+        } else if let Some(r) = self
+            .outbox
+            .iter_mut()
+            .chain(&mut self.unacked)
+            .find(|r| r.task == task && r.outputs.iter().all(|o| o.outcome.is_success()))
+        {
+            r.attempt = attempt;
+        } else {
+            return false;
+        }
+        true
+    }
+
+    /// The connection ended: unconfirmed results go back ahead of the outbox.
+    fn connection_lost(&mut self) {
+        let mut back = std::mem::take(&mut self.unacked);
+        back.append(&mut self.outbox);
+        self.outbox = back;
     }
 }
 
@@ -241,6 +272,7 @@ impl Sim {
             running: BTreeMap::new(),
             waiting: std::collections::VecDeque::new(),
             outbox: Vec::new(),
+            unacked: Vec::new(),
             peak_running: 0,
             started: 0,
             clock: None,
@@ -255,7 +287,7 @@ impl Sim {
         self.next_session += 1;
         self.workers[i].session = Some(session);
         let hello = Hello {
-            protocol_minor: 0,
+            protocol_minor: bramble_wire::PROTOCOL_MINOR,
             capabilities: CAP_COMMAND,
             slots: self.workers[i].slots,
             boot_id: i as u64,
@@ -270,7 +302,11 @@ impl Sim {
             hello,
             address: format!("sim:{i}"),
         });
-        for result in std::mem::take(&mut self.workers[i].outbox) {
+        // Like the real worker: everything in the outbox is sent at once, and kept until the
+        // host confirms it.
+        let pending = std::mem::take(&mut self.workers[i].outbox);
+        self.workers[i].unacked.extend(pending.iter().cloned());
+        for result in pending {
             self.feed(Event::TaskFinished { session, result });
         }
     }
@@ -278,6 +314,7 @@ impl Sim {
     /// The connection drops (the worker keeps running its tasks).
     pub(crate) fn disconnect(&mut self, i: usize) {
         if let Some(session) = self.workers[i].session.take() {
+            self.workers[i].connection_lost();
             self.feed(Event::WorkerDisconnected { session });
         }
     }
@@ -287,6 +324,7 @@ impl Sim {
     pub(crate) fn restart_host(&mut self) {
         for w in &mut self.workers {
             w.session = None;
+            w.connection_lost();
         }
         let mut sched = Scheduler::new(self.config.clone(), self.store.names.clone());
         let next_job = self.store.jobs.keys().last().map_or(1, |j| j.0 + 1);
@@ -343,6 +381,7 @@ impl Sim {
                 Action::Disconnect { session, .. } => {
                     if let Some(w) = self.workers.iter_mut().find(|w| w.session == Some(session)) {
                         w.session = None;
+                        w.connection_lost();
                     }
                 }
                 Action::Reply { request, msg } => self.replied(request, msg),
@@ -355,7 +394,7 @@ impl Sim {
     }
 
     fn deliver(&mut self, session: SessionId, msg: ToWorker) {
-        let now = self.now;
+        let (now, seed) = (self.now, self.seed);
         let jitter = if self.jitter {
             900 + self.rng.below(201)
         } else {
@@ -371,6 +410,9 @@ impl Sim {
                 items,
                 ..
             }) => {
+                if w.adopt(task, attempt) {
+                    return;
+                }
                 let per_item = w.item_ms * jitter / 1000;
                 let idx = items.iter().map(|i| i.index).collect();
                 w.started += 1;
@@ -380,7 +422,7 @@ impl Sim {
                     // Like the real worker: one task per slot may wait for a slot.
                     assert!(
                         w.waiting.len() < usize::from(w.slots),
-                        "worker {} over capacity",
+                        "worker {} over capacity (seed {seed})",
                         w.name
                     );
                     w.waiting.push_back((task, attempt, idx, per_item));
@@ -393,8 +435,10 @@ impl Sim {
             ToWorker::Welcome(_)
             | ToWorker::Reject { .. }
             | ToWorker::Drain
-            | ToWorker::JobEnded { .. }
-            | ToWorker::ResultRecorded { .. } => {}
+            | ToWorker::JobEnded { .. } => {}
+            ToWorker::ResultRecorded { task, attempt } => {
+                w.unacked.retain(|r| (r.task, r.attempt) != (task, attempt));
+            }
         }
     }
 
@@ -515,7 +559,10 @@ impl Sim {
                 };
                 match self.workers[i].session {
                     Some(session) => {
+                        // Kept until confirmed (the confirmation comes within this feed).
+                        self.workers[i].unacked.push(result.clone());
                         if code != 0 && self.workers[i].resend_failures {
+                            // As if the connection dropped before the confirmation came.
                             let again = result.clone();
                             self.feed(Event::TaskFinished { session, result });
                             self.feed(Event::TaskFinished {
