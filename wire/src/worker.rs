@@ -41,6 +41,10 @@ pub enum ToHost {
     TaskFinished(TaskResult),
     /// The worker is shutting down on purpose.
     Goodbye,
+    /// The worker has no room for this attempt: it is draining, or still runs tasks the host
+    /// does not know of (a restarted host). Nothing ran; the host places the task again
+    /// without counting a failure (minor 2; older hosts get a start-failed result instead).
+    TaskRefused { task: TaskId, attempt: Attempt },
 }
 
 /// The host's answer to `Hello`.

@@ -75,6 +75,13 @@ fn to_host() {
         "020901010300000368690a00000c",
     );
     check(ToHost::Goodbye, "03");
+    check(
+        ToHost::TaskRefused {
+            task: TaskId(300),
+            attempt: Attempt(1),
+        },
+        "04ac0201",
+    );
 }
 
 #[test]

@@ -232,6 +232,16 @@ impl Worker {
             ToWorker::RunTask(spec) => match self.agent.admit(spec) {
                 Admit::Start(spec) => self.start(spec),
                 Admit::Queued | Admit::Duplicate => {}
+                Admit::Full(spec) if self.host_acks => {
+                    warn!("task {} refused: no free slot, or draining", spec.task);
+                    let msg = ToHost::TaskRefused {
+                        task: spec.task,
+                        attempt: spec.attempt,
+                    };
+                    let mut frame = Vec::new();
+                    encode_frame(&msg, &mut frame)?;
+                    send.write_all(&frame).await?;
+                }
                 Admit::Full(spec) => {
                     warn!("task {} refused: all slots busy", spec.task);
                     let result = refused(&spec, "worker has no free slot");

@@ -158,6 +158,11 @@ async fn forward(
     let event = match msg {
         ToHost::Telemetry(telemetry) => Event::TelemetryReceived { session, telemetry },
         ToHost::TaskFinished(result) => Event::TaskFinished { session, result },
+        ToHost::TaskRefused { task, attempt } => Event::TaskRefused {
+            session,
+            task,
+            attempt,
+        },
         ToHost::Goodbye => return Some(End::Gone("worker said goodbye".into())),
         ToHost::Hello(_) => return Some(End::Protocol("second Hello".into())),
     };
@@ -224,5 +229,6 @@ fn kind(msg: &ToHost) -> &'static str {
         ToHost::Telemetry(_) => "Telemetry",
         ToHost::TaskFinished(_) => "TaskFinished",
         ToHost::Goodbye => "Goodbye",
+        ToHost::TaskRefused { .. } => "TaskRefused",
     }
 }

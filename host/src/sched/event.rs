@@ -38,6 +38,12 @@ pub enum Event {
         session: SessionId,
         result: TaskResult,
     },
+    /// A worker had no room for an attempt; nothing ran.
+    TaskRefused {
+        session: SessionId,
+        task: TaskId,
+        attempt: Attempt,
+    },
     /// A client submitted a job.
     JobSubmitted { request: RequestId, spec: JobSpec },
     /// A client asked to cancel a job.

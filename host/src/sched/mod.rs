@@ -211,6 +211,16 @@ impl Scheduler {
                 }
                 self.handle_result(from, result, now);
             }
+            Event::TaskRefused {
+                session,
+                task,
+                attempt,
+            } => {
+                if let Some(id) = self.sessions.get(&session).copied() {
+                    self.touch(now, session);
+                    self.handle_refusal(id, task, attempt);
+                }
+            }
             Event::JobSubmitted { request, spec } => match self.accept_job(&spec) {
                 Ok((job, total)) => {
                     self.actions.push_back(Action::Reply {

@@ -3,12 +3,36 @@
 
 use std::time::{Duration, Instant};
 
-use bramble_wire::{ItemOutput, JobId, JobState, Outcome, TaskResult, ToWorker, WorkerId};
+use bramble_wire::{
+    Attempt, ItemOutput, JobId, JobState, Outcome, TaskId, TaskResult, ToWorker, WorkerId,
+};
 
 use super::job::Job;
 use super::{Action, Record, Scheduler};
 
 impl Scheduler {
+    /// `worker` had no room for this attempt: the task waits for another placement (no
+    /// failure counted), and `worker` gets nothing more until one of its tasks finishes.
+    pub(super) fn handle_refusal(&mut self, worker: WorkerId, task: TaskId, attempt: Attempt) {
+        let Some(w) = self.workers.get_mut(&worker) else {
+            return;
+        };
+        w.refusing = true;
+        let Some(t) = self.tasks.get_mut(&task) else {
+            return;
+        };
+        if !t
+            .running_attempts()
+            .any(|running| running == (worker, attempt))
+        {
+            return; // already re-placed, or finished elsewhere
+        }
+        w.running.remove(&task);
+        if !t.drop_attempt_on(worker) && !self.queue.contains(&task) {
+            self.queue.push_front(task);
+        }
+    }
+
     /// Records a task's result once; a failed attempt with retries left is re-queued on
     /// another worker instead; later copies (a task that ran twice) are dropped.
     pub(super) fn handle_result(
@@ -24,6 +48,8 @@ impl Scheduler {
                 .any(|(w, a)| Some(w) == from && a != result.attempt)
         });
         if let Some(w) = from.and_then(|id| self.workers.get_mut(&id)) {
+            // A slot of it is free, whatever it refused before.
+            w.refusing = false;
             if !newer_here {
                 w.running.remove(&result.task);
             }

@@ -24,6 +24,9 @@ pub(crate) struct WorkerEntry {
     pub(crate) done: u64,
     /// Current effective speed, for the thermal policy.
     pub(crate) speed: super::speed::SpeedEstimate,
+    /// It refused a task for want of room (it runs tasks these books do not show, or is
+    /// draining): nothing more is placed here until one of its tasks finishes.
+    pub(crate) refusing: bool,
 }
 
 impl WorkerEntry {
@@ -45,6 +48,7 @@ impl WorkerEntry {
             running: BTreeSet::new(),
             done: 0,
             speed: super::speed::SpeedEstimate::default(),
+            refusing: false,
         }
     }
 
@@ -57,13 +61,13 @@ impl WorkerEntry {
     }
 
     pub(crate) fn has_free_slot(&self) -> bool {
-        self.running() < self.slots()
+        !self.refusing && self.running() < self.slots()
     }
 
     /// The thermal policy may send one task per slot ahead (it waits on the worker for a
     /// slot), so a slot never idles for a round trip to the host.
     pub(crate) fn can_take_ahead(&self) -> bool {
-        self.running() < 2 * self.slots()
+        !self.refusing && self.running() < 2 * self.slots()
     }
 
     /// `fastest_ms`: the lowest expected per-item time among connected workers.

@@ -256,6 +256,33 @@ fn a_failure_sent_twice_uses_one_retry() {
 }
 
 #[test]
+fn a_worker_without_room_refuses_and_nothing_fails() {
+    // w0 is still busy with tasks this host does not know of (as after a host restart): it
+    // refuses what it has no room for. The task waits, nothing counts as a failure, and w0
+    // gets nothing more until one of its tasks finishes.
+    let mut sim = cluster(1, 1, 50, Policy::LeastLoad, 14);
+    let now = sim.now;
+    sim.workers[0].occupy_unknown(300, now);
+    let c = sim.submit(JobKind::Map, 3, 1, Targets::All);
+    sim.run_until_jobs_done(10_000);
+    sim.assert_all_results_once();
+    assert!(sim.workers[0].refused >= 1, "nothing was refused");
+    assert!(
+        sim.jobs[&c]
+            .items
+            .values()
+            .all(|(_, o)| *o == Outcome::Exited(0)),
+        "a refusal counted as a failure: {:?}",
+        sim.jobs[&c].items
+    );
+    assert!(
+        sim.workers[0].refused <= 3,
+        "refused {} times: placed again before a slot freed",
+        sim.workers[0].refused
+    );
+}
+
+#[test]
 fn retries_stay_on_the_only_worker_when_no_other_exists() {
     let mut sim = cluster(1, 1, 10, Policy::LeastLoad, 11);
     sim.workers[0].failing = true;

@@ -58,6 +58,8 @@ pub(crate) struct SimWorker {
     /// Results sent that the host has not yet confirmed (`ResultRecorded`); back to the
     /// outbox when the connection drops.
     unacked: Vec<TaskResult>,
+    /// Tasks it refused for want of room.
+    pub(crate) refused: u64,
     /// Most tasks this worker ever ran at once.
     pub(crate) peak_running: usize,
     /// Task attempts it was given.
@@ -94,6 +96,20 @@ impl SimWorker {
     fn start_waiting(&mut self, now: Instant) {
         if let Some((task, attempt, items, per_item)) = self.waiting.pop_front() {
             self.begin(task, attempt, items, per_item, now);
+        }
+    }
+
+    /// Fills every slot and the waiting room with tasks the host's books do not show (as a
+    /// worker still busy from before a host restart), each taking `ms`.
+    pub(crate) fn occupy_unknown(&mut self, ms: u64, now: Instant) {
+        let hidden = (0..u64::from(self.slots) * 2).map(|i| TaskId(1_000_000 + i));
+        for (n, task) in hidden.enumerate() {
+            if n < usize::from(self.slots) {
+                self.begin(task, Attempt(0), vec![1_000_000 + n as u64], ms, now);
+            } else {
+                self.waiting
+                    .push_back((task, Attempt(0), vec![1_000_000 + n as u64], ms));
+            }
         }
     }
 
@@ -233,6 +249,8 @@ pub(crate) struct Sim {
     next_request: u64,
     next_telemetry: Instant,
     pub(crate) seed: u64,
+    /// Events workers send back at once, fed after the current one.
+    answers: std::collections::VecDeque<Event>,
     /// Item times vary ±10 % (seeded), as real ones do.
     pub(crate) jitter: bool,
 }
@@ -253,6 +271,7 @@ impl Sim {
             next_request: 1,
             next_telemetry: now,
             seed,
+            answers: std::collections::VecDeque::new(),
             jitter: false,
         }
     }
@@ -274,6 +293,7 @@ impl Sim {
             outbox: Vec::new(),
             unacked: Vec::new(),
             peak_running: 0,
+            refused: 0,
             started: 0,
             clock: None,
             temp_c: None,
@@ -371,6 +391,11 @@ impl Sim {
     pub(crate) fn feed(&mut self, event: Event) {
         self.sched.handle(self.now, event);
         self.drain_actions();
+        // What workers answered at once (refusals).
+        while let Some(event) = self.answers.pop_front() {
+            self.sched.handle(self.now, event);
+            self.drain_actions();
+        }
         self.check_invariants();
     }
 
@@ -394,7 +419,7 @@ impl Sim {
     }
 
     fn deliver(&mut self, session: SessionId, msg: ToWorker) {
-        let (now, seed) = (self.now, self.seed);
+        let now = self.now;
         let jitter = if self.jitter {
             900 + self.rng.below(201)
         } else {
@@ -415,22 +440,29 @@ impl Sim {
                 }
                 let per_item = w.item_ms * jitter / 1000;
                 let idx = items.iter().map(|i| i.index).collect();
-                w.started += 1;
                 if w.running.len() < usize::from(w.slots) {
                     w.begin(task, attempt, idx, per_item, now);
-                } else {
+                } else if w.waiting.len() < usize::from(w.slots) {
                     // Like the real worker: one task per slot may wait for a slot.
-                    assert!(
-                        w.waiting.len() < usize::from(w.slots),
-                        "worker {} over capacity (seed {seed})",
-                        w.name
-                    );
                     w.waiting.push_back((task, attempt, idx, per_item));
+                } else {
+                    // It still runs tasks the host's books do not show (a restarted host).
+                    w.refused += 1;
+                    self.answers.push_back(Event::TaskRefused {
+                        session,
+                        task,
+                        attempt,
+                    });
+                    return;
                 }
+                w.started += 1;
             }
             ToWorker::CancelTask { task } => {
-                w.running.remove(&task);
                 w.waiting.retain(|q| q.0 != task);
+                // Like the real worker: the killed task's slot goes to a waiting one.
+                if w.running.remove(&task).is_some() {
+                    w.start_waiting(now);
+                }
             }
             ToWorker::Welcome(_)
             | ToWorker::Reject { .. }
