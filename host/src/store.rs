@@ -221,6 +221,15 @@ impl Store {
             attempts.insert(task, n);
             failed_attempts.insert(task, f);
         }
+        let placed_on = self
+            .conn
+            .prepare(
+                "SELECT a.task, a.worker FROM attempts a JOIN tasks t ON t.id = a.task
+                 WHERE t.job = ?1 AND a.failed = 0
+                   AND a.attempt = (SELECT MAX(b.attempt) FROM attempts b WHERE b.task = a.task)",
+            )?
+            .query_map([job.0], |r| Ok((TaskId(r.get(0)?), WorkerId(r.get(1)?))))?
+            .collect::<Result<_, _>>()?;
         Ok(RestoredJob {
             job,
             spec,
@@ -229,6 +238,7 @@ impl Store {
             failed,
             attempts,
             failed_attempts,
+            placed_on,
         })
     }
 

@@ -76,7 +76,7 @@ impl Host {
                 opts.store.display()
             );
         }
-        sched.resume(next_job, next_task, unfinished);
+        sched.resume(std::time::Instant::now(), next_job, next_task, unfinished);
         let revocations = Arc::new(
             Revocations::load(&opts.revoked)
                 .with_context(|| format!("reading {}", opts.revoked.display()))?,

@@ -45,8 +45,9 @@ impl Scheduler {
         }
     }
 
-    /// Workers that may run `tid`: its pin, its job's targets, and not where an attempt of it
-    /// failed unless no other such worker is connected.
+    /// Workers that may run `tid`: its pin, its job's targets, the worker it is kept for after
+    /// a restart, and not where an attempt of it failed unless no other such worker is
+    /// connected.
     fn eligible(&self, tid: TaskId) -> Vec<WorkerId> {
         let Some(task) = self.tasks.get(&tid) else {
             return Vec::new();
@@ -57,6 +58,7 @@ impl Scheduler {
             .iter()
             .filter(|(id, w)| {
                 task.pin.is_none_or(|p| p == **id)
+                    && task.kept_for.is_none_or(|k| k == **id)
                     && filter.is_none_or(|f| f.matches(**id, &w.hello.labels))
             })
             .map(|(id, _)| *id)
@@ -246,6 +248,7 @@ impl Scheduler {
         task.attempts += 1;
         task.running_on = Some((worker, attempt));
         task.started_at = Some(now);
+        task.kept_for = None;
         self.last_placed = Some(worker);
         self.send_attempt(tid, worker, attempt);
     }

@@ -42,6 +42,9 @@ pub(crate) struct Task {
     /// A speculative second attempt of a straggler: (worker, attempt, start). The first
     /// result of either attempt wins; the other is cancelled.
     pub(crate) backup: Option<(WorkerId, Attempt, std::time::Instant)>,
+    /// Resumed after a host restart: only this worker, which had it before, may take it for
+    /// now (see `Scheduler::resume`).
+    pub(crate) kept_for: Option<WorkerId>,
 }
 
 impl Task {
@@ -57,6 +60,7 @@ impl Task {
             running_on: None,
             started_at: None,
             backup: None,
+            kept_for: None,
         }
     }
 

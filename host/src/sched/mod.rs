@@ -77,6 +77,9 @@ pub struct RestoredJob {
     pub attempts: BTreeMap<TaskId, u32>,
     /// Attempts per task that failed and were retried.
     pub failed_attempts: BTreeMap<TaskId, u32>,
+    /// Where each task's latest attempt was placed, unless it failed: that worker may still
+    /// run it (or hold its result), so it gets the task first when it reconnects.
+    pub placed_on: BTreeMap<TaskId, WorkerId>,
 }
 
 /// See the module docs.
@@ -96,6 +99,8 @@ pub struct Scheduler {
     next_task: u64,
     last_placed: Option<WorkerId>,
     actions: VecDeque<Action>,
+    /// After a restart, tasks are kept for the worker that had them until then.
+    keep_until: Option<Instant>,
 }
 
 impl Scheduler {
@@ -113,16 +118,27 @@ impl Scheduler {
             next_task: 1,
             last_placed: None,
             actions: VecDeque::new(),
+            keep_until: None,
         }
     }
 
     /// Takes back the unfinished jobs of a previous run. `next_job`/`next_task` are above
     /// every id ever stored, so ids are never reused.
-    pub fn resume(&mut self, next_job: u64, next_task: u64, jobs: Vec<RestoredJob>) {
+    ///
+    /// A resumed task whose latest attempt was placed on a worker is kept for that worker for
+    /// one `worker_timeout` from `now`: it may still run the task, and given the task again it
+    /// runs it once. After that the task goes to any worker.
+    pub fn resume(&mut self, now: Instant, next_job: u64, next_task: u64, jobs: Vec<RestoredJob>) {
         self.next_job = self.next_job.max(next_job);
         self.next_task = self.next_task.max(next_task);
         for r in jobs {
             self.install_job(r.job, &r.spec, &r.tasks, Some(&r));
+            for (task, worker) in &r.placed_on {
+                if let Some(t) = self.tasks.get_mut(task) {
+                    t.kept_for = Some(*worker);
+                    self.keep_until = Some(now + self.config.worker_timeout);
+                }
+            }
             self.finish_job_if_done(r.job);
         }
     }
@@ -264,6 +280,13 @@ impl Scheduler {
                 .push_back(Action::Disconnect { session, reason });
             self.lose_worker(id);
         }
+        if self.keep_until.is_some_and(|t| t <= now) {
+            // Workers that had tasks before the restart and did not come back: others take them.
+            self.keep_until = None;
+            for t in self.tasks.values_mut() {
+                t.kept_for = None;
+            }
+        }
         self.dispatch(now);
     }
 
@@ -277,6 +300,7 @@ impl Scheduler {
         self.workers
             .values()
             .map(|w| w.last_seen + self.config.worker_timeout)
+            .chain(self.keep_until)
             .min()
     }
 

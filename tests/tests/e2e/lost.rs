@@ -63,6 +63,8 @@ fn host_sigkill_and_restart_keeps_every_result_exactly_once() {
     }
     let ran = lines(&runs).len();
     eprintln!("host SIGKILL: 24 items, {ran} runs, 24 results, 0 duplicates");
+    // The restarted host gives each worker back the tasks it had (and it runs them once).
+    assert_eq!(ran, 24, "a task ran twice:\n{}", c.log_of("host"));
     assert!(
         c.log_of("host").contains("resuming 1 unfinished job"),
         "{}",

@@ -283,6 +283,36 @@ fn a_worker_without_room_refuses_and_nothing_fails() {
 }
 
 #[test]
+fn a_restarted_host_gives_each_worker_back_its_own_tasks() {
+    let mut sim = cluster(2, 1, 1000, Policy::LeastLoad, 15);
+    sim.submit(JobKind::Map, 2, 1, Targets::All);
+    sim.run_for(Duration::from_millis(100));
+    sim.restart_host();
+    // The workers come back in the other order: w1 must not be handed w0's task.
+    sim.connect(1);
+    sim.run_for(Duration::from_millis(50));
+    sim.connect(0);
+    sim.run_until_jobs_done(10_000);
+    sim.assert_all_results_once();
+    let started: u64 = sim.workers.iter().map(|w| w.started).sum();
+    assert_eq!(started, 2, "a task ran twice");
+
+    // A worker that does not come back: its task waits one worker_timeout, then moves.
+    let c = sim.submit(JobKind::Map, 2, 1, Targets::All);
+    sim.run_for(Duration::from_millis(100));
+    sim.restart_host();
+    sim.workers[0].restart(); // w0's process died too
+    sim.connect(1);
+    sim.run_until_jobs_done(100_000);
+    sim.assert_all_results_once();
+    assert!(
+        sim.jobs[&c].items.values().all(|(w, _)| *w == WorkerId(1)),
+        "{:?}",
+        sim.jobs[&c].items
+    );
+}
+
+#[test]
 fn retries_stay_on_the_only_worker_when_no_other_exists() {
     let mut sim = cluster(1, 1, 10, Policy::LeastLoad, 11);
     sim.workers[0].failing = true;

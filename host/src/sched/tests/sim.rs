@@ -170,6 +170,8 @@ struct SimStore {
     jobs: BTreeMap<JobId, (JobSpec, Vec<TaskRow>, JobState, u64)>,
     results: BTreeSet<(JobId, u64)>,
     attempts: BTreeMap<TaskId, (u32, u32)>,
+    /// Where each task's latest attempt went, while it has not failed.
+    placed_on: BTreeMap<TaskId, WorkerId>,
     max_task: u64,
 }
 
@@ -186,8 +188,14 @@ impl SimStore {
                 self.jobs
                     .insert(*job, (spec.clone(), tasks.clone(), JobState::Running, 0));
             }
-            Record::AttemptStarted { task, .. } => self.attempts.entry(*task).or_default().0 += 1,
-            Record::AttemptFailed { task, .. } => self.attempts.entry(*task).or_default().1 += 1,
+            Record::AttemptStarted { task, worker, .. } => {
+                self.attempts.entry(*task).or_default().0 += 1;
+                self.placed_on.insert(*task, *worker);
+            }
+            Record::AttemptFailed { task, .. } => {
+                self.attempts.entry(*task).or_default().1 += 1;
+                self.placed_on.remove(task);
+            }
             Record::ResultRecorded { job, output, .. } => {
                 assert!(
                     self.results.insert((*job, output.index)),
@@ -229,6 +237,10 @@ impl SimStore {
                 failed_attempts: tasks
                     .iter()
                     .map(|t| (t.task, self.attempts.get(&t.task).map_or(0, |a| a.1)))
+                    .collect(),
+                placed_on: tasks
+                    .iter()
+                    .filter_map(|t| Some((t.task, *self.placed_on.get(&t.task)?)))
                     .collect(),
             })
             .collect()
@@ -348,7 +360,12 @@ impl Sim {
         }
         let mut sched = Scheduler::new(self.config.clone(), self.store.names.clone());
         let next_job = self.store.jobs.keys().last().map_or(1, |j| j.0 + 1);
-        sched.resume(next_job, self.store.max_task + 1, self.store.unfinished());
+        sched.resume(
+            self.now,
+            next_job,
+            self.store.max_task + 1,
+            self.store.unfinished(),
+        );
         self.sched = sched;
         self.drain_actions();
         self.check_invariants();
