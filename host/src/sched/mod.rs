@@ -213,8 +213,8 @@ impl Scheduler {
                 self.touch(now, session);
                 // Sent after this batch's records are committed (the driver's rule), so the
                 // worker forgets only what is on disk; duplicates are acknowledged too. Queued
-                // before anything the result leads to: a worker ignores a task whose result it
-                // still holds, so a retry sent before the ack would never run.
+                // ahead of anything the result leads to (a retry), so the worker hears of it
+                // first.
                 if from
                     .and_then(|id| self.workers.get(&id))
                     .is_some_and(|w| w.hello.protocol_minor >= 2)
