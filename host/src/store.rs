@@ -527,6 +527,15 @@ mod tests {
                         attempt: Attempt(1),
                         worker: w,
                     },
+                    Record::AttemptStarted {
+                        task: TaskId(2),
+                        attempt: Attempt(0),
+                        worker: w,
+                    },
+                    Record::AttemptFailed {
+                        task: TaskId(2),
+                        attempt: Attempt(0),
+                    },
                     Record::ResultRecorded {
                         job: j,
                         worker: w,
@@ -559,6 +568,8 @@ mod tests {
             (r.attempts[&TaskId(1)], r.failed_attempts[&TaskId(1)]),
             (2, 1)
         );
+        // Where the latest attempt went, unless it failed (task 2's did).
+        assert_eq!(r.placed_on, BTreeMap::from([(TaskId(1), w)]));
         assert_eq!(r.spec, spec(3));
         let results = store.results(j, 1, 10).unwrap();
         assert_eq!(results.len(), 1);

@@ -88,3 +88,10 @@ pub struct TaskResult {
     pub attempt: Attempt,
     pub outputs: Vec<ItemOutput>,
 }
+
+impl TaskResult {
+    /// Every item it reports exited 0.
+    pub fn succeeded(&self) -> bool {
+        self.outputs.iter().all(|o| o.outcome.is_success())
+    }
+}

@@ -69,7 +69,7 @@ impl Agent {
             .outbox
             .iter_mut()
             .chain(&mut self.unacked)
-            .find(|r| r.task == spec.task && r.outputs.iter().all(|o| o.outcome.is_success()))
+            .find(|r| r.task == spec.task && r.succeeded())
         {
             r.attempt = spec.attempt;
             return Admit::Duplicate;

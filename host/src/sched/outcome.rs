@@ -75,8 +75,7 @@ impl Scheduler {
             .filter(|(w, a)| (Some(*w), *a) != (from, result.attempt))
             .map(|(w, _)| w)
             .collect();
-        let failed = result.outputs.len() != task.items.len()
-            || result.outputs.iter().any(|o| !o.outcome.is_success());
+        let failed = result.outputs.len() != task.items.len() || !result.succeeded();
         let current = task
             .running_attempts()
             .any(|(w, a)| (Some(w), a) == (from, result.attempt));

@@ -132,7 +132,7 @@ impl SimWorker {
             .outbox
             .iter_mut()
             .chain(&mut self.unacked)
-            .find(|r| r.task == task && r.outputs.iter().all(|o| o.outcome.is_success()))
+            .find(|r| r.task == task && r.succeeded())
         {
             r.attempt = attempt;
         } else {
