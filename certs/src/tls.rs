@@ -1,5 +1,6 @@
-//! rustls configurations for bramble's mutual TLS: TLS 1.3 only, ALPN `bramble/1`, the ring
-//! provider only, client certificates required and checked against the profile's CA.
+//! rustls configurations for bramble's mutual TLS: TLS 1.3 only, the ring provider only, client
+//! certificates required and checked against the profile's CA. (`bramble-net` adds the ALPN
+//! of the wire protocol's major version.)
 
 use std::sync::Arc;
 
@@ -10,9 +11,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 
 use crate::{Bundle, CertsError};
-
-/// ALPN of protocol major version 1 (same bytes as `bramble_wire::ALPN`).
-pub const ALPN: &[u8] = b"bramble/1";
 
 /// The one crypto provider bramble uses. Passed explicitly to every config, so no process-wide
 /// default is needed.
@@ -63,20 +61,18 @@ pub fn server_config(
     let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca_pem)?, provider.clone())
         .build()
         .map_err(|e| CertsError::Tls(rustls::Error::General(e.to_string())))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
         .with_single_cert(certs_from_pem(cert_pem)?, key_from_pem(key_pem)?)?;
-    config.alpn_protocols = vec![ALPN.to_vec()];
     Ok(config)
 }
 
 /// A worker's or client's config: trusts only the bundle's CA and presents its certificate.
 pub fn client_config(bundle: &Bundle) -> Result<rustls::ClientConfig, CertsError> {
-    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+    let config = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots(&bundle.ca)?)
         .with_client_auth_cert(certs_from_pem(&bundle.cert)?, key_from_pem(&bundle.key)?)?;
-    config.alpn_protocols = vec![ALPN.to_vec()];
     Ok(config)
 }

@@ -109,6 +109,11 @@ pub(crate) enum Command {
     Cancel { job: u64 },
     /// Refuse a worker or client certificate name from now on; live connections are dropped.
     Revoke { name: String },
+    /// Place no new work on a worker (by name or id); its running tasks finish. Shown as
+    /// `draining` in status; kept across reconnects and host restarts.
+    Drain { worker: String },
+    /// Place work on a drained worker again.
+    Undrain { worker: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,9 +1,13 @@
-//! bramble's host: the scheduler (a sans-IO state machine), the QUIC server that drives it,
-//! the client library the CLI (and later the Python package) uses, and profile handling.
+//! bramble's host: the QUIC server and the driver that owns the scheduler (`net`), the SQLite
+//! job store (`store`), and profiles (`profile`); plus, in `main`, the `bramble` CLI, which
+//! parses arguments and prints what `bramble-client` brings back.
+//!
+//! The decisions live in `bramble-sched`; its simulation tests (`sim`) run here because they
+//! restart their host from a real (in-memory) job store.
 
-pub mod client;
-pub mod index_set;
 pub mod net;
 pub mod profile;
-pub mod sched;
 pub mod store;
+
+#[cfg(test)]
+mod sim;

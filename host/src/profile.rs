@@ -38,23 +38,19 @@ pub struct Profile {
 }
 
 impl Profile {
-    /// `$BRAMBLE_HOME/<name>`, `BRAMBLE_HOME` defaulting to `$XDG_CONFIG_HOME/bramble` or
-    /// `~/.config/bramble`.
+    /// `$BRAMBLE_HOME/<name>` (see `bramble_client::locate`).
     pub fn locate(name: &str) -> anyhow::Result<Self> {
-        if name.is_empty() || name.contains('/') || name.starts_with('.') {
-            bail!("invalid profile name {name:?}");
-        }
-        let home = match std::env::var_os("BRAMBLE_HOME") {
-            Some(h) => PathBuf::from(h),
-            None => match std::env::var_os("XDG_CONFIG_HOME") {
-                Some(x) => PathBuf::from(x).join("bramble"),
-                None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?)
-                    .join(".config/bramble"),
-            },
-        };
         Ok(Self {
-            dir: home.join(name),
+            dir: bramble_client::locate::profile_dir(name)?,
         })
+    }
+
+    /// The profile's name (its directory's).
+    pub fn name(&self) -> &str {
+        self.dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("default")
     }
 
     fn security(&self) -> PathBuf {
@@ -67,7 +63,7 @@ impl Profile {
 
     /// The local CLI's client bundle.
     pub fn client_bundle_path(&self) -> PathBuf {
-        self.security().join("client.json")
+        bramble_client::locate::client_bundle_path(&self.dir)
     }
 
     /// Where `enroll` keeps a copy of a worker's bundle.

@@ -2,6 +2,7 @@
 //! its own temporary `BRAMBLE_HOME` on its own UDP port. The binaries come from the same
 //! cargo target directory (`cargo build --workspace --bins` first; `scripts/test.sh` does).
 
+use std::fs::File;
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -26,10 +27,35 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// A UDP port that was free a moment ago.
-pub fn free_port() -> u16 {
-    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    sock.local_addr().expect("local addr").port()
+/// A loopback UDP port for one test cluster's host, held until the lease is dropped.
+///
+/// Ports come from below the kernel's ephemeral range, so no socket bound to port 0 (every
+/// worker's and client's QUIC endpoint) can be given one meanwhile; a lock file per port
+/// keeps test processes running at once (nextest runs one per test) off each other's.
+pub struct PortLease {
+    pub port: u16,
+    _lock: File,
+}
+
+pub fn lease_port() -> PortLease {
+    let dir = std::env::temp_dir().join("bramble-test-ports");
+    std::fs::create_dir_all(&dir).expect("port lock directory");
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (20_000u16, ephemeral.max(21_000));
+    let span = u32::from(high - low);
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for k in 0..span {
+        let port = low + ((start + k) % span) as u16;
+        let lock = File::create(dir.join(format!("{port}.lock"))).expect("port lock file");
+        let locked = rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive);
+        if locked.is_ok() && UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return PortLease { port, _lock: lock };
+        }
+    }
+    panic!("no free UDP port in {low}..{high}");
 }
 
 /// `stdout` of a command as text.
@@ -46,6 +72,7 @@ pub fn stderr(out: &Output) -> String {
 pub struct Cluster {
     pub home: TempDir,
     pub port: u16,
+    _lease: PortLease,
     process: Option<Child>,
     /// Split mode: `host`, `w0`, `w1`, … as separate processes.
     procs: Vec<(String, Child)>,
@@ -55,10 +82,12 @@ impl Cluster {
     /// An initialised profile listening on a fresh loopback port; nothing running yet.
     pub fn init() -> Self {
         let home = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
+        let lease = lease_port();
+        let port = lease.port;
         let c = Self {
             home,
             port,
+            _lease: lease,
             process: None,
             procs: Vec::new(),
         };
@@ -207,7 +236,8 @@ impl Cluster {
         self.spawn_logged("host", cmd);
     }
 
-    /// Starts worker `i` with bundle `w<i>` and extra flags.
+    /// Starts worker `i` with bundle `w<i>` and extra flags, logging at debug level (tests
+    /// wait for some of its debug lines).
     pub fn spawn_worker(&mut self, i: usize, extra: &[String]) {
         let bundle = self.profile_path(&format!("workers/w{i}.json"));
         let mut cmd = self.command(
@@ -219,7 +249,7 @@ impl Cluster {
                 "1",
             ],
         );
-        cmd.args(extra);
+        cmd.args(extra).env("BRAMBLE_LOG", "debug");
         self.spawn_logged(&format!("w{i}"), cmd);
     }
 

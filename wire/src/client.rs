@@ -1,12 +1,19 @@
-//! Messages between a client (the CLI, later the Python package) and the host. Append only.
+//! Messages between a client (the CLI, the Python package, the dashboard) and the host.
+//! Append only.
 //!
 //! A client opens one bidirectional stream per request, sends one [`ClientRequest`] frame and
 //! reads [`ToClient`] frames until the host finishes the stream.
+//!
+//! Every stored result has a sequence number, `seq`: its position in the host's job store, in
+//! the order results were committed (completion order). A client following a job remembers
+//! the highest `seq` it has and, after a lost connection or a host restart, asks for what
+//! comes after it: nothing is sent twice and nothing is downloaded again.
 
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{JobId, WorkerId};
-use crate::task::{Command, ItemOutput};
+use crate::serde_bounded::{byte_vecs, seq};
+use crate::task::{ItemOutput, Work};
 use crate::telemetry::Telemetry;
 
 /// Which workers a job may use.
@@ -39,16 +46,16 @@ pub enum JobKind {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobSpec {
     pub kind: JobKind,
-    pub command: Command,
-    /// `map` inputs; empty for `apply`.
-    pub items: Vec<String>,
+    /// What every task runs.
+    pub work: Work,
+    /// `map` and `scatter` inputs; empty for `apply`.
+    #[serde(with = "byte_vecs")]
+    pub items: Vec<Vec<u8>>,
     /// Items sent to a worker together (≥ 1).
     pub chunksize: u32,
     pub targets: Targets,
     /// Re-run a failed item up to this many times, on another worker when possible.
     pub retries: u32,
-    /// Run the command as a co-process per worker slot (see [`crate::TaskSpec`]).
-    pub persistent: bool,
 }
 
 /// Client → host, the first and only frame on a request stream.
@@ -60,9 +67,13 @@ pub enum ClientRequest {
     Status,
     /// Start a job; answered with `JobAccepted` (the job lives on without the client).
     Submit(JobSpec),
-    /// Results of a job with index ≥ `from`, stored ones first; with `follow`, new ones as
-    /// they arrive, until `JobFinished`.
-    Results { job: JobId, from: u64, follow: bool },
+    /// `JobAccepted`, then the job's results with `seq` > `after` in `seq` order; with
+    /// `follow`, new ones as they are recorded, until `JobFinished` or `JobCancelled`.
+    Results {
+        job: JobId,
+        after: u64,
+        follow: bool,
+    },
     /// Every job the host knows, newest last.
     Jobs,
     /// Stop a job: queued tasks dropped, running ones killed. Answered with `Done`.
@@ -71,6 +82,11 @@ pub enum ClientRequest {
     Wait { job: JobId },
     /// Refuse this worker or client name from now on and drop its connections.
     Revoke { name: String },
+    /// Place nothing more on this worker (a name, or an id in decimal); its running tasks
+    /// finish. Kept across reconnects and host restarts. Answered with `Done`.
+    Drain { worker: String },
+    /// Place work on a drained worker again. Answered with `Done`.
+    Undrain { worker: String },
 }
 
 /// A job's state.
@@ -114,14 +130,16 @@ pub struct WorkerStatus {
     /// Time since this connection was established.
     pub connected_ms: u64,
     pub arch: String,
+    #[serde(with = "seq")]
     pub labels: Vec<String>,
     /// Newest telemetry, if any arrived yet.
     pub telemetry: Option<Telemetry>,
     /// The scheduler's estimate of its current effective speed, relative to the fastest
     /// connected worker, × 1000 (1000 = as fast as the fastest); `None` until it finished an
-    /// item. Appended in protocol minor 1 (host and CLI are one binary, so readers upgrade
-    /// together).
+    /// item.
     pub speed_milli: Option<u32>,
+    /// Drained (`bramble drain`): nothing new is placed on it.
+    pub draining: bool,
 }
 
 /// Host → client.
@@ -131,16 +149,17 @@ pub enum ToClient {
     Error {
         message: String,
     },
-    Ids(Vec<WorkerId>),
-    Status(Vec<WorkerStatus>),
+    Ids(#[serde(with = "seq")] Vec<WorkerId>),
+    Status(#[serde(with = "seq")] Vec<WorkerStatus>),
     /// The job is accepted with this many items (apply: one per target).
     JobAccepted {
         job: JobId,
         total: u64,
     },
-    /// One item finished (in completion order).
+    /// One item's result; `seq` is its position in the job store (see the module docs).
     ItemDone {
         job: JobId,
+        seq: u64,
         worker: WorkerId,
         output: ItemOutput,
     },
@@ -149,7 +168,7 @@ pub enum ToClient {
         job: JobId,
         failed: u64,
     },
-    Jobs(Vec<JobSummary>),
+    Jobs(#[serde(with = "seq")] Vec<JobSummary>),
     /// The request was carried out.
     Done,
     /// The job was cancelled before every item had a result.

@@ -9,6 +9,7 @@
 //! - **Minor version in `Hello`** ([`PROTOCOL_MINOR`]) with capability bits, so the host only
 //!   sends what a peer understands.
 //! - Durations are integer milliseconds; no timestamps cross the wire.
+//! - Decoding allocates no more than the frame justifies ([`serde_bounded`]).
 //!
 //! Directions are typed: a worker sends [`ToHost`] and receives [`ToWorker`]; a client sends
 //! [`ClientRequest`] and receives [`ToClient`]. Control streams carry u32-length-prefixed frames
@@ -17,6 +18,7 @@
 pub mod client;
 pub mod codec;
 pub mod ids;
+pub mod serde_bounded;
 pub mod task;
 pub mod telemetry;
 pub mod worker;
@@ -26,12 +28,15 @@ pub use client::{
 };
 pub use codec::{DecodeError, EncodeError, FrameDecoder, MAX_FRAME_LEN};
 pub use ids::{Attempt, JobId, TaskId, WorkerId};
-pub use task::{Command, Item, ItemOutput, Outcome, TaskResult, TaskSpec};
+pub use task::{Command, Item, ItemOutput, Outcome, TaskResult, TaskSpec, Work};
 pub use telemetry::{Megahertz, MilliCelsius, Telemetry, ThrottleFlags};
 pub use worker::{Hello, ToHost, ToWorker, Welcome};
 
-/// ALPN protocol id; carries the major protocol version.
-pub const ALPN: &[u8] = b"bramble/1";
+/// ALPN protocol id; carries the major protocol version. Major 2 (bramble 0.2) made the task
+/// kind an enum ([`Work`]), gave every stored result a sequence number clients resume from,
+/// and gave results a value; peers of major 1 fail the TLS handshake with "no application
+/// protocol".
+pub const ALPN: &[u8] = b"bramble/2";
 
 /// QUIC application close codes, so a peer can tell a refusal from a blip.
 pub mod close {
@@ -47,5 +52,5 @@ pub mod close {
     pub const TIMEOUT: u32 = 4;
 }
 
-/// Minor protocol version, sent in `Hello`. Bumped when messages are appended.
-pub const PROTOCOL_MINOR: u16 = 2;
+/// Minor protocol version, sent in `Hello` and `Welcome`. Bumped when messages are appended.
+pub const PROTOCOL_MINOR: u16 = 0;

@@ -1,11 +1,14 @@
-//! What a task is on the wire: the command to run, its items, and what came back.
+//! What a task is on the wire: the work to run, its items, and what came back.
 //!
-//! Append only (see the crate docs): the task kinds are an enum so that later kinds (Python
-//! functions in warm engines) are new variants, not a new protocol.
+//! Append only (see the crate docs). [`Work`] is an enum so that a new kind of task (Python
+//! functions in warm engines) is a new variant, not a new protocol.
+
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{Attempt, JobId, TaskId};
+use crate::serde_bounded::{bytes, opt_bytes, seq};
 
 /// A command template, run as argv (never through a shell unless `shell` is set).
 ///
@@ -14,6 +17,7 @@ use crate::ids::{Attempt, JobId, TaskId};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Command {
     /// Program and arguments. Never empty (checked by the host on submit).
+    #[serde(with = "seq")]
     pub argv: Vec<String>,
     /// Join `argv` with spaces and run it with `sh -c`; `{}` is shell-quoted.
     pub shell: bool,
@@ -21,30 +25,63 @@ pub struct Command {
     pub timeout_ms: u64,
 }
 
-/// One input of a task. A task carries one item per process it runs.
+/// What a job's tasks run. Append only: new kinds of work are new variants.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Work {
+    /// A command per item. With `persistent`, each worker slot starts the command once per job
+    /// and feeds it one item per line on stdin, reading one line of stdout per item (a
+    /// co-process).
+    Command { command: Command, persistent: bool },
+}
+
+impl Work {
+    /// The command line, for listings.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Command { command, .. } => command.argv.join(" "),
+        }
+    }
+
+    /// Workers keep state per job for this work (co-processes), so the host tells them when
+    /// the job ends (`ToWorker::JobEnded`).
+    pub fn keeps_job_state(&self) -> bool {
+        match self {
+            Self::Command { persistent, .. } => *persistent,
+        }
+    }
+
+    /// The per-item time limit in milliseconds (0: none).
+    pub fn timeout_ms(&self) -> u64 {
+        match self {
+            Self::Command { command, .. } => command.timeout_ms,
+        }
+    }
+}
+
+/// One input of a task. A task carries one item per run of its work.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Item {
     /// Position of the item in its job (`{#}`).
     pub index: u64,
-    /// The item text (`{}` or stdin); `None` for `apply`, which has no input.
-    pub value: Option<String>,
+    /// The item (`{}` or stdin for a command, which gets it as UTF-8 text); `None` for
+    /// `apply`, which has no input.
+    #[serde(with = "opt_bytes")]
+    pub value: Option<Vec<u8>>,
 }
 
-/// Host → worker: run these items, one process each, one after the other in one slot.
+/// Host → worker: run these items one after the other in one slot.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskSpec {
     pub task: TaskId,
     pub attempt: Attempt,
-    pub command: Command,
-    pub items: Vec<Item>,
-    /// The job the task belongs to (co-processes are kept per job).
+    /// The job the task belongs to (co-processes and engines' per-job state are kept by it).
     pub job: JobId,
-    /// Co-process mode: each worker slot starts the command once per job and feeds it one
-    /// item per line on stdin, reading one line of stdout per item.
-    pub persistent: bool,
+    pub work: Work,
+    #[serde(with = "seq")]
+    pub items: Vec<Item>,
 }
 
-/// How one process ended.
+/// How one item ended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     /// Exited normally with this status code.
@@ -66,6 +103,53 @@ impl Outcome {
     pub fn is_success(&self) -> bool {
         matches!(self, Self::Exited(0))
     }
+
+    /// One word for listings, JSON and the job store: `exited`, `signaled`, `start-failed`,
+    /// `timed-out`, `cancelled`, `lost`.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Self::Exited(_) => "exited",
+            Self::Signaled(_) => "signaled",
+            Self::StartFailed(_) => "start-failed",
+            Self::TimedOut => "timed-out",
+            Self::Cancelled => "cancelled",
+            Self::Lost => "lost",
+        }
+    }
+
+    /// The exit status or signal number, if the outcome has one.
+    pub fn code(&self) -> Option<i32> {
+        match self {
+            Self::Exited(c) | Self::Signaled(c) => Some(*c),
+            _ => None,
+        }
+    }
+
+    /// Rebuilds an outcome from [`Outcome::word`], its code and its message.
+    pub fn from_parts(word: &str, code: Option<i32>, message: Option<String>) -> Self {
+        match word {
+            "exited" => Self::Exited(code.unwrap_or(-1)),
+            "signaled" => Self::Signaled(code.unwrap_or(0)),
+            "start-failed" => Self::StartFailed(message.unwrap_or_default()),
+            "timed-out" => Self::TimedOut,
+            "cancelled" => Self::Cancelled,
+            _ => Self::Lost,
+        }
+    }
+}
+
+/// In words, for messages: `exit status 3`, `could not start: …`.
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Exited(c) => write!(f, "exit status {c}"),
+            Self::Signaled(s) => write!(f, "killed by signal {s}"),
+            Self::StartFailed(why) => write!(f, "could not start: {why}"),
+            Self::TimedOut => f.write_str("timed out (process group killed)"),
+            Self::Cancelled => f.write_str("cancelled"),
+            Self::Lost => f.write_str("lost with its worker"),
+        }
+    }
 }
 
 /// The result of one item.
@@ -73,12 +157,40 @@ impl Outcome {
 pub struct ItemOutput {
     pub index: u64,
     pub outcome: Outcome,
+    #[serde(with = "bytes")]
     pub stdout: Vec<u8>,
+    #[serde(with = "bytes")]
     pub stderr: Vec<u8>,
     /// Bytes of stdout + stderr dropped because of the worker's `max_output_bytes`.
     pub truncated_bytes: u64,
-    /// Wall time of the process.
+    /// Wall time of the item.
     pub duration_ms: u64,
+    /// What the item returned, for kinds of work that return a value (empty for commands).
+    #[serde(with = "bytes")]
+    pub value: Vec<u8>,
+}
+
+impl ItemOutput {
+    /// An item that ended with `outcome` and produced nothing.
+    pub fn ended(index: u64, outcome: Outcome, duration_ms: u64) -> Self {
+        Self {
+            index,
+            outcome,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            truncated_bytes: 0,
+            duration_ms,
+            value: Vec::new(),
+        }
+    }
+
+    /// An item that failed without running, saying why on its stderr.
+    pub fn failed(index: u64, outcome: Outcome, why: &str) -> Self {
+        Self {
+            stderr: format!("bramble: {why}\n").into_bytes(),
+            ..Self::ended(index, outcome, 0)
+        }
+    }
 }
 
 /// Worker → host: everything a task produced.
@@ -86,6 +198,7 @@ pub struct ItemOutput {
 pub struct TaskResult {
     pub task: TaskId,
     pub attempt: Attempt,
+    #[serde(with = "seq")]
     pub outputs: Vec<ItemOutput>,
 }
 
@@ -93,5 +206,33 @@ impl TaskResult {
     /// Every item it reports exited 0.
     pub fn succeeded(&self) -> bool {
         self.outputs.iter().all(|o| o.outcome.is_success())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_words_round_trip() {
+        for o in [
+            Outcome::Exited(3),
+            Outcome::Signaled(9),
+            Outcome::StartFailed("no such file".into()),
+            Outcome::TimedOut,
+            Outcome::Cancelled,
+            Outcome::Lost,
+        ] {
+            let message = match &o {
+                Outcome::StartFailed(m) => Some(m.clone()),
+                _ => None,
+            };
+            assert_eq!(Outcome::from_parts(o.word(), o.code(), message), o);
+        }
+        assert_eq!(Outcome::Exited(3).to_string(), "exit status 3");
+        assert_eq!(
+            Outcome::StartFailed("x: not found".into()).to_string(),
+            "could not start: x: not found"
+        );
     }
 }

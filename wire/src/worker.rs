@@ -3,10 +3,11 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{Attempt, JobId, TaskId, WorkerId};
+use crate::serde_bounded::seq;
 use crate::task::{TaskResult, TaskSpec};
 use crate::telemetry::Telemetry;
 
-/// Capability bit: the worker runs `Command` tasks.
+/// Capability bit: the worker runs [`crate::Work::Command`] tasks.
 pub const CAP_COMMAND: u64 = 0x1;
 
 /// The first frame a worker sends on its control stream.
@@ -23,6 +24,7 @@ pub struct Hello {
     /// Random per worker process; a new value means the worker restarted.
     pub boot_id: u64,
     /// Free-form labels from the worker config, usable as targets.
+    #[serde(with = "seq")]
     pub labels: Vec<String>,
     /// `uname -m`-style machine architecture, e.g. `aarch64`.
     pub arch: String,
@@ -37,13 +39,14 @@ pub enum ToHost {
     Hello(Hello),
     /// Periodic sensor report; also the heartbeat.
     Telemetry(Telemetry),
-    /// A task ended (all its items ran, or it was cancelled).
+    /// A task ended (all its items ran, or it was cancelled). The worker keeps it until the
+    /// host answers `ResultRecorded`, and sends it again on its next connection otherwise.
     TaskFinished(TaskResult),
     /// The worker is shutting down on purpose.
     Goodbye,
     /// The worker has no room for this attempt: it is draining, or still runs tasks the host
     /// does not know of (a restarted host). Nothing ran; the host places the task again
-    /// without counting a failure (minor 2; older hosts get a start-failed result instead).
+    /// without counting a failure.
     TaskRefused { task: TaskId, attempt: Attempt },
 }
 
@@ -65,15 +68,17 @@ pub enum ToWorker {
     Welcome(Welcome),
     /// Registration refused; the host closes the connection after this.
     Reject { reason: String },
-    /// Run a task in a free slot.
+    /// Run a task in a free slot (or, sent ahead, in the next slot that frees).
     RunTask(TaskSpec),
-    /// Stop a task: drop it if queued, kill its process group if running.
+    /// Stop a task: drop it if waiting, kill its process group if running.
     CancelTask { task: TaskId },
-    /// Finish running tasks, accept no new ones.
+    /// Finish running tasks, take no new ones (`bramble drain`).
     Drain,
-    /// The job ended: stop its co-processes.
+    /// The job ended: stop its co-processes and forget its per-job state.
     JobEnded { job: JobId },
     /// The host has committed this attempt's result to its job store, so the worker may forget
-    /// it; until then the worker keeps it and sends it again on its next connection (minor 2).
+    /// it; until then the worker keeps it and sends it again on its next connection.
     ResultRecorded { task: TaskId, attempt: Attempt },
+    /// Take work again after a `Drain` (`bramble undrain`).
+    Undrain,
 }

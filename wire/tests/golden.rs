@@ -1,6 +1,7 @@
-//! Golden bytes: the exact postcard encoding of representative messages. postcard encodes enum
-//! variants by position and struct fields in order, so a reorder or insert changes these bytes
-//! and fails here. A *new* message gets a new line; existing lines never change.
+//! Golden bytes: the exact postcard encoding of representative messages of protocol major 2
+//! (`bramble/2`). postcard encodes enum variants by position and struct fields in order, so a
+//! reorder or insert changes these bytes and fails here. A *new* message gets a new line;
+//! existing lines never change (only a new major version, with a new ALPN, starts afresh).
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
@@ -34,6 +35,7 @@ fn sample_output() -> ItemOutput {
         stderr: vec![],
         truncated_bytes: 0,
         duration_ms: 12,
+        value: vec![],
     }
 }
 
@@ -72,7 +74,7 @@ fn to_host() {
             attempt: Attempt(1),
             outputs: vec![sample_output()],
         }),
-        "020901010300000368690a00000c",
+        "020901010300000368690a00000c00",
     );
     check(ToHost::Goodbye, "03");
     check(
@@ -104,25 +106,27 @@ fn to_worker() {
         ToWorker::RunTask(TaskSpec {
             task: TaskId(9),
             attempt: Attempt(0),
-            command: Command {
-                argv: vec!["echo".into(), "{}".into()],
-                shell: false,
-                timeout_ms: 0,
+            job: JobId(5),
+            work: Work::Command {
+                command: Command {
+                    argv: vec!["echo".into(), "{}".into()],
+                    shell: false,
+                    timeout_ms: 0,
+                },
+                persistent: true,
             },
             items: vec![
                 Item {
                     index: 3,
-                    value: Some("x".into()),
+                    value: Some(b"x".to_vec()),
                 },
                 Item {
                     index: 4,
                     value: None,
                 },
             ],
-            job: JobId(5),
-            persistent: true,
         }),
-        "02090002046563686f027b7d0000020301017804000501",
+        "020900050002046563686f027b7d00000102030101780400",
     );
     check(ToWorker::CancelTask { task: TaskId(300) }, "03ac02");
     check(ToWorker::Drain, "04");
@@ -134,6 +138,7 @@ fn to_worker() {
         },
         "06ac0201",
     );
+    check(ToWorker::Undrain, "07");
 }
 
 #[test]
@@ -143,18 +148,20 @@ fn client() {
     check(
         ClientRequest::Submit(JobSpec {
             kind: JobKind::Map,
-            command: Command {
-                argv: vec!["true".into()],
-                shell: true,
-                timeout_ms: 5000,
+            work: Work::Command {
+                command: Command {
+                    argv: vec!["true".into()],
+                    shell: true,
+                    timeout_ms: 5000,
+                },
+                persistent: false,
             },
-            items: vec!["a".into()],
+            items: vec![b"a".to_vec()],
             chunksize: 10,
             targets: Targets::Ids(vec![WorkerId(0), WorkerId(3)]),
             retries: 2,
-            persistent: false,
         }),
-        "02000104747275650188270101610a010200030200",
+        "020000010474727565018827000101610a0102000302",
     );
     check(ToClient::Ids(vec![WorkerId(0), WorkerId(1)]), "01020001");
     check(
@@ -167,10 +174,11 @@ fn client() {
     check(
         ToClient::ItemDone {
             job: JobId(5),
+            seq: 300,
             worker: WorkerId(1),
             output: sample_output(),
         },
-        "0405010300000368690a00000c",
+        "0405ac02010300000368690a00000c00",
     );
     check(
         ToClient::JobFinished {
@@ -188,7 +196,7 @@ fn client() {
     check(
         ClientRequest::Results {
             job: JobId(5),
-            from: 3,
+            after: 3,
             follow: true,
         },
         "03050301",
@@ -197,6 +205,13 @@ fn client() {
     check(ClientRequest::Cancel { job: JobId(5) }, "0505");
     check(ClientRequest::Wait { job: JobId(5) }, "0605");
     check(ClientRequest::Revoke { name: "pi".into() }, "07027069");
+    check(
+        ClientRequest::Drain {
+            worker: "pi".into(),
+        },
+        "08027069",
+    );
+    check(ClientRequest::Undrain { worker: "3".into() }, "090133");
     check(
         ToClient::Jobs(vec![JobSummary {
             job: JobId(5),
@@ -212,6 +227,23 @@ fn client() {
     );
     check(ToClient::Done, "07");
     check(ToClient::JobCancelled { job: JobId(5) }, "0805");
+    check(
+        ToClient::Status(vec![WorkerStatus {
+            id: WorkerId(1),
+            name: "pi".into(),
+            address: "a".into(),
+            slots: 4,
+            running: 2,
+            done: 9,
+            connected_ms: 5,
+            arch: "x".into(),
+            labels: vec![],
+            telemetry: None,
+            speed_milli: Some(500),
+            draining: true,
+        }]),
+        "0201010270690161040209050178000001f40301",
+    );
     check(
         Targets::Select {
             ids: vec![WorkerId(1)],

@@ -1,9 +1,10 @@
 //! Property tests: random messages survive encode → split delivery → decode unchanged, and
-//! random bytes never panic the decoder. Seeded; set `WIRE_SEED` to replay one case.
+//! random or corrupted bytes never panic the decoder nor make it allocate more than the input
+//! justifies. Seeded; set `WIRE_SEED` to replay one case.
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
-use bramble_wire::codec::encode_frame;
+use bramble_wire::codec::{decode_body, encode_frame};
 use bramble_wire::*;
 
 /// SplitMix64: tiny, seedable, good enough to generate test cases.
@@ -65,14 +66,18 @@ fn output(r: &mut Rng) -> ItemOutput {
         stderr: r.bytes(),
         truncated_bytes: r.int(),
         duration_ms: r.int(),
+        value: r.bytes(),
     }
 }
 
-fn command(r: &mut Rng) -> Command {
-    Command {
-        argv: (0..1 + r.below(4)).map(|_| r.string()).collect(),
-        shell: r.below(2) == 1,
-        timeout_ms: r.int(),
+fn work(r: &mut Rng) -> Work {
+    Work::Command {
+        command: Command {
+            argv: (0..1 + r.below(4)).map(|_| r.string()).collect(),
+            shell: r.below(2) == 1,
+            timeout_ms: r.int(),
+        },
+        persistent: r.below(2) == 0,
     }
 }
 
@@ -121,7 +126,7 @@ fn to_host(r: &mut Rng) -> ToHost {
 }
 
 fn to_worker(r: &mut Rng) -> ToWorker {
-    match r.below(6) {
+    match r.below(8) {
         0 => ToWorker::Welcome(Welcome {
             worker: WorkerId(r.next() as u32),
             heartbeat_ms: r.next() as u32,
@@ -131,15 +136,14 @@ fn to_worker(r: &mut Rng) -> ToWorker {
         2 => ToWorker::RunTask(TaskSpec {
             task: TaskId(r.int()),
             attempt: Attempt(r.next() as u32),
-            command: command(r),
+            job: JobId(r.int()),
+            work: work(r),
             items: (0..r.below(5))
                 .map(|_| Item {
                     index: r.int(),
-                    value: r.opt(Rng::string),
+                    value: r.opt(Rng::bytes),
                 })
                 .collect(),
-            job: JobId(r.int()),
-            persistent: r.below(2) == 0,
         }),
         3 => ToWorker::CancelTask {
             task: TaskId(r.int()),
@@ -147,6 +151,11 @@ fn to_worker(r: &mut Rng) -> ToWorker {
         4 => ToWorker::JobEnded {
             job: JobId(r.int()),
         },
+        5 => ToWorker::ResultRecorded {
+            task: TaskId(r.int()),
+            attempt: Attempt(r.next() as u32),
+        },
+        6 => ToWorker::Undrain,
         _ => ToWorker::Drain,
     }
 }
@@ -168,12 +177,12 @@ fn kind(r: &mut Rng) -> JobKind {
 }
 
 fn client_request(r: &mut Rng) -> ClientRequest {
-    match r.below(8) {
+    match r.below(10) {
         0 => ClientRequest::Ids,
         1 => ClientRequest::Status,
         2 => ClientRequest::Results {
             job: JobId(r.int()),
-            from: r.int(),
+            after: r.int(),
             follow: r.below(2) == 0,
         },
         3 => ClientRequest::Jobs,
@@ -184,14 +193,15 @@ fn client_request(r: &mut Rng) -> ClientRequest {
             job: JobId(r.int()),
         },
         6 => ClientRequest::Revoke { name: r.string() },
+        7 => ClientRequest::Drain { worker: r.string() },
+        8 => ClientRequest::Undrain { worker: r.string() },
         _ => ClientRequest::Submit(JobSpec {
             kind: kind(r),
-            command: command(r),
-            items: (0..r.below(5)).map(|_| r.string()).collect(),
+            work: work(r),
+            items: (0..r.below(5)).map(|_| r.bytes()).collect(),
             chunksize: r.next() as u32,
             targets: targets(r),
             retries: r.next() as u32,
-            persistent: r.below(2) == 0,
         }),
     }
 }
@@ -228,6 +238,7 @@ fn to_client(r: &mut Rng) -> ToClient {
             labels: vec![r.string()],
             telemetry: r.opt(telemetry),
             speed_milli: r.opt(|r| r.next() as u32),
+            draining: r.below(2) == 0,
         }]),
         3 => ToClient::JobAccepted {
             job: JobId(r.int()),
@@ -235,6 +246,7 @@ fn to_client(r: &mut Rng) -> ToClient {
         },
         4 => ToClient::ItemDone {
             job: JobId(r.int()),
+            seq: r.int(),
             worker: WorkerId(r.next() as u32),
             output: output(r),
         },
@@ -296,18 +308,129 @@ fn random_messages_round_trip() {
     }
 }
 
+/// Bytes a decode may allocate for `input_len` bytes of frame: 64 per input byte covers the
+/// most inflating message (a `WorkerStatus` list, about 40 bytes of struct per encoded byte,
+/// times two while a vector grows), plus a small constant.
+fn justified(input_len: usize) -> usize {
+    64 * input_len + 4096
+}
+
+/// Decodes `body` as each message type and returns the most any of them allocated at once.
+fn peak_decode(body: &[u8]) -> usize {
+    let mut peak = 0;
+    for decode in [
+        |b: &[u8]| drop(decode_body::<ToHost>(b)),
+        |b: &[u8]| drop(decode_body::<ToWorker>(b)),
+        |b: &[u8]| drop(decode_body::<ClientRequest>(b)),
+        |b: &[u8]| drop(decode_body::<ToClient>(b)),
+    ] {
+        alloc::reset();
+        decode(body);
+        peak = peak.max(alloc::peak());
+    }
+    peak
+}
+
 #[test]
-fn random_bytes_never_panic() {
+fn random_bytes_never_panic_nor_allocate_more_than_they_justify() {
+    let mut worst = (0.0f64, 0usize);
     for seed in seeds() {
         let mut r = Rng(seed ^ 0xDEAD_BEEF);
-        let mut dec = FrameDecoder::new(4096);
         for _ in 0..20 {
-            let garbage = r.bytes();
-            dec.push(&garbage);
-            // Any result is fine; panicking or allocating the announced length is not.
-            if dec.next_msg::<ToHost>().is_err() {
-                dec = FrameDecoder::new(4096);
+            // Garbage, and valid messages with bytes flipped (which reach deeper decoders).
+            let mut body = r.bytes();
+            if r.below(2) == 0 {
+                body = postcard::to_allocvec(&to_client(&mut r)).unwrap();
+                for _ in 0..1 + r.below(3) {
+                    let i = r.below(body.len() as u64) as usize;
+                    body[i] = r.next() as u8;
+                }
+            }
+            let peak = peak_decode(&body);
+            assert!(
+                peak <= justified(body.len()),
+                "{} bytes decoded into {peak} bytes of allocations; replay with WIRE_SEED={seed}",
+                body.len()
+            );
+            let ratio = peak as f64 / body.len().max(1) as f64;
+            if ratio > worst.0 {
+                worst = (ratio, body.len());
             }
         }
+    }
+    eprintln!(
+        "worst decode: {:.1} bytes allocated per input byte",
+        worst.0
+    );
+}
+
+#[test]
+fn an_announced_count_reserves_little_before_elements_decode() {
+    // `ToClient::Status` (variant 2), `ToWorker::RunTask`'s argv (after task 9, attempt 0,
+    // job 5, `Work::Command`) and `ToClient::Jobs` (variant 6), each announcing 100 elements
+    // followed by 100 bytes that are not one: nothing may be reserved for the 100 up front.
+    for prefix in [&[2u8][..], &[2, 9, 0, 5, 0], &[6]] {
+        let mut body = prefix.to_vec();
+        body.push(100);
+        body.extend([0xff; 100]);
+        let peak = peak_decode(&body);
+        assert!(peak <= justified(body.len()), "{prefix:?}: {peak} bytes");
+    }
+}
+
+/// A counting allocator: the peak of live bytes allocated by *this thread* since `reset`.
+mod alloc {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    struct Counting;
+
+    thread_local! {
+        static LIVE: Cell<isize> = const { Cell::new(0) };
+        static PEAK: Cell<isize> = const { Cell::new(0) };
+        static BASE: Cell<isize> = const { Cell::new(0) };
+    }
+
+    fn add(n: isize) {
+        // `try_with`: the thread's slots may already be gone while it exits.
+        let _ = LIVE.try_with(|live| {
+            let now = live.get() + n;
+            live.set(now);
+            let _ = PEAK.try_with(|p| p.set(p.get().max(now)));
+        });
+    }
+
+    // SAFETY (why `unsafe` is fine here, in a test binary only): every call is forwarded to
+    // the system allocator unchanged; the counters are const-initialised thread-locals, which
+    // never allocate.
+    #[allow(unsafe_code)]
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            add(layout.size() as isize);
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            add(-(layout.size() as isize));
+            unsafe { System.dealloc(ptr, layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new: usize) -> *mut u8 {
+            add(new as isize - layout.size() as isize);
+            unsafe { System.realloc(ptr, layout, new) }
+        }
+    }
+
+    #[global_allocator]
+    static COUNTING: Counting = Counting;
+
+    pub(super) fn reset() {
+        let live = LIVE.with(Cell::get);
+        BASE.with(|b| b.set(live));
+        PEAK.with(|p| p.set(live));
+    }
+
+    /// The most bytes live at once above the level at the last `reset`.
+    pub(super) fn peak() -> usize {
+        let base = BASE.with(Cell::get);
+        PEAK.with(|p| (p.get() - base).max(0) as usize)
     }
 }

@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use bramble_certs::{Bundle, Role};
 use serde::Deserialize;
 
-use crate::exec::ExecLimits;
+use crate::limits::ExecLimits;
 
 const DEFAULT_CONFIG: &str = "/etc/bramble/worker.toml";
 const DEFAULT_BUNDLE: &str = "/etc/bramble/bundle.json";

@@ -7,14 +7,13 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bramble_wire::{Command, ItemOutput, JobId, Outcome, TaskResult, TaskSpec};
+use bramble_wire::{Command, ItemOutput, JobId, Outcome, TaskResult, TaskSpec, Work};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::sync::watch;
 
-use crate::exec::{
-    ExecLimits, check_allowed, ended, exit_outcome, kill_group, millis, sleep_until,
-};
+use crate::exec::{exit_outcome, kill_group, millis, sleep_until};
+use crate::limits::{ExecLimits, check_allowed};
 use crate::template::{Invocation, expand};
 
 /// Bytes of a co-process's stderr kept for the item it fails.
@@ -77,34 +76,36 @@ pub(crate) async fn run_task(
     pool: &Pool,
     mut cancel: watch::Receiver<bool>,
 ) -> TaskResult {
+    let Work::Command { command, .. } = &spec.work;
     let mut outputs = Vec::with_capacity(spec.items.len());
     for item in &spec.items {
         let started = Instant::now();
         if *cancel.borrow() {
-            outputs.push(ended(item.index, Outcome::Cancelled, Duration::ZERO));
+            outputs.push(ItemOutput::ended(item.index, Outcome::Cancelled, 0));
             continue;
         }
-        let line = item.value.clone().unwrap_or_default();
-        if line.contains('\n') {
+        let line = item.value.as_deref().unwrap_or_default();
+        if line.contains(&b'\n') {
             let why = "item contains a newline; --persistent feeds one line per item".to_owned();
-            outputs.push(ended(item.index, Outcome::StartFailed(why), Duration::ZERO));
+            outputs.push(ItemOutput::ended(item.index, Outcome::StartFailed(why), 0));
             continue;
         }
         let cp = match pool.take(spec.job) {
             Some(cp) => cp,
-            None => match spawn(&spec.command, limits) {
+            None => match spawn(command, limits) {
                 Ok(cp) => cp,
                 Err(why) => {
-                    outputs.push(ended(
+                    let took = millis(started.elapsed());
+                    outputs.push(ItemOutput::ended(
                         item.index,
                         Outcome::StartFailed(why),
-                        started.elapsed(),
+                        took,
                     ));
                     continue;
                 }
             },
         };
-        let (output, keep) = ask(cp, &line, &spec.command, &mut cancel, started).await;
+        let (output, keep) = ask(cp, line, command, &mut cancel, started).await;
         let output = ItemOutput {
             index: item.index,
             ..output
@@ -167,7 +168,7 @@ fn spawn(command: &Command, limits: &ExecLimits) -> Result<Coproc, String> {
 /// usable.
 async fn ask(
     mut cp: Coproc,
-    line: &str,
+    line: &[u8],
     command: &Command,
     cancel: &mut watch::Receiver<bool>,
     started: Instant,
@@ -176,7 +177,7 @@ async fn ask(
         (command.timeout_ms > 0).then(|| started + Duration::from_millis(command.timeout_ms));
     let mut answer = String::new();
     let exchange = async {
-        cp.stdin.write_all(line.as_bytes()).await?;
+        cp.stdin.write_all(line).await?;
         cp.stdin.write_all(b"\n").await?;
         cp.stdin.flush().await?;
         cp.stdout.read_line(&mut answer).await
@@ -186,12 +187,12 @@ async fn ask(
         () = sleep_until(deadline) => None,
         _ = wait_cancelled(cancel) => {
             kill_group(cp.child.id());
-            return (ended(0, Outcome::Cancelled, started.elapsed()), None);
+            return (ItemOutput::ended(0, Outcome::Cancelled, millis(started.elapsed())), None);
         }
     };
     match read {
         Some(Ok(n)) if n > 0 => {
-            let mut out = ended(0, Outcome::Exited(0), started.elapsed());
+            let mut out = ItemOutput::ended(0, Outcome::Exited(0), millis(started.elapsed()));
             out.stdout = answer.into_bytes();
             (out, Some(cp))
         }
@@ -205,7 +206,7 @@ async fn ask(
                     Outcome::StartFailed("co-process closed its stdout".into())
                 }
             };
-            let mut out = ended(0, outcome, started.elapsed());
+            let mut out = ItemOutput::ended(0, outcome, millis(started.elapsed()));
             if let Some(reader) = cp.stderr_reader.take() {
                 let _ = tokio::time::timeout(Duration::from_secs(1), reader).await;
             }
@@ -214,13 +215,8 @@ async fn ask(
         }
         None => {
             kill_group(cp.child.id());
-            (
-                ItemOutput {
-                    duration_ms: millis(started.elapsed()),
-                    ..ended(0, Outcome::TimedOut, started.elapsed())
-                },
-                None,
-            )
+            let took = millis(started.elapsed());
+            (ItemOutput::ended(0, Outcome::TimedOut, took), None)
         }
     }
 }
@@ -245,21 +241,23 @@ mod tests {
         TaskSpec {
             task: TaskId(1),
             attempt: Attempt(0),
-            command: Command {
-                argv: vec!["sh".into(), "-c".into(), script.into()],
-                shell: false,
-                timeout_ms: 2000,
+            job: JobId(7),
+            work: Work::Command {
+                command: Command {
+                    argv: vec!["sh".into(), "-c".into(), script.into()],
+                    shell: false,
+                    timeout_ms: 2000,
+                },
+                persistent: true,
             },
             items: values
                 .iter()
                 .zip(0..)
                 .map(|(v, index)| Item {
                     index,
-                    value: Some((*v).into()),
+                    value: Some(v.as_bytes().to_vec()),
                 })
                 .collect(),
-            job: JobId(7),
-            persistent: true,
         }
     }
 
@@ -342,7 +340,8 @@ mod tests {
     fn a_silent_coprocess_times_out() {
         let pool = Pool::default();
         let mut s = spec("read l; sleep 30", &["x"]);
-        s.command.timeout_ms = 300;
+        let Work::Command { command, .. } = &mut s.work;
+        command.timeout_ms = 300;
         let r = run(&pool, s);
         assert_eq!(r.outputs[0].outcome, Outcome::TimedOut);
         assert!(

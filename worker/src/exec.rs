@@ -1,78 +1,15 @@
-//! Runs a task's processes: spawn each item's command in its own process group, feed stdin,
-//! capture stdout/stderr up to a cap, and kill the whole group on timeout or cancel.
+//! Runs a command task's processes: spawn each item's command in its own process group, feed
+//! stdin, capture stdout/stderr up to a cap, and kill the whole group on timeout or cancel.
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use bramble_wire::{Command, Item, ItemOutput, Outcome, TaskResult, TaskSpec};
+use bramble_wire::{Command, Item, ItemOutput, Outcome, TaskResult, TaskSpec, Work};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
+use crate::limits::{ExecLimits, check_allowed};
 use crate::template::{Invocation, expand};
-
-/// Limits applied to every process.
-#[derive(Clone, Debug)]
-pub(crate) struct ExecLimits {
-    /// Per stream (stdout, stderr) bytes kept; the rest is counted and dropped.
-    pub(crate) max_output_bytes: usize,
-    /// Working directory of task processes; the worker's own when `None`.
-    pub(crate) work_dir: Option<PathBuf>,
-    /// Programs tasks may start (by name or full path); anything when `None`.
-    pub(crate) allow: Option<Vec<String>>,
-    /// Simulation: tasks get `BRAMBLE_SIM_SPEED` and are duty-cycled to the simulated clock.
-    pub(crate) sim: Option<std::sync::Arc<crate::sim::SimHooks>>,
-}
-
-impl ExecLimits {
-    /// A task process: its own process group (so timeouts and cancel kill all of it), pipes
-    /// for output, the work dir, `BRAMBLE_SIM_SPEED` when simulating, and none of systemd's
-    /// notify variables (a task must not speak for the worker).
-    pub(crate) fn command(
-        &self,
-        program: &str,
-        args: &[String],
-        stdin: Stdio,
-    ) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(program);
-        cmd.args(args)
-            .process_group(0)
-            .kill_on_drop(true)
-            .stdin(stdin)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Some(dir) = &self.work_dir {
-            cmd.current_dir(dir);
-        }
-        if let Some(sim) = &self.sim {
-            cmd.env("BRAMBLE_SIM_SPEED", format!("{:.4}", sim.speed()));
-            if let Some(file) = sim.speed_file() {
-                cmd.env("BRAMBLE_SIM_SPEED_FILE", file);
-            }
-        }
-        for var in crate::watchdog::PRIVATE_ENV {
-            cmd.env_remove(var);
-        }
-        cmd
-    }
-}
-
-/// Refuses a program the worker's allow list does not name. With `--shell` the program is
-/// `sh`, which can run anything: it must be allowed explicitly.
-pub(crate) fn check_allowed(program: &str, limits: &ExecLimits) -> Result<(), String> {
-    let Some(allow) = &limits.allow else {
-        return Ok(());
-    };
-    let name = std::path::Path::new(program)
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or(program);
-    if allow.iter().any(|a| a == program || a == name) {
-        Ok(())
-    } else {
-        Err(format!("{program} is not in this worker's allow list"))
-    }
-}
 
 /// Runs every item of `spec` in turn. `cancel` turning true kills the running item and marks
 /// the rest cancelled.
@@ -81,12 +18,13 @@ pub(crate) async fn run_task(
     limits: &ExecLimits,
     mut cancel: watch::Receiver<bool>,
 ) -> TaskResult {
+    let Work::Command { command, .. } = &spec.work;
     let mut outputs = Vec::with_capacity(spec.items.len());
     for item in &spec.items {
         let output = if *cancel.borrow() {
-            ended(item.index, Outcome::Cancelled, Duration::ZERO)
+            ItemOutput::ended(item.index, Outcome::Cancelled, 0)
         } else {
-            run_item(&spec.command, item, limits, &mut cancel).await
+            run_item(command, item, limits, &mut cancel).await
         };
         outputs.push(output);
     }
@@ -97,7 +35,7 @@ pub(crate) async fn run_task(
     }
 }
 
-async fn run_item(
+pub(crate) async fn run_item(
     command: &Command,
     item: &Item,
     limits: &ExecLimits,
@@ -106,14 +44,10 @@ async fn run_item(
     let started = Instant::now();
     let Invocation { argv, stdin } = expand(command, item);
     let Some((program, args)) = argv.split_first() else {
-        return ended(
-            item.index,
-            Outcome::StartFailed("empty command".into()),
-            Duration::ZERO,
-        );
+        return ItemOutput::ended(item.index, Outcome::StartFailed("empty command".into()), 0);
     };
     if let Err(why) = check_allowed(program, limits) {
-        return ended(item.index, Outcome::StartFailed(why), Duration::ZERO);
+        return ItemOutput::ended(item.index, Outcome::StartFailed(why), 0);
     }
     let stdin_mode = if stdin.is_some() {
         Stdio::piped()
@@ -125,7 +59,7 @@ async fn run_item(
         Ok(child) => child,
         Err(e) => {
             let why = Outcome::StartFailed(format!("{program}: {e}"));
-            return ended(item.index, why, started.elapsed());
+            return ItemOutput::ended(item.index, why, millis(started.elapsed()));
         }
     };
     if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
@@ -174,65 +108,11 @@ async fn run_item(
         Err(e) => Outcome::StartFailed(format!("waiting for {program}: {e}")),
     });
     ItemOutput {
-        index: item.index,
-        outcome,
         stdout: out,
         stderr: err,
         truncated_bytes: out_dropped + err_dropped,
-        duration_ms: millis(started.elapsed()),
+        ..ItemOutput::ended(item.index, outcome, millis(started.elapsed()))
     }
-}
-
-/// Runs `argv` once (the startup command): Ok on exit 0, else why not, with the first line
-/// of its stderr.
-pub(crate) async fn run_once(
-    argv: &[String],
-    limits: &ExecLimits,
-    timeout: Duration,
-) -> Result<(), String> {
-    let command = Command {
-        argv: argv.to_vec(),
-        shell: false,
-        timeout_ms: millis(timeout),
-    };
-    let (_tx, mut rx) = watch::channel(false);
-    // The startup command comes from the worker's own config, not from the network: the
-    // allow list (which guards tasks) does not apply to it.
-    let limits = ExecLimits {
-        allow: None,
-        ..limits.clone()
-    };
-    let out = run_item(
-        &command,
-        &Item {
-            index: 0,
-            value: None,
-        },
-        &limits,
-        &mut rx,
-    )
-    .await;
-    if out.outcome.is_success() {
-        return Ok(());
-    }
-    let first_line = String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    let what = match &out.outcome {
-        Outcome::Exited(c) => format!("exit status {c}"),
-        Outcome::Signaled(s) => format!("signal {s}"),
-        Outcome::StartFailed(why) => why.clone(),
-        Outcome::TimedOut => "timed out".into(),
-        Outcome::Cancelled | Outcome::Lost => "stopped".into(),
-    };
-    let mut msg = format!("{}: {what}", argv.join(" "));
-    if !first_line.is_empty() {
-        msg.push_str(": ");
-        msg.push_str(&first_line);
-    }
-    Err(msg)
 }
 
 pub(crate) fn exit_outcome(status: std::process::ExitStatus) -> Outcome {
@@ -282,17 +162,6 @@ pub(crate) async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-pub(crate) fn ended(index: u64, outcome: Outcome, took: Duration) -> ItemOutput {
-    ItemOutput {
-        index,
-        outcome,
-        stdout: Vec::new(),
-        stderr: Vec::new(),
-        truncated_bytes: 0,
-        duration_ms: millis(took),
-    }
-}
-
 pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -306,14 +175,16 @@ mod tests {
         TaskSpec {
             task: TaskId(1),
             attempt: Attempt(0),
-            command: Command {
-                argv: argv.iter().map(|s| (*s).to_owned()).collect(),
-                shell: false,
-                timeout_ms,
+            job: bramble_wire::JobId(1),
+            work: Work::Command {
+                command: Command {
+                    argv: argv.iter().map(|s| (*s).to_owned()).collect(),
+                    shell: false,
+                    timeout_ms,
+                },
+                persistent: false,
             },
             items,
-            job: bramble_wire::JobId(1),
-            persistent: false,
         }
     }
 
@@ -340,11 +211,11 @@ mod tests {
         let items = vec![
             Item {
                 index: 0,
-                value: Some("abc".into()),
+                value: Some(b"abc".to_vec()),
             },
             Item {
                 index: 1,
-                value: Some("de".into()),
+                value: Some(b"de".to_vec()),
             },
         ];
         let r = run(spec(&["wc", "-c"], items, 0), limits(1024));
@@ -406,38 +277,5 @@ mod tests {
             limits(100),
         );
         assert_eq!(r.outputs[0].outcome, Outcome::TimedOut);
-        assert!(
-            r.outputs[0].duration_ms < 10_000,
-            "took {} ms",
-            r.outputs[0].duration_ms
-        );
-    }
-}
-
-#[cfg(test)]
-mod allow_tests {
-    use super::*;
-
-    #[test]
-    fn allow_list_matches_names_and_paths() {
-        let limits = ExecLimits {
-            max_output_bytes: 10,
-            work_dir: None,
-            allow: Some(vec!["echo".into(), "/opt/x/run".into()]),
-            sim: None,
-        };
-        assert!(check_allowed("echo", &limits).is_ok());
-        assert!(check_allowed("/bin/echo", &limits).is_ok());
-        assert!(check_allowed("/opt/x/run", &limits).is_ok());
-        assert!(
-            check_allowed("sh", &limits)
-                .unwrap_err()
-                .contains("allow list")
-        );
-        let open = ExecLimits {
-            allow: None,
-            ..limits
-        };
-        assert!(check_allowed("anything", &open).is_ok());
     }
 }

@@ -1,15 +1,18 @@
 //! `bramble-worker`: the lean agent on each Pi. Thin: parse the config, start a
 //! current-thread runtime, run the connection loop. Exit 2 on a bad config or bundle.
 
-mod agent;
 mod backoff;
 mod config;
 mod coproc;
+mod core;
 mod exec;
+mod limits;
 mod net;
+mod outbox;
 mod sensors;
 mod session;
 mod sim;
+mod startup;
 mod template;
 mod watchdog;
 
@@ -33,7 +36,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging();
+    bramble_net::logging::init(tracing::Level::INFO);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -51,18 +54,4 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-/// Logs to stderr (journald adds timestamps under systemd); `BRAMBLE_LOG=debug|info|warn|error`.
-fn init_logging() {
-    let level = std::env::var("BRAMBLE_LOG")
-        .ok()
-        .and_then(|l| l.parse().ok())
-        .unwrap_or(tracing::Level::INFO);
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
 }

@@ -1,33 +1,29 @@
-//! One connection to the host: hello/welcome, then a loop that runs tasks, streams their
-//! results and sends telemetry. Tasks outlive the connection; their results are stashed in
-//! the agent's outbox until the next one.
+//! The worker's IO around its [`Core`]: one connection's handshake, frames in and out, task
+//! processes started and killed, telemetry every tick. Every decision is the core's; tasks
+//! outlive connections, so this state survives reconnects.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bramble_wire::codec::{encode_frame, encode_frame_to_slice};
+use bramble_net::{FrameReader, write_frame};
+use bramble_wire::codec::encode_frame_to_slice;
 use bramble_wire::worker::CAP_COMMAND;
-use bramble_wire::{
-    FrameDecoder, Hello, ItemOutput, Outcome, PROTOCOL_MINOR, TaskId, TaskResult, TaskSpec, ToHost,
-    ToWorker,
-};
+use bramble_wire::{Hello, PROTOCOL_MINOR, TaskId, TaskResult, TaskSpec, ToHost, ToWorker, Work};
 use tokio::sync::{mpsc, watch};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
-use crate::agent::{Admit, Agent};
 use crate::config::WorkerConfig;
-use crate::coproc;
-use crate::exec::{self, ExecLimits};
-use crate::net::is_refusal;
+use crate::core::{Action, Core, Input};
+use crate::limits::ExecLimits;
 use crate::sensors::Sensors;
 use crate::sim::Sim;
-use crate::watchdog;
+use crate::{coproc, exec, startup, watchdog};
 
 /// Results up to this size go on the control stream; larger ones get their own stream so
 /// they never hold up heartbeats.
 const INLINE_LIMIT: usize = 16 * 1024;
-/// Bytes of results kept while disconnected.
+/// Bytes of results kept while disconnected (and, apart, of results not yet confirmed).
 const OUTBOX_LIMIT: usize = 64 << 20;
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
 /// The startup command is killed after this long.
@@ -55,7 +51,8 @@ pub(crate) struct Worker {
     hello: Hello,
     limits: Arc<ExecLimits>,
     telemetry_interval: Duration,
-    agent: Agent,
+    core: Core,
+    /// Running tasks' kill switches.
     cancels: BTreeMap<TaskId, watch::Sender<bool>>,
     results_tx: mpsc::Sender<TaskResult>,
     results_rx: mpsc::Receiver<TaskResult>,
@@ -67,9 +64,13 @@ pub(crate) struct Worker {
     startup_error: Arc<Mutex<Option<String>>>,
     /// `--sim`: the simulated board whose model replaces the sensors.
     sim: Option<Sim>,
-    /// The connected host reports recorded results (`ResultRecorded`, minor 2): keep sent
-    /// results until then.
-    host_acks: bool,
+}
+
+/// The open control stream of a connection.
+struct Link<'a> {
+    conn: &'a quinn::Connection,
+    send: &'a mut quinn::SendStream,
+    scratch: Vec<u8>,
 }
 
 impl Worker {
@@ -102,7 +103,7 @@ impl Worker {
                 ..config.limits.clone()
             }),
             telemetry_interval: config.telemetry_interval,
-            agent: Agent::new(slots, OUTBOX_LIMIT),
+            core: Core::new(slots, OUTBOX_LIMIT),
             cancels: BTreeMap::new(),
             results_tx,
             results_rx,
@@ -112,14 +113,13 @@ impl Worker {
             startup_command: config.startup_command.clone(),
             startup_error: Arc::default(),
             sim,
-            host_acks: false,
         }
     }
 
     /// Serves one connection until it is lost or the worker shuts down.
     pub(crate) async fn serve(&mut self, conn: quinn::Connection) -> Ended {
         let ended = self.serve_inner(&conn).await;
-        warn_dropped(self.agent.connection_lost());
+        self.step_offline(Input::Disconnected);
         match ended {
             Ok(()) => {
                 conn.close(
@@ -129,7 +129,9 @@ impl Worker {
                 Ended::Shutdown
             }
             Err(Lost(reason)) => {
-                let fatal = conn.close_reason().is_some_and(|e| is_refusal(&e));
+                let fatal = conn
+                    .close_reason()
+                    .is_some_and(|e| bramble_net::is_refusal(&e));
                 let reason = conn.close_reason().map_or(reason, |e| e.to_string());
                 conn.close(bramble_wire::close::SHUTDOWN.into(), b"");
                 Ended::Lost { reason, fatal }
@@ -137,7 +139,7 @@ impl Worker {
         }
     }
 
-    /// Waits `delay` between connections, stashing results; true if shutdown was requested.
+    /// Waits `delay` between connections while tasks run on; true if shutdown was requested.
     pub(crate) async fn idle_for(&mut self, delay: Duration) -> bool {
         let sleep = tokio::time::sleep(delay);
         tokio::pin!(sleep);
@@ -146,7 +148,7 @@ impl Worker {
         loop {
             tokio::select! {
                 () = &mut sleep => return false,
-                Some(result) = self.results_rx.recv() => self.stash(result),
+                Some(result) = self.results_rx.recv() => self.step_offline(Input::TaskEnded(result)),
                 _ = ping.tick() => watchdog::alive(),
                 _ = self.shutdown.changed() => return true,
             }
@@ -154,116 +156,115 @@ impl Worker {
     }
 
     async fn serve_inner(&mut self, conn: &quinn::Connection) -> Result<(), Lost> {
-        let (mut send, mut recv) = conn.open_bi().await?;
-        let mut frame = Vec::new();
-        encode_frame(&ToHost::Hello(self.hello.clone()), &mut frame)?;
-        send.write_all(&frame).await?;
-        let mut decoder = FrameDecoder::default();
-        let mut buf = vec![0u8; 64 * 1024];
-        let welcome =
-            tokio::time::timeout(WELCOME_TIMEOUT, next_msg(&mut recv, &mut decoder, &mut buf))
-                .await
-                .map_err(|_| Lost("no welcome from host".into()))??;
+        let (mut send, recv) = conn.open_bi().await?;
+        let mut link = Link {
+            conn,
+            send: &mut send,
+            scratch: Vec::new(),
+        };
+        write_frame(
+            link.send,
+            &ToHost::Hello(self.hello.clone()),
+            &mut link.scratch,
+        )
+        .await?;
+        let mut frames = FrameReader::new(recv);
+        let welcome = tokio::time::timeout(WELCOME_TIMEOUT, frames.next::<ToWorker>())
+            .await
+            .map_err(|_| Lost("no welcome from host".into()))??;
         match welcome {
-            ToWorker::Welcome(w) => {
+            Some(ToWorker::Welcome(w)) => {
                 info!(
                     "joined as worker {} (heartbeat {} ms)",
                     w.worker, w.heartbeat_ms
                 );
-                self.host_acks = w.protocol_minor >= 2;
                 watchdog::status(&format!("connected as worker {}", w.worker));
             }
-            ToWorker::Reject { reason } => return Err(Lost(format!("rejected: {reason}"))),
-            other => return Err(Lost(format!("expected welcome, got {other:?}"))),
+            Some(ToWorker::Reject { reason }) => return Err(Lost(format!("rejected: {reason}"))),
+            Some(other) => return Err(Lost(format!("expected welcome, got {other:?}"))),
+            None => return Err(Lost("host closed the control stream".into())),
         }
         self.run_startup_command();
-        // Frames that arrived together with the welcome (a resumed job's tasks) are already
-        // in the decoder: handle them before waiting for more bytes.
-        while let Some(msg) = decoder.next_msg::<ToWorker>()? {
-            self.handle(conn, &mut send, msg).await?;
-        }
-        for result in self.agent.drain_outbox() {
-            info!(
-                "delivering task {} finished while disconnected",
-                result.task
-            );
-            self.send_result(conn, &mut send, result).await?;
-        }
+        self.feed(Input::Connected, &mut link).await?;
         let mut tick = tokio::time::interval(self.telemetry_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut tbuf = [0u8; 512];
         loop {
             tokio::select! {
-                read = recv.read(&mut buf) => {
-                    let n = read?.ok_or_else(|| Lost("host closed the control stream".into()))?;
-                    decoder.push(&buf[..n]);
-                    while let Some(msg) = decoder.next_msg::<ToWorker>()? {
-                        self.handle(conn, &mut send, msg).await?;
+                msg = frames.next::<ToWorker>() => {
+                    let msg = msg?.ok_or_else(|| Lost("host closed the control stream".into()))?;
+                    if let ToWorker::Reject { reason } = &msg {
+                        return Err(Lost(format!("rejected: {reason}")));
                     }
+                    self.feed(Input::Host(msg), &mut link).await?;
                 }
-                Some(result) = self.results_rx.recv() => self.send_result(conn, &mut send, result).await?,
+                Some(result) = self.results_rx.recv() => {
+                    self.feed(Input::TaskEnded(result), &mut link).await?;
+                }
                 _ = tick.tick() => {
                     watchdog::alive();
-                    let mut report = self.sensors.read(self.agent.running());
-                    if let Some(sim) = &mut self.sim {
-                        let busy = f64::from(self.agent.running()) / f64::from(self.hello.slots.max(1));
-                        sim.report(busy, &mut report);
-                    }
-                    report.startup_error = self.startup_error.lock().ok().and_then(|e| e.as_deref().map(short));
-                    send.write_all(encode_frame_to_slice(&ToHost::Telemetry(report), &mut tbuf)?).await?;
+                    let report = ToHost::Telemetry(self.telemetry());
+                    link.send.write_all(encode_frame_to_slice(&report, &mut tbuf)?).await?;
                 }
                 _ = self.shutdown.changed() => {
-                    frame.clear();
-                    encode_frame(&ToHost::Goodbye, &mut frame)?;
-                    let _ = send.write_all(&frame).await;
+                    let _ = write_frame(link.send, &ToHost::Goodbye, &mut link.scratch).await;
                     return Ok(());
                 }
             }
         }
     }
 
-    async fn handle(
-        &mut self,
-        conn: &quinn::Connection,
-        send: &mut quinn::SendStream,
-        msg: ToWorker,
-    ) -> Result<(), Lost> {
-        match msg {
-            ToWorker::RunTask(spec) => match self.agent.admit(spec) {
-                Admit::Start(spec) => self.start(spec),
-                Admit::Queued | Admit::Duplicate => {}
-                Admit::Full(spec) if self.host_acks => {
-                    warn!("task {} refused: no free slot, or draining", spec.task);
-                    let msg = ToHost::TaskRefused {
-                        task: spec.task,
-                        attempt: spec.attempt,
-                    };
-                    let mut frame = Vec::new();
-                    encode_frame(&msg, &mut frame)?;
-                    send.write_all(&frame).await?;
+    /// One telemetry report: the sensors (or the simulated board) and the running tasks.
+    fn telemetry(&mut self) -> bramble_wire::Telemetry {
+        let running = self.core.running();
+        let mut report = self.sensors.read(running);
+        if let Some(sim) = &mut self.sim {
+            let busy = f64::from(running) / f64::from(self.hello.slots.max(1));
+            sim.report(busy, &mut report);
+        }
+        report.startup_error = self
+            .startup_error
+            .lock()
+            .ok()
+            .and_then(|e| e.as_deref().map(short));
+        report
+    }
+
+    /// Gives the core an input and carries out the local actions it asks for (starting and
+    /// killing processes, ending jobs); returns the frames it wants sent.
+    fn step(&mut self, input: Input) -> Vec<ToHost> {
+        self.core.handle(input);
+        let mut to_send = Vec::new();
+        while let Some(action) = self.core.poll_action() {
+            match action {
+                Action::Start(spec) => self.start(spec),
+                Action::Kill(task) => {
+                    if let Some(cancel) = self.cancels.get(&task) {
+                        let _ = cancel.send(true);
+                    }
                 }
-                Admit::Full(spec) => {
-                    warn!("task {} refused: all slots busy", spec.task);
-                    let result = refused(&spec, "worker has no free slot");
-                    self.send_result(conn, send, result).await?;
-                }
-            },
-            ToWorker::CancelTask { task } => {
-                // Waiting tasks are simply dropped; running ones are killed.
-                if !self.agent.cancel_waiting(task)
-                    && let Some(cancel) = self.cancels.get(&task)
-                {
-                    let _ = cancel.send(true);
-                }
+                Action::EndJob(job) => self.pool.end_job(job),
+                Action::Send(msg) => to_send.push(msg),
             }
-            ToWorker::Drain => {
-                info!("drain requested: finishing running tasks, taking no new ones");
-                self.agent.drain();
-            }
-            ToWorker::JobEnded { job } => self.pool.end_job(job),
-            ToWorker::ResultRecorded { task, attempt } => self.agent.recorded(task, attempt),
-            ToWorker::Reject { reason } => return Err(Lost(format!("rejected: {reason}"))),
-            ToWorker::Welcome(_) => return Err(Lost("unexpected second welcome".into())),
+        }
+        let dropped = self.core.take_dropped();
+        if dropped > 0 {
+            warn!("outbox full: dropped {dropped} old results (the host will re-run them)");
+        }
+        to_send
+    }
+
+    /// An input while no host is connected: the core sends nothing then.
+    fn step_offline(&mut self, input: Input) {
+        let unsent = self.step(input);
+        debug_assert!(unsent.is_empty(), "the core sent while disconnected");
+    }
+
+    /// An input on a connection: local actions, then the frames, in order. After a failed
+    /// write the rest is not attempted (the core keeps every result until it is confirmed).
+    async fn feed(&mut self, input: Input, link: &mut Link<'_>) -> Result<(), Lost> {
+        for msg in self.step(input) {
+            send(link, &msg).await?;
         }
         Ok(())
     }
@@ -275,10 +276,11 @@ impl Worker {
         let results = self.results_tx.clone();
         let pool = self.pool.clone();
         tokio::spawn(async move {
-            let result = if spec.persistent {
-                coproc::run_task(spec, &limits, &pool, cancel_rx).await
-            } else {
-                exec::run_task(spec, &limits, cancel_rx).await
+            let result = match spec.work {
+                Work::Command {
+                    persistent: true, ..
+                } => coproc::run_task(spec, &limits, &pool, cancel_rx).await,
+                Work::Command { .. } => exec::run_task(spec, &limits, cancel_rx).await,
             };
             // Fails only when the worker is exiting.
             let _ = results.send(result).await;
@@ -294,7 +296,7 @@ impl Worker {
         let slot = self.startup_error.clone();
         let limits = self.limits.clone();
         tokio::spawn(async move {
-            let outcome = exec::run_once(&argv, &limits, STARTUP_TIMEOUT).await;
+            let outcome = startup::run_once(&argv, &limits, STARTUP_TIMEOUT).await;
             match &outcome {
                 Ok(()) => info!("startup command succeeded"),
                 Err(why) => warn!("startup command failed: {why}"),
@@ -304,104 +306,23 @@ impl Worker {
             }
         });
     }
-
-    fn stash(&mut self, mut result: TaskResult) {
-        self.forget(&mut result);
-        warn_dropped(self.agent.stash(result));
-    }
-
-    /// A task ended: free its slot for the task waiting for one, if any, and label the result
-    /// with the attempt the host expects (a no-op for a result already forgotten).
-    fn forget(&mut self, result: &mut TaskResult) {
-        self.cancels.remove(&result.task);
-        if let Some(next) = self.agent.finished(result) {
-            self.start(next);
-        }
-    }
-
-    async fn send_result(
-        &mut self,
-        conn: &quinn::Connection,
-        send: &mut quinn::SendStream,
-        mut result: TaskResult,
-    ) -> Result<(), Lost> {
-        self.forget(&mut result);
-        let mut frame = Vec::new();
-        let msg = ToHost::TaskFinished(result);
-        encode_frame(&msg, &mut frame)?;
-        let sent = if frame.len() <= INLINE_LIMIT {
-            send.write_all(&frame).await.map_err(Lost::from)
-        } else {
-            send_on_own_stream(conn, &frame).await
-        };
-        let ToHost::TaskFinished(result) = msg else {
-            return sent;
-        };
-        match &sent {
-            Err(e) => {
-                warn!(
-                    "result of task {} kept for the next connection: {}",
-                    result.task, e.0
-                );
-                self.stash(result);
-            }
-            // Written is not delivered: the connection may be dead and not know it yet.
-            Ok(()) if self.host_acks => warn_dropped(self.agent.sent(result)),
-            Ok(()) => {}
-        }
-        sent
-    }
 }
 
-/// Results dropped from a full outbox cost a re-run on the host, never a lost item.
-fn warn_dropped(dropped: usize) {
-    if dropped > 0 {
-        warn!("outbox full: dropped {dropped} old results (the host will re-run them)");
+/// Writes one frame: on the control stream, or a large result on a stream of its own.
+async fn send(link: &mut Link<'_>, msg: &ToHost) -> Result<(), Lost> {
+    link.scratch.clear();
+    bramble_wire::codec::encode_frame(msg, &mut link.scratch)?;
+    if link.scratch.len() <= INLINE_LIMIT {
+        link.send.write_all(&link.scratch).await?;
+    } else {
+        let mut uni = link.conn.open_uni().await?;
+        uni.write_all(&link.scratch).await?;
+        uni.finish()?;
     }
-}
-
-async fn send_on_own_stream(conn: &quinn::Connection, frame: &[u8]) -> Result<(), Lost> {
-    let mut uni = conn.open_uni().await?;
-    uni.write_all(frame).await?;
-    uni.finish()?;
+    if let ToHost::TaskFinished(r) = msg {
+        debug!("sent the result of task {} (attempt {})", r.task, r.attempt);
+    }
     Ok(())
-}
-
-async fn next_msg(
-    recv: &mut quinn::RecvStream,
-    decoder: &mut FrameDecoder,
-    buf: &mut [u8],
-) -> Result<ToWorker, Lost> {
-    loop {
-        if let Some(msg) = decoder.next_msg()? {
-            return Ok(msg);
-        }
-        let n = recv
-            .read(buf)
-            .await?
-            .ok_or_else(|| Lost("host closed the control stream".into()))?;
-        decoder.push(&buf[..n]);
-    }
-}
-
-fn refused(spec: &TaskSpec, why: &str) -> TaskResult {
-    let outputs = spec
-        .items
-        .iter()
-        .map(|i| ItemOutput {
-            index: i.index,
-            outcome: Outcome::StartFailed(why.to_owned()),
-            stdout: Vec::new(),
-            stderr: Vec::new(),
-            truncated_bytes: 0,
-            duration_ms: 0,
-        })
-        .collect();
-    TaskResult {
-        task: spec.task,
-        attempt: spec.attempt,
-        outputs,
-    }
 }
 
 /// The first 120 bytes (on a character boundary) of a message, for a fixed-size report.

@@ -12,16 +12,18 @@ pub(crate) struct Invocation {
 
 /// `{}` → item, `{#}` → index. Without any `{}` the item goes to stdin (with a newline).
 /// In shell mode the argv is joined with spaces, run by `sh -c`, and `{}` is shell-quoted;
-/// `apply` items have no value, so a `{}` stays as written.
+/// `apply` items have no value, so a `{}` stays as written. (The host accepts only UTF-8
+/// items for commands; anything else is substituted lossily.)
 pub(crate) fn expand(command: &Command, item: &Item) -> Invocation {
     let index = item.index.to_string();
     let has_slot = command.argv.iter().any(|a| a.contains("{}"));
     let fill = |arg: &str, value: &str| arg.replace("{#}", &index).replace("{}", value);
     let stdin = match (&item.value, has_slot) {
-        (Some(v), false) => Some(format!("{v}\n").into_bytes()),
+        (Some(v), false) => Some([v.as_slice(), b"\n"].concat()),
         _ => None,
     };
-    let argv = match (&item.value, command.shell) {
+    let text = item.value.as_deref().map(String::from_utf8_lossy);
+    let argv = match (&text, command.shell) {
         (Some(v), false) => command.argv.iter().map(|a| fill(a, v)).collect(),
         (Some(v), true) => {
             let quoted = shell_quote(v);
@@ -78,7 +80,7 @@ mod tests {
     fn item(index: u64, value: Option<&str>) -> Item {
         Item {
             index,
-            value: value.map(str::to_owned),
+            value: value.map(|v| v.as_bytes().to_vec()),
         }
     }
 

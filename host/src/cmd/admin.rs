@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use bramble_certs::{Role, check_name};
-use bramble_host::client::Client;
+use bramble_client::Client;
 use bramble_host::net::append_revoked;
 use bramble_host::profile::Profile;
 
@@ -63,10 +63,10 @@ pub(super) fn revoke(
     if local {
         append_revoked(&profile.revoked_path(), name)?;
     }
-    super::init_logging("warn");
-    let bundle = super::load_bundle(profile, bundle)?;
+    bramble_net::logging::init(tracing::Level::WARN);
+    let bundle = bramble_client::locate::load_bundle(Some(profile.name()), bundle)?;
     let told = super::current_thread()?.block_on(async {
-        let client = Client::connect(&bundle).await?;
+        let client = Client::connect(bundle).await?;
         let r = client.revoke(name).await;
         client.close().await;
         r
@@ -80,6 +80,23 @@ pub(super) fn revoke(
             );
         }
         (Err(e), _) => return Err(e.into()),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `drain NAME` / `undrain NAME`.
+pub(super) async fn drain(
+    client: Client,
+    worker: String,
+    draining: bool,
+) -> anyhow::Result<ExitCode> {
+    client.drain(&worker, draining).await?;
+    if draining {
+        println!(
+            "draining {worker}: no new work; running tasks finish (`bramble undrain {worker}` to resume)"
+        );
+    } else {
+        println!("undrained {worker}");
     }
     Ok(ExitCode::SUCCESS)
 }

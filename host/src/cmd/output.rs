@@ -1,87 +1,54 @@
-//! Printing results: `[stdout:ID]` lines for apply, raw output in input order (or completion
-//! order) for map, one JSON object per item with `--json`. Failures and truncation are
-//! reported on stderr, never silently.
+//! Printing: `[stdout:ID]` lines for apply, raw output for map and scatter (in the order the
+//! client library gives results), one JSON object per item with `--json`; job and status
+//! tables. Failures and truncation are reported on stderr, never silently.
 
-use std::collections::BTreeMap;
 use std::io::{self, Write};
 
-use bramble_host::index_set::IndexSet;
-use bramble_wire::{ItemOutput, JobSummary, Outcome, WorkerId, WorkerStatus};
+use bramble_wire::{ItemOutput, JobSummary, WorkerId, WorkerStatus};
 use serde_json::json;
 
-/// How results are shown.
+/// How results are laid out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Order {
-    /// `apply`: grouped by worker, in id order, once all are in.
+pub(super) enum Layout {
+    /// `apply`: `[stdout:ID] line`, grouped by worker in id order, once all are in.
     ByWorker,
-    /// `map`: input order, each as soon as it and all before it are in.
-    Input,
-    /// `map --unordered`: completion order.
-    Completion,
+    /// `map`, `scatter`, `results`: each result's raw output as it is given (the client
+    /// library puts them in input or completion order).
+    Lines,
 }
 
-/// Collects results as they arrive and prints them in the chosen order.
+/// Prints results as they are given (or, by worker, at the end).
 pub(super) struct Printer {
-    order: Order,
+    layout: Layout,
     json: bool,
     /// The items as submitted, for `--json`'s `item` field (empty for apply).
-    items: Vec<String>,
-    pending: BTreeMap<u64, (WorkerId, ItemOutput)>,
-    /// Input order: every index below this was printed.
-    next: u64,
-    /// Indices received, so a result sent twice (after a reconnect) is shown once.
-    seen: IndexSet,
+    items: Vec<Vec<u8>>,
+    /// `ByWorker`: everything, until `finish`.
+    held: Vec<(WorkerId, ItemOutput)>,
     /// Results that did not exit 0.
     pub(super) failed: u64,
 }
 
 impl Printer {
-    pub(super) fn new(order: Order, json: bool, items: Vec<String>) -> Self {
+    pub(super) fn new(layout: Layout, json: bool, items: Vec<Vec<u8>>) -> Self {
         Self {
-            order,
+            layout,
             json,
             items,
-            pending: BTreeMap::new(),
-            next: 0,
-            seen: IndexSet::default(),
+            held: Vec::new(),
             failed: 0,
         }
     }
 
-    /// The first index to ask for when (re)connecting: everything before it is printed.
-    pub(super) fn resume_from(&self) -> u64 {
-        if self.order == Order::Input {
-            self.next
-        } else {
-            0
-        }
-    }
-
-    /// Takes one result; returns false if it was a duplicate.
-    pub(super) fn push(&mut self, worker: WorkerId, output: ItemOutput) -> io::Result<bool> {
-        if !self.seen.insert(output.index) {
-            return Ok(false);
-        }
+    /// Takes one result (each index comes once).
+    pub(super) fn push(&mut self, worker: WorkerId, output: ItemOutput) -> io::Result<()> {
         if !output.outcome.is_success() {
             self.failed += 1;
         }
-        self.place(worker, output)?;
-        Ok(true)
-    }
-
-    fn place(&mut self, worker: WorkerId, output: ItemOutput) -> io::Result<()> {
-        match self.order {
-            Order::Completion => self.print(worker, &output),
-            Order::ByWorker => {
-                self.pending.insert(output.index, (worker, output));
-                Ok(())
-            }
-            Order::Input => {
-                self.pending.insert(output.index, (worker, output));
-                while let Some((w, out)) = self.pending.remove(&self.next) {
-                    self.print(w, &out)?;
-                    self.next += 1;
-                }
+        match self.layout {
+            Layout::Lines => self.print(worker, &output),
+            Layout::ByWorker => {
+                self.held.push((worker, output));
                 Ok(())
             }
         }
@@ -89,11 +56,8 @@ impl Printer {
 
     /// Prints whatever is still held back.
     pub(super) fn finish(&mut self) -> io::Result<()> {
-        let mut rest: Vec<(WorkerId, ItemOutput)> =
-            std::mem::take(&mut self.pending).into_values().collect();
-        if self.order == Order::ByWorker {
-            rest.sort_by_key(|(w, o)| (*w, o.index));
-        }
+        let mut rest = std::mem::take(&mut self.held);
+        rest.sort_by_key(|(w, o)| (*w, o.index));
         for (w, out) in rest {
             self.print(w, &out)?;
         }
@@ -104,14 +68,15 @@ impl Printer {
         if self.json {
             let item = usize::try_from(out.index)
                 .ok()
-                .and_then(|i| self.items.get(i));
+                .and_then(|i| self.items.get(i))
+                .map(|i| String::from_utf8_lossy(i));
             let line = json!({
                 "index": out.index,
                 "item": item,
                 "worker": worker.0,
-                "outcome": outcome_word(&out.outcome),
-                "exit": match out.outcome { Outcome::Exited(c) => Some(c), _ => None },
-                "signal": match out.outcome { Outcome::Signaled(s) => Some(s), _ => None },
+                "outcome": out.outcome.word(),
+                "exit": match out.outcome { bramble_wire::Outcome::Exited(c) => Some(c), _ => None },
+                "signal": match out.outcome { bramble_wire::Outcome::Signaled(s) => Some(s), _ => None },
                 "stdout": String::from_utf8_lossy(&out.stdout),
                 "stderr": String::from_utf8_lossy(&out.stderr),
                 "truncated_bytes": out.truncated_bytes,
@@ -119,7 +84,7 @@ impl Printer {
             });
             return writeln!(io::stdout().lock(), "{line}");
         }
-        if self.order == Order::ByWorker {
+        if self.layout == Layout::ByWorker {
             let mut stdout = io::stdout().lock();
             for line in String::from_utf8_lossy(&out.stdout).lines() {
                 writeln!(stdout, "[stdout:{worker}] {line}")?;
@@ -144,34 +109,10 @@ impl Printer {
             writeln!(
                 stderr,
                 "bramble: [item {} on worker {worker}] {}",
-                out.index,
-                describe(&out.outcome)
+                out.index, out.outcome
             )?;
         }
         Ok(())
-    }
-}
-
-fn outcome_word(o: &Outcome) -> &'static str {
-    match o {
-        Outcome::Exited(_) => "exited",
-        Outcome::Signaled(_) => "signaled",
-        Outcome::StartFailed(_) => "start-failed",
-        Outcome::TimedOut => "timed-out",
-        Outcome::Cancelled => "cancelled",
-        Outcome::Lost => "lost",
-    }
-}
-
-/// A failed outcome in words.
-pub(super) fn describe(o: &Outcome) -> String {
-    match o {
-        Outcome::Exited(c) => format!("exit status {c}"),
-        Outcome::Signaled(s) => format!("killed by signal {s}"),
-        Outcome::StartFailed(why) => format!("could not start: {why}"),
-        Outcome::TimedOut => "timed out (process group killed)".into(),
-        Outcome::Cancelled => "cancelled".into(),
-        Outcome::Lost => "lost with its worker".into(),
     }
 }
 
@@ -242,6 +183,7 @@ pub(super) fn status_json(rows: &[WorkerStatus]) -> serde_json::Result<String> {
                 "mem_total_kib": t.and_then(|t| t.mem_total_kib),
                 "startup_error": t.and_then(|t| t.startup_error.as_ref()).map(|e| e.as_str()),
                 "speed": r.speed_milli.map(|s| f64::from(s) / 1000.0),
+                "draining": r.draining,
             })
         })
         .collect();

@@ -4,22 +4,20 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use bramble_client::Client;
 use bramble_wire::WorkerStatus;
 
 use super::output::{jobs_json, jobs_table};
-use super::work::Session;
 
-pub(super) async fn ids(session: Session) -> anyhow::Result<ExitCode> {
-    let ids = session.client().ids().await?;
-    session.close().await;
+pub(super) async fn ids(client: Client) -> anyhow::Result<ExitCode> {
+    let ids = client.ids().await?;
     let list: Vec<String> = ids.iter().map(ToString::to_string).collect();
     println!("[{}]", list.join(", "));
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) async fn jobs(session: Session, json: bool) -> anyhow::Result<ExitCode> {
-    let jobs = session.client().jobs().await?;
-    session.close().await;
+pub(super) async fn jobs(client: Client, json: bool) -> anyhow::Result<ExitCode> {
+    let jobs = client.jobs().await?;
     println!(
         "{}",
         if json {
@@ -31,9 +29,9 @@ pub(super) async fn jobs(session: Session, json: bool) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) async fn status(session: Session, json: bool, watch: bool) -> anyhow::Result<ExitCode> {
+pub(super) async fn status(client: Client, json: bool, watch: bool) -> anyhow::Result<ExitCode> {
     loop {
-        let rows = session.client().status().await?;
+        let rows = client.status().await?;
         let text = if json {
             super::output::status_json(&rows)?
         } else {
@@ -53,15 +51,15 @@ pub(super) async fn status(session: Session, json: bool, watch: bool) -> anyhow:
             _ = tokio::signal::ctrl_c() => break,
         }
     }
-    session.close().await;
     Ok(ExitCode::SUCCESS)
 }
 
 fn table(rows: &[WorkerStatus]) -> String {
     let mut lines = vec![format!(
-        "{:>3}  {:<16} {:<22} {:>5} {:>7} {:>6} {:>11}  {:<16} {:>5} {:>8} {:>9}",
+        "{:>3}  {:<16} {:<8} {:<22} {:>5} {:>7} {:>6} {:>11}  {:<16} {:>5} {:>8} {:>9}",
         "ID",
         "NAME",
+        "STATE",
         "ADDRESS",
         "SLOTS",
         "RUNNING",
@@ -87,9 +85,10 @@ fn table(rows: &[WorkerStatus]) -> String {
             .and_then(|t| t.throttle)
             .map_or("-".into(), |f| f.to_string());
         lines.push(format!(
-            "{:>3}  {:<16} {:<22} {:>5} {:>7} {:>6} {:>11}  {:<16} {:>5} {:>8} {:>9}",
+            "{:>3}  {:<16} {:<8} {:<22} {:>5} {:>7} {:>6} {:>11}  {:<16} {:>5} {:>8} {:>9}",
             r.id.0,
             r.name,
+            if r.draining { "draining" } else { "up" },
             r.address,
             r.slots,
             r.running,

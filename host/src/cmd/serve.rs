@@ -10,8 +10,8 @@ use anyhow::{Context, bail};
 use bramble_certs::Role;
 use bramble_host::net::{Host, HostOptions};
 use bramble_host::profile::Profile;
-use bramble_host::sched::{Policy, SchedConfig};
 use bramble_host::store::Store;
+use bramble_sched::{Policy, SchedConfig};
 use tracing::info;
 
 /// Starts the host from the profile, with optional overrides.

@@ -1,81 +1,31 @@
-//! Running work: `apply`, `map`, `scatter` (submit, then follow the results until the job
-//! ends), `submit` (print the id and leave), `results`, `wait`, `cancel`, `jobs`. Following
-//! survives a host restart: the CLI reconnects and asks again from where it was. Ctrl-C on a
-//! blocking command cancels its job.
+//! Running work: `apply`, `map`, `scatter` (submit, then print results as they come until the
+//! job ends; Ctrl-C cancels it), `submit` (print the id and leave), `results`, `wait`,
+//! `cancel`. Following a job across lost connections and host restarts, in input or
+//! completion order, is `bramble-client`'s; this turns arguments into a job and events into
+//! output.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, bail};
-use bramble_certs::Bundle;
-use bramble_host::client::{Client, ClientError};
-use bramble_wire::{Command, JobId, JobKind, JobSpec, ToClient};
+use anyhow::bail;
+use bramble_client::{Client, JobEnd, JobEvent, JobStream, Order};
+use bramble_wire::{Command, JobId, JobKind, JobSpec, Work};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::TASKS_FAILED;
 use super::inputs::{parse_range, parse_targets, read_inputs, split_command, timeout_ms};
-use super::output::{Order, Printer};
+use super::output::{Layout, Printer};
 use crate::cli::{ApplyArgs, InputArgs, MapArgs, RunOpts, ScatterArgs};
 
 /// Exit code of `wait --timeout` when the job is still running (as coreutils `timeout`).
 const TIMED_OUT: u8 = 124;
-/// How long a following CLI keeps trying to reach a restarted host.
-const RECONNECT_FOR: Duration = Duration::from_secs(120);
 
 /// A job ready to submit, and how to show its results.
 pub(super) struct Job {
     spec: JobSpec,
     order: Order,
-}
-
-/// A client connection that can be re-established.
-pub(super) struct Session {
-    bundle: Bundle,
-    client: Client,
-}
-
-impl Session {
-    pub(super) fn new(bundle: Bundle, client: Client) -> Self {
-        Self { bundle, client }
-    }
-
-    pub(super) fn client(&self) -> &Client {
-        &self.client
-    }
-
-    pub(super) async fn close(self) {
-        self.client.close().await;
-    }
-
-    /// Reconnects with backoff for up to [`RECONNECT_FOR`].
-    async fn reconnect(&mut self, why: &ClientError) -> anyhow::Result<()> {
-        eprintln!("bramble: lost the host ({why}); reconnecting");
-        let give_up = Instant::now() + RECONNECT_FOR;
-        let mut delay = Duration::from_millis(200);
-        loop {
-            tokio::time::sleep(delay).await;
-            match Client::connect(&self.bundle).await {
-                Ok(client) => {
-                    self.client = client;
-                    return Ok(());
-                }
-                Err(e) if Instant::now() < give_up => {
-                    delay = (delay * 2).min(Duration::from_secs(3));
-                    tracing::debug!("still cannot reach the host: {e}");
-                }
-                Err(e) => return Err(e).context("gave up reconnecting"),
-            }
-        }
-    }
-}
-
-fn command(argv: Vec<String>, run: &RunOpts) -> anyhow::Result<Command> {
-    Ok(Command {
-        argv,
-        shell: run.shell,
-        timeout_ms: timeout_ms(run.timeout)?,
-    })
+    layout: Layout,
 }
 
 fn items(input: &InputArgs, trailing: Option<Vec<String>>) -> anyhow::Result<Vec<String>> {
@@ -98,14 +48,21 @@ fn spec(
     run: &RunOpts,
     persistent: bool,
 ) -> anyhow::Result<JobSpec> {
+    let command = Command {
+        argv,
+        shell: run.shell,
+        timeout_ms: timeout_ms(run.timeout)?,
+    };
     Ok(JobSpec {
         kind,
-        command: command(argv, run)?,
-        items,
+        work: Work::Command {
+            command,
+            persistent,
+        },
+        items: items.into_iter().map(String::into_bytes).collect(),
         chunksize,
         targets: parse_targets(run.targets.as_deref())?,
         retries: run.retries,
-        persistent,
     })
 }
 
@@ -116,7 +73,8 @@ pub(super) fn apply_job(args: &ApplyArgs) -> anyhow::Result<Job> {
     }
     Ok(Job {
         spec: spec(JobKind::Apply, argv, Vec::new(), 1, &args.run, false)?,
-        order: Order::ByWorker,
+        order: Order::Completion,
+        layout: Layout::ByWorker,
     })
 }
 
@@ -126,21 +84,22 @@ pub(super) fn map_job(args: &MapArgs) -> anyhow::Result<Job> {
     if args.chunksize == 0 {
         bail!("--chunksize must be at least 1");
     }
-    let order = if args.unordered {
-        Order::Completion
-    } else {
-        Order::Input
-    };
+    let spec = spec(
+        JobKind::Map,
+        argv,
+        items,
+        args.chunksize,
+        &args.run,
+        args.persistent,
+    )?;
     Ok(Job {
-        spec: spec(
-            JobKind::Map,
-            argv,
-            items,
-            args.chunksize,
-            &args.run,
-            args.persistent,
-        )?,
-        order,
+        spec,
+        order: if args.unordered {
+            Order::Completion
+        } else {
+            Order::Input
+        },
+        layout: Layout::Lines,
     })
 }
 
@@ -150,27 +109,26 @@ pub(super) fn scatter_job(args: &ScatterArgs) -> anyhow::Result<Job> {
     Ok(Job {
         spec: spec(JobKind::Scatter, argv, items, 1, &args.run, false)?,
         order: Order::Input,
+        layout: Layout::Lines,
     })
 }
 
-/// Submits and follows until the job ends; Ctrl-C cancels it.
-pub(super) async fn run(mut session: Session, job: Job, json: bool) -> anyhow::Result<ExitCode> {
+/// Submits and prints the results until the job ends; Ctrl-C cancels it.
+pub(super) async fn run(client: Client, job: Job, json: bool) -> anyhow::Result<ExitCode> {
     let items = if json {
         job.spec.items.clone()
     } else {
         Vec::new()
     };
-    let (id, total) = session.client().submit(job.spec).await?;
-    let mut printer = Printer::new(job.order, json, items);
-    let code = follow(&mut session, id, total, &mut printer, true, json).await;
-    session.close().await;
-    code
+    let (id, total) = client.submit(job.spec).await?;
+    let mut printer = Printer::new(job.layout, json, items);
+    let stream = client.follow(id, job.order);
+    print_until_end(&client, stream, total, &mut printer, true, json).await
 }
 
 /// `submit`: prints the job id and leaves the job running.
-pub(super) async fn submit(session: Session, job: Job, json: bool) -> anyhow::Result<ExitCode> {
-    let (id, total) = session.client().submit(job.spec).await?;
-    session.close().await;
+pub(super) async fn submit(client: Client, job: Job, json: bool) -> anyhow::Result<ExitCode> {
+    let (id, total) = client.submit(job.spec).await?;
     if json {
         println!("{}", serde_json::json!({ "job": id.0, "total": total }));
     } else {
@@ -179,133 +137,100 @@ pub(super) async fn submit(session: Session, job: Job, json: bool) -> anyhow::Re
     Ok(ExitCode::SUCCESS)
 }
 
-/// `results JOB [--follow]`: in input order.
+/// `results JOB [--follow]`, in input order.
 pub(super) async fn results(
-    mut session: Session,
+    client: Client,
     job: u64,
-    follow_on: bool,
+    follow: bool,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let mut printer = Printer::new(Order::Input, json, Vec::new());
-    let code = if follow_on {
-        follow(&mut session, JobId(job), 0, &mut printer, false, json).await
-    } else {
-        print_stored(&session, JobId(job), &mut printer).await
-    };
-    session.close().await;
-    code
-}
-
-async fn print_stored(
-    session: &Session,
-    job: JobId,
-    printer: &mut Printer,
-) -> anyhow::Result<ExitCode> {
-    let mut replies = session.client().results(job, 0, false).await?;
+    let mut printer = Printer::new(Layout::Lines, json, Vec::new());
+    if follow {
+        let stream = client.follow(JobId(job), Order::Input);
+        return print_until_end(&client, stream, 0, &mut printer, false, json).await;
+    }
+    let mut stream = client.results(JobId(job), Order::Input);
     let mut ended = false;
-    let mut total = 0;
-    while let Some(msg) = replies.next().await? {
-        match msg {
-            ToClient::JobAccepted { total: t, .. } => total = t,
-            ToClient::ItemDone { worker, output, .. } => {
-                printer.push(worker, output)?;
-            }
-            ToClient::JobFinished { .. } | ToClient::JobCancelled { .. } => ended = true,
-            other => bail!("unexpected answer from host: {other:?}"),
+    while let Some(event) = stream.next().await? {
+        match event {
+            JobEvent::Item(item) => printer.push(item.worker, item.output)?,
+            JobEvent::Ended(_) => ended = true,
+            JobEvent::Accepted { .. } | JobEvent::Reconnecting { .. } => {}
         }
     }
     printer.finish()?;
     if !ended {
         eprintln!(
-            "bramble: job {job} is still running ({total} results expected); use --follow to wait"
+            "bramble: job {job} is still running ({} results expected); use --follow to wait",
+            stream.total().unwrap_or(0)
         );
     }
-    Ok(if printer.failed > 0 {
-        ExitCode::from(TASKS_FAILED)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(exit_code(printer.failed))
 }
 
-enum End {
-    Finished(u64),
-    Cancelled,
-}
-
-/// Prints the job's results until it ends, reconnecting after a lost connection.
-async fn follow(
-    session: &mut Session,
-    job: JobId,
+/// Prints a followed job's events until it ends.
+async fn print_until_end(
+    client: &Client,
+    mut stream: JobStream,
     total: u64,
     printer: &mut Printer,
     cancel_on_interrupt: bool,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
+    let job = stream.job();
     let progress = progress_bar(total, json);
     let end = loop {
-        let from = printer.resume_from();
-        let attempt = stream(session.client(), job, from, printer, &progress);
-        let outcome = tokio::select! {
-            r = attempt => r,
+        let event = tokio::select! {
+            event = stream.next() => event?,
             _ = tokio::signal::ctrl_c() => {
                 progress.finish_and_clear();
                 if cancel_on_interrupt {
                     eprintln!("bramble: interrupted; cancelling job {job}");
-                    if let Err(e) = session.client().cancel(job).await {
+                    if let Err(e) = client.cancel(job).await {
                         eprintln!("bramble: could not cancel job {job}: {e}");
                     }
                 }
                 return Ok(ExitCode::from(130));
             }
         };
-        match outcome {
-            Ok(end) => break end,
-            Err(e) => match e.downcast::<ClientError>() {
-                Ok(ce) if ce.is_connection() => session.reconnect(&ce).await?,
-                Ok(ce) => return Err(ce.into()),
-                Err(other) => return Err(other),
-            },
+        match event {
+            Some(JobEvent::Accepted { total }) => progress.set_length(total),
+            Some(JobEvent::Item(item)) => {
+                progress.suspend(|| printer.push(item.worker, item.output))?;
+                progress.inc(1);
+            }
+            Some(JobEvent::Reconnecting { reason }) => {
+                progress.suspend(|| eprintln!("bramble: lost the host ({reason}); reconnecting"));
+            }
+            Some(JobEvent::Ended(end)) => break end,
+            None => bail!("the results of job {job} ended before the job"),
         }
     };
     progress.finish_and_clear();
     printer.finish()?;
+    Ok(report_end(job, end))
+}
+
+/// The exit code of a job's end, saying on stderr what went wrong.
+fn report_end(job: JobId, end: JobEnd) -> ExitCode {
     match end {
-        End::Finished(0) => Ok(ExitCode::SUCCESS),
-        End::Finished(failed) => {
+        JobEnd::Finished { failed: 0 } => ExitCode::SUCCESS,
+        JobEnd::Finished { failed } => {
             eprintln!("bramble: {failed} item(s) of job {job} failed");
-            Ok(ExitCode::from(TASKS_FAILED))
+            ExitCode::from(TASKS_FAILED)
         }
-        End::Cancelled => {
+        JobEnd::Cancelled => {
             eprintln!("bramble: job {job} was cancelled");
-            Ok(ExitCode::from(TASKS_FAILED))
+            ExitCode::from(TASKS_FAILED)
         }
     }
 }
 
-/// One results stream: prints what arrives until the job ends or the stream breaks.
-async fn stream(
-    client: &Client,
-    job: JobId,
-    from: u64,
-    printer: &mut Printer,
-    progress: &ProgressBar,
-) -> anyhow::Result<End> {
-    let mut replies = client.results(job, from, true).await?;
-    loop {
-        match replies.next().await? {
-            Some(ToClient::JobAccepted { total, .. }) => progress.set_length(total),
-            Some(ToClient::ItemDone { worker, output, .. }) => {
-                if progress.suspend(|| printer.push(worker, output))? {
-                    progress.inc(1);
-                }
-            }
-            Some(ToClient::JobFinished { failed, .. }) => return Ok(End::Finished(failed)),
-            Some(ToClient::JobCancelled { .. }) => return Ok(End::Cancelled),
-            Some(other) => bail!("unexpected answer from host: {other:?}"),
-            None => {
-                return Err(ClientError::Protocol("the results stream ended early".into()).into());
-            }
-        }
+fn exit_code(failed: u64) -> ExitCode {
+    if failed > 0 {
+        ExitCode::from(TASKS_FAILED)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
@@ -323,7 +248,7 @@ fn progress_bar(total: u64, json: bool) -> ProgressBar {
 
 /// `wait JOB [--timeout S]`.
 pub(super) async fn wait(
-    session: Session,
+    client: Client,
     job: u64,
     timeout: Option<f64>,
 ) -> anyhow::Result<ExitCode> {
@@ -331,9 +256,7 @@ pub(super) async fn wait(
         0 => Duration::MAX,
         ms => Duration::from_millis(ms),
     };
-    let end = tokio::time::timeout(limit, session.client().wait(JobId(job))).await;
-    session.close().await;
-    match end {
+    match tokio::time::timeout(limit, client.wait(JobId(job))).await {
         Err(_) => {
             eprintln!(
                 "bramble: job {job} still running after {}s",
@@ -341,25 +264,13 @@ pub(super) async fn wait(
             );
             Ok(ExitCode::from(TIMED_OUT))
         }
-        Ok(Ok(ToClient::JobFinished { failed: 0, .. })) => Ok(ExitCode::SUCCESS),
-        Ok(Ok(ToClient::JobFinished { failed, .. })) => {
-            eprintln!("bramble: {failed} item(s) of job {job} failed");
-            Ok(ExitCode::from(TASKS_FAILED))
-        }
-        Ok(Ok(ToClient::JobCancelled { .. })) => {
-            eprintln!("bramble: job {job} was cancelled");
-            Ok(ExitCode::from(TASKS_FAILED))
-        }
-        Ok(Ok(other)) => bail!("unexpected answer from host: {other:?}"),
-        Ok(Err(e)) => Err(e.into()),
+        Ok(end) => Ok(report_end(JobId(job), end?)),
     }
 }
 
 /// `cancel JOB`.
-pub(super) async fn cancel(session: Session, job: u64) -> anyhow::Result<ExitCode> {
-    let result = session.client().cancel(JobId(job)).await;
-    session.close().await;
-    result?;
+pub(super) async fn cancel(client: Client, job: u64) -> anyhow::Result<ExitCode> {
+    client.cancel(JobId(job)).await?;
     println!("cancelled job {job}");
     Ok(ExitCode::SUCCESS)
 }

@@ -5,14 +5,13 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bramble_wire::codec::encode_frame;
-use bramble_wire::{ClientRequest, FrameDecoder, JobId, JobState, MAX_FRAME_LEN, ToClient};
+use bramble_net::write_frame;
+use bramble_wire::{ClientRequest, JobId, JobState, ToClient};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use super::driver::{Query, ToDriver, wall_ms};
 use super::revoke::Revocations;
-use crate::index_set::IndexSet;
 use crate::store::{Store, StoreError};
 
 /// Stored results are sent in pages of this many.
@@ -40,28 +39,52 @@ pub(super) async fn run(conn: quinn::Connection, name: String, ctx: Ctx) {
     }
 }
 
+/// The client went away (or the stream failed): nothing more to send.
 struct Gone;
 
-async fn request(mut send: quinn::SendStream, mut recv: quinn::RecvStream, ctx: Ctx, name: String) {
-    let answered = match read_request(&mut recv).await {
-        Ok(req) => serve(&mut send, req, &ctx, &name).await,
-        Err(why) => {
-            warn!("bad request from client {name:?}: {why}");
-            write(&mut send, &ToClient::Error { message: why }).await
-        }
-    };
-    if answered.is_ok() {
-        let _ = send.finish();
+/// One request stream: the request, its answers, the end of the stream.
+struct Answer {
+    send: quinn::SendStream,
+    scratch: Vec<u8>,
+}
+
+impl Answer {
+    async fn write(&mut self, msg: &ToClient) -> Result<(), Gone> {
+        write_frame(&mut self.send, msg, &mut self.scratch)
+            .await
+            .map_err(|e| {
+                debug!("answer not written: {e}");
+                Gone
+            })
+    }
+
+    async fn error(&mut self, message: impl Into<String>) -> Result<(), Gone> {
+        self.write(&ToClient::Error {
+            message: message.into(),
+        })
+        .await
     }
 }
 
-async fn serve(
-    send: &mut quinn::SendStream,
-    req: ClientRequest,
-    ctx: &Ctx,
-    name: &str,
-) -> Result<(), Gone> {
-    let answer = match req {
+async fn request(send: quinn::SendStream, mut recv: quinn::RecvStream, ctx: Ctx, name: String) {
+    let mut answer = Answer {
+        send,
+        scratch: Vec::new(),
+    };
+    let answered = match bramble_net::read_one::<ClientRequest>(&mut recv).await {
+        Ok(req) => serve(&mut answer, req, &ctx, &name).await,
+        Err(why) => {
+            warn!("bad request from client {name:?}: {why}");
+            answer.error(why.to_string()).await
+        }
+    };
+    if answered.is_ok() {
+        let _ = answer.send.finish();
+    }
+}
+
+async fn serve(answer: &mut Answer, req: ClientRequest, ctx: &Ctx, name: &str) -> Result<(), Gone> {
+    let reply = match req {
         ClientRequest::Ids => {
             ask(ctx, |reply| ToDriver::Query {
                 query: Query::Ids,
@@ -78,11 +101,19 @@ async fn serve(
         }
         ClientRequest::Submit(spec) => ask(ctx, |reply| ToDriver::Submit { spec, reply }).await,
         ClientRequest::Cancel { job } => ask(ctx, |reply| ToDriver::Cancel { job, reply }).await,
-        ClientRequest::Jobs => read_store(ctx, |s| s.jobs(wall_ms()).map(ToClient::Jobs)).await,
-        ClientRequest::Results { job, from, follow } => {
-            return results(send, ctx, job, from, follow).await;
+        ClientRequest::Drain { worker } => drain(ctx, name, worker, true).await,
+        ClientRequest::Undrain { worker } => drain(ctx, name, worker, false).await,
+        ClientRequest::Jobs => match Reader::open(ctx).await {
+            Ok(mut reader) => reader
+                .read(|s| s.jobs(wall_ms()).map(ToClient::Jobs))
+                .await
+                .unwrap_or_else(|message| ToClient::Error { message }),
+            Err(message) => ToClient::Error { message },
+        },
+        ClientRequest::Results { job, after, follow } => {
+            return results(answer, ctx, name, job, after, follow).await;
         }
-        ClientRequest::Wait { job } => return wait(send, ctx, job).await,
+        ClientRequest::Wait { job } => return wait(answer, ctx, job).await,
         ClientRequest::Revoke { name: revoked } => {
             info!("client {name:?} revoked {revoked:?}");
             match ctx.revocations.revoke(&revoked) {
@@ -93,41 +124,83 @@ async fn serve(
             }
         }
     };
-    write(send, &answer).await
+    answer.write(&reply).await
 }
 
 async fn ask(ctx: &Ctx, make: impl FnOnce(oneshot::Sender<ToClient>) -> ToDriver) -> ToClient {
     let (reply, rx) = oneshot::channel();
     if ctx.to_driver.send(make(reply)).await.is_err() {
-        return ToClient::Error {
-            message: "host shutting down".into(),
-        };
+        return shutting_down();
     }
-    rx.await.unwrap_or(ToClient::Error {
-        message: "host shutting down".into(),
+    rx.await.unwrap_or_else(|_| shutting_down())
+}
+
+async fn drain(ctx: &Ctx, client: &str, worker: String, draining: bool) -> ToClient {
+    let verb = if draining { "drained" } else { "undrained" };
+    info!("client {client:?} {verb} worker {worker:?}");
+    ask(ctx, |reply| ToDriver::Drain {
+        worker,
+        draining,
+        reply,
     })
+    .await
 }
 
-/// Runs a store read on the blocking pool with its own read-only connection.
-async fn query_store<T, F>(ctx: &Ctx, f: F) -> Result<T, String>
-where
-    T: Send + 'static,
-    F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
-{
-    let path = ctx.store_path.clone();
-    match tokio::task::spawn_blocking(move || Store::open_read(&path).and_then(|s| f(&s))).await {
-        Ok(result) => result.map_err(|e| e.to_string()),
-        Err(e) => Err(format!("store reader failed: {e}")),
+fn shutting_down() -> ToClient {
+    ToClient::Error {
+        message: "host shutting down".into(),
     }
 }
 
-async fn read_store<F>(ctx: &Ctx, f: F) -> ToClient
-where
-    F: FnOnce(&Store) -> Result<ToClient, StoreError> + Send + 'static,
-{
-    query_store(ctx, f)
+/// A read-only store connection for one request, used on the blocking pool.
+struct Reader(Option<Store>);
+
+impl Reader {
+    async fn open(ctx: &Ctx) -> Result<Self, String> {
+        let path = ctx.store_path.clone();
+        match tokio::task::spawn_blocking(move || Store::open_read(&path)).await {
+            Ok(Ok(store)) => Ok(Self(Some(store))),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(format!("store reader failed: {e}")),
+        }
+    }
+
+    /// Runs `f` on the connection, off the async threads.
+    async fn read<T, F>(&mut self, f: F) -> Result<T, String>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = self.0.take().ok_or("store reader failed earlier")?;
+        let (store, result) = tokio::task::spawn_blocking(move || {
+            let result = f(&store);
+            (store, result)
+        })
         .await
-        .unwrap_or_else(|message| ToClient::Error { message })
+        .map_err(|e| format!("store reader failed: {e}"))?;
+        self.0 = Some(store);
+        result.map_err(|e| e.to_string())
+    }
+
+    /// How a job that is not running ended; `None` if it is still running.
+    async fn ending(&mut self, job: JobId) -> ToClient {
+        match self.read(move |s| s.job(job, wall_ms())).await {
+            Ok(Some(j)) => match j.state {
+                JobState::Done => ToClient::JobFinished {
+                    job,
+                    failed: j.failed,
+                },
+                JobState::Cancelled => ToClient::JobCancelled { job },
+                JobState::Running => ToClient::Error {
+                    message: format!("job {job} is still running"),
+                },
+            },
+            Ok(None) => ToClient::Error {
+                message: format!("no job {job}"),
+            },
+            Err(message) => ToClient::Error { message },
+        }
+    }
 }
 
 /// Registers a watcher (after the driver's next commit) and reports whether the job runs.
@@ -150,161 +223,108 @@ async fn watch(
     Some((running.await.ok()?, rx))
 }
 
-/// How a job that is not running ended, from the store; `None` if it is still running.
-async fn ending(ctx: &Ctx, job: JobId) -> Option<ToClient> {
-    let summary = query_store(ctx, move |s| s.job(job, wall_ms())).await;
-    match summary {
-        Ok(Some(j)) => match j.state {
-            JobState::Done => Some(ToClient::JobFinished {
-                job,
-                failed: j.failed,
-            }),
-            JobState::Cancelled => Some(ToClient::JobCancelled { job }),
-            JobState::Running => None,
-        },
-        Ok(None) => Some(ToClient::Error {
-            message: format!("no job {job}"),
-        }),
-        Err(message) => Some(ToClient::Error { message }),
-    }
-}
-
-/// `JobAccepted` (with the total), stored results ≥ `from` in index order, then (following
-/// a running job) live ones in completion order, each index once, then how the job ended.
+/// `JobAccepted` (with the total), stored results with `seq` > `after` in `seq` order, then
+/// (following a running job) live ones, each `seq` once, then how the job ended.
 async fn results(
-    send: &mut quinn::SendStream,
+    answer: &mut Answer,
     ctx: &Ctx,
+    client: &str,
     job: JobId,
-    from: u64,
+    after: u64,
     follow: bool,
 ) -> Result<(), Gone> {
-    // Watch first: the store then holds everything before, the watcher everything after.
+    // Watch first: the store then holds everything before, the watcher everything after
+    // (and perhaps some of the same, which the cursor skips).
     let Some((running, mut live)) = watch(ctx, job, follow).await else {
-        return write(
-            send,
-            &ToClient::Error {
-                message: "host shutting down".into(),
-            },
-        )
-        .await;
+        return answer.write(&shutting_down()).await;
     };
-    let total = match query_store(ctx, move |s| s.job(job, wall_ms())).await {
+    let mut reader = match Reader::open(ctx).await {
+        Ok(r) => r,
+        Err(message) => return answer.error(message).await,
+    };
+    let total = match reader.read(move |s| s.job(job, wall_ms())).await {
         Ok(Some(j)) => j.total,
-        Ok(None) => {
-            return write(
-                send,
-                &ToClient::Error {
-                    message: format!("no job {job}"),
-                },
-            )
-            .await;
-        }
-        Err(message) => return write(send, &ToClient::Error { message }).await,
+        Ok(None) => return answer.error(format!("no job {job}")).await,
+        Err(message) => return answer.error(message).await,
     };
-    write(send, &ToClient::JobAccepted { job, total }).await?;
-    let mut sent = IndexSet::default();
-    let mut next = from;
+    answer.write(&ToClient::JobAccepted { job, total }).await?;
+    let mut cursor = after;
+    let mut stored = 0u64;
     loop {
-        let rows = match query_store(ctx, move |s| s.results(job, next, PAGE)).await {
+        let from = cursor;
+        let rows = match reader.read(move |s| s.results(job, from, PAGE)).await {
             Ok(rows) => rows,
-            Err(message) => return write(send, &ToClient::Error { message }).await,
+            Err(message) => return answer.error(message).await,
         };
         let full = rows.len() == PAGE as usize;
-        for (worker, output) in rows {
-            next = output.index + 1;
-            sent.insert(output.index);
-            write(
-                send,
-                &ToClient::ItemDone {
-                    job,
-                    worker,
-                    output,
-                },
-            )
-            .await?;
+        for (seq, worker, output) in rows {
+            cursor = seq;
+            stored += 1;
+            let msg = ToClient::ItemDone {
+                job,
+                seq,
+                worker,
+                output,
+            };
+            answer.write(&msg).await?;
         }
         if !full {
             break;
         }
     }
+    info!("client {client:?}: job {job}, {stored} stored results after seq {after}");
     if !(follow && running) {
         // Not following, or already over: end with how it ended (nothing if still running).
-        return match ending(ctx, job).await {
-            Some(end) => write(send, &end).await,
-            None => Ok(()),
+        return match reader.ending(job).await {
+            ToClient::Error { .. } if running => Ok(()),
+            end => answer.write(&end).await,
         };
     }
+    drop(reader);
     loop {
         let msg = tokio::select! {
             msg = live.recv() => msg,
-            _ = send.stopped() => return Err(Gone),
+            _ = answer.send.stopped() => return Err(Gone),
         };
         match msg {
-            Some(ToClient::ItemDone { output, .. })
-                if output.index < from || !sent.insert(output.index) => {}
-            Some(end @ (ToClient::JobFinished { .. } | ToClient::JobCancelled { .. })) => {
-                return write(send, &end).await;
+            Some(ToClient::ItemDone { seq, .. }) if seq <= cursor => {}
+            Some(ToClient::ItemDone {
+                seq,
+                worker,
+                output,
+                ..
+            }) => {
+                cursor = seq;
+                let msg = ToClient::ItemDone {
+                    job,
+                    seq,
+                    worker,
+                    output,
+                };
+                answer.write(&msg).await?;
             }
-            Some(msg) => write(send, &msg).await?,
-            None => {
-                return write(
-                    send,
-                    &ToClient::Error {
-                        message: "host shutting down".into(),
-                    },
-                )
-                .await;
-            }
+            Some(end) => return answer.write(&end).await,
+            None => return answer.write(&shutting_down()).await,
         }
     }
 }
 
 /// Answers once the job has ended.
-async fn wait(send: &mut quinn::SendStream, ctx: &Ctx, job: JobId) -> Result<(), Gone> {
+async fn wait(answer: &mut Answer, ctx: &Ctx, job: JobId) -> Result<(), Gone> {
     let Some((running, mut live)) = watch(ctx, job, false).await else {
-        return write(
-            send,
-            &ToClient::Error {
-                message: "host shutting down".into(),
-            },
-        )
-        .await;
+        return answer.write(&shutting_down()).await;
     };
     if running {
         tokio::select! {
             msg = live.recv() => if let Some(end) = msg {
-                return write(send, &end).await;
+                return answer.write(&end).await;
             },
-            _ = send.stopped() => return Err(Gone),
+            _ = answer.send.stopped() => return Err(Gone),
         }
     }
-    let end = ending(ctx, job).await.unwrap_or(ToClient::Error {
-        message: format!("job {job} is still running"),
-    });
-    write(send, &end).await
-}
-
-/// A request is one frame; the client finishes its side after it.
-async fn read_request(recv: &mut quinn::RecvStream) -> Result<ClientRequest, String> {
-    let bytes = recv
-        .read_to_end(MAX_FRAME_LEN + bramble_wire::codec::HEADER_LEN)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut decoder = FrameDecoder::default();
-    decoder.push(&bytes);
-    let req = decoder
-        .next_msg()
-        .map_err(|e| e.to_string())?
-        .ok_or("empty request")?;
-    decoder.finish().map_err(|e| e.to_string())?;
-    Ok(req)
-}
-
-async fn write(send: &mut quinn::SendStream, msg: &ToClient) -> Result<(), Gone> {
-    let mut frame = Vec::new();
-    if let Err(e) = encode_frame(msg, &mut frame) {
-        warn!("cannot encode an answer: {e}");
-        return Err(Gone);
-    }
-    send.write_all(&frame).await.map_err(|_| Gone)
+    let end = match Reader::open(ctx).await {
+        Ok(mut reader) => reader.ending(job).await,
+        Err(message) => ToClient::Error { message },
+    };
+    answer.write(&end).await
 }

@@ -6,11 +6,11 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use bramble_sched::{Action, DisconnectReason, Event, Record, RequestId, Scheduler, SessionId};
 use bramble_wire::{JobId, JobSpec, JobState, ToClient, ToWorker, close};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info};
 
-use crate::sched::{Action, DisconnectReason, Event, Record, RequestId, Scheduler, SessionId};
 use crate::store::Store;
 
 /// Messages handled per batch at most, so a flood cannot starve the flush.
@@ -53,6 +53,11 @@ pub(crate) enum ToDriver {
     },
     Cancel {
         job: JobId,
+        reply: oneshot::Sender<ToClient>,
+    },
+    Drain {
+        worker: String,
+        draining: bool,
         reply: oneshot::Sender<ToClient>,
     },
     /// Stream the job's results (`items`) and its end to `tx`. Answered after the current
@@ -151,6 +156,19 @@ impl Driver {
                 self.sched
                     .handle(now(), Event::CancelRequested { request, job });
             }
+            ToDriver::Drain {
+                worker,
+                draining,
+                reply,
+            } => {
+                let request = self.request(reply);
+                let event = Event::DrainRequested {
+                    request,
+                    worker,
+                    draining,
+                };
+                self.sched.handle(now(), event);
+            }
             ToDriver::Watch {
                 job,
                 items,
@@ -180,17 +198,22 @@ impl Driver {
                 }
             })
             .collect();
+        let mut seqs = Vec::new().into_iter();
         if !records.is_empty() {
             let records: Vec<Record> = records.into_iter().cloned().collect();
             let store = &mut self.store;
-            let written = tokio::task::block_in_place(|| store.apply(&records, wall_ms()));
-            if let Err(e) = written {
+            match tokio::task::block_in_place(|| store.apply(&records, wall_ms())) {
+                Ok(written) => seqs = written.into_iter(),
                 // Nothing can be promised durable any more; keep serving, loudly.
-                error!("cannot write the job store: {e}");
+                Err(e) => error!("cannot write the job store: {e}"),
             }
         }
         for action in actions {
-            self.carry_out(action);
+            let seq = match &action {
+                Action::Record(Record::ResultRecorded { .. }) => seqs.next().flatten(),
+                _ => None,
+            };
+            self.carry_out(action, seq);
         }
         for (job, items, tx, reply) in std::mem::take(&mut self.deferred) {
             let running = self.sched.is_running(job);
@@ -204,7 +227,8 @@ impl Driver {
         }
     }
 
-    fn carry_out(&mut self, action: Action) {
+    /// `seq`: where the store put the result of a `ResultRecorded` (none for a copy).
+    fn carry_out(&mut self, action: Action, seq: Option<u64>) {
         match action {
             Action::Send { session, msg } => {
                 if let Some(tx) = self.workers.get(&session) {
@@ -235,12 +259,13 @@ impl Driver {
                 worker,
                 output,
             }) => {
-                if let Some(ws) = self.watchers.get_mut(&job) {
+                if let (Some(ws), Some(seq)) = (self.watchers.get_mut(&job), seq) {
                     ws.retain(|w| {
                         !w.items
                             || w.tx
                                 .send(ToClient::ItemDone {
                                     job,
+                                    seq,
                                     worker,
                                     output: output.clone(),
                                 })

@@ -14,12 +14,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bramble_certs::{Identity, Role};
+use bramble_sched::{SchedConfig, Scheduler};
 use bramble_wire::close;
-use quinn::crypto::rustls::QuicServerConfig;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::sched::{SchedConfig, Scheduler};
 use crate::store::Store;
 pub(crate) use driver::ToDriver;
 pub use revoke::{Revocations, append_name as append_revoked};
@@ -52,10 +51,7 @@ pub struct Host {
 impl Host {
     /// Binds the endpoint and starts the driver and the accept loop.
     pub fn start(opts: HostOptions) -> anyhow::Result<Self> {
-        let tls = bramble_certs::tls::server_config(&opts.ca_pem, &opts.cert_pem, &opts.key_pem)?;
-        let mut server =
-            quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
-        server.transport_config(Arc::new(transport()));
+        let server = bramble_net::server_config(&opts.ca_pem, &opts.cert_pem, &opts.key_pem)?;
         let socket = std::net::UdpSocket::bind(opts.listen)
             .with_context(|| format!("cannot listen on {}", opts.listen))?;
         let endpoint = quinn::Endpoint::new(
@@ -66,7 +62,7 @@ impl Host {
         )?;
         let store = Store::open(&opts.store)
             .with_context(|| format!("opening {}", opts.store.display()))?;
-        let mut sched = Scheduler::new(opts.sched, store.worker_ids()?);
+        let mut sched = Scheduler::new(opts.sched, store.worker_ids()?, store.drained()?);
         let (next_job, next_task) = store.next_ids()?;
         let unfinished = store.unfinished_jobs()?;
         if !unfinished.is_empty() {
@@ -126,18 +122,6 @@ fn endpoint_config(secret: &[u8]) -> quinn::EndpointConfig {
         Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
     });
     config
-}
-
-/// Host-side QUIC settings: 15 s idle timeout (workers send keep-alives), room for result
-/// streams from workers and request streams from clients.
-fn transport() -> quinn::TransportConfig {
-    let mut t = quinn::TransportConfig::default();
-    t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
-        15_000,
-    ))));
-    t.max_concurrent_uni_streams(256u32.into());
-    t.max_concurrent_bidi_streams(256u32.into());
-    t
 }
 
 async fn accept_loop(endpoint: quinn::Endpoint, ctx: client_peer::Ctx) {

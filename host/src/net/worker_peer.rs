@@ -3,13 +3,13 @@
 
 use std::time::Duration;
 
-use bramble_wire::codec::encode_frame;
-use bramble_wire::{FrameDecoder, MAX_FRAME_LEN, ToHost, close};
+use bramble_net::{FrameReader, ReadError, write_frame};
+use bramble_sched::{Event, SessionId};
+use bramble_wire::{ToHost, close};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::driver::{PeerCmd, ToDriver};
-use crate::sched::{Event, SessionId};
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -52,22 +52,19 @@ async fn serve(
     address: String,
     to_driver: &mpsc::Sender<ToDriver>,
 ) -> End {
-    let (mut send, mut recv) = match tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await {
+    let (mut send, recv) = match tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await {
         Ok(Ok(streams)) => streams,
         Ok(Err(e)) => return End::Gone(e.to_string()),
         Err(_) => return End::Protocol("no control stream opened".into()),
     };
-    let mut decoder = FrameDecoder::default();
-    let mut buf = vec![0u8; 64 * 1024];
-    let hello = match tokio::time::timeout(
-        HELLO_TIMEOUT,
-        first_frame(&mut recv, &mut decoder, &mut buf),
-    )
-    .await
-    {
-        Ok(Ok(ToHost::Hello(hello))) => hello,
-        Ok(Ok(other)) => return End::Protocol(format!("expected Hello, got {}", kind(&other))),
-        Ok(Err(end)) => return end,
+    let mut frames = FrameReader::new(recv);
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, frames.next::<ToHost>()).await {
+        Ok(Ok(Some(ToHost::Hello(hello)))) => hello,
+        Ok(Ok(Some(other))) => {
+            return End::Protocol(format!("expected Hello, got {}", kind(&other)));
+        }
+        Ok(Ok(None)) => return End::Gone("control stream finished before Hello".into()),
+        Ok(Err(e)) => return ended(e),
         Err(_) => return End::Protocol("no Hello within 10s".into()),
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -85,21 +82,16 @@ async fn serve(
     {
         return End::Gone("host shutting down".into());
     }
-    // Frames that arrived together with the Hello are already in the decoder.
-    if let Some(end) = drain(&mut decoder, session, to_driver).await {
-        return end;
-    }
     let mut out = Vec::new();
     loop {
         tokio::select! {
-            read = recv.read(&mut buf) => {
-                let n = match read {
-                    Ok(Some(n)) => n,
+            read = frames.next::<ToHost>() => {
+                let msg = match read {
+                    Ok(Some(msg)) => msg,
                     Ok(None) => return End::Gone("control stream finished".into()),
-                    Err(e) => return End::Gone(e.to_string()),
+                    Err(e) => return ended(e),
                 };
-                decoder.push(&buf[..n]);
-                if let Some(end) = drain(&mut decoder, session, to_driver).await {
+                if let Some(end) = forward(msg, session, to_driver).await {
                     return end;
                 }
             }
@@ -110,16 +102,13 @@ async fn serve(
                 Err(e) => return End::Gone(e.to_string()),
             },
             cmd = rx.recv() => match cmd {
-                Some(PeerCmd::Send(msg)) => {
-                    out.clear();
-                    if let Err(e) = encode_frame(&msg, &mut out) {
+                Some(PeerCmd::Send(msg)) => match write_frame(&mut send, &msg, &mut out).await {
+                    Ok(()) => {}
+                    Err(bramble_net::WriteError::Encode(e)) => {
                         warn!("cannot encode frame for {name:?}: {e}");
-                        continue;
                     }
-                    if let Err(e) = send.write_all(&out).await {
-                        return End::Gone(e.to_string());
-                    }
-                }
+                    Err(e) => return End::Gone(e.to_string()),
+                },
                 Some(PeerCmd::Close { code, reason }) => {
                     conn.close(code.into(), reason.as_bytes());
                     return End::Closed;
@@ -130,22 +119,11 @@ async fn serve(
     }
 }
 
-/// Forwards every whole frame in the decoder; `Some` ends the connection.
-async fn drain(
-    decoder: &mut FrameDecoder,
-    session: SessionId,
-    to_driver: &mpsc::Sender<ToDriver>,
-) -> Option<End> {
-    loop {
-        match decoder.next_msg::<ToHost>() {
-            Ok(Some(msg)) => {
-                if let Some(end) = forward(msg, session, to_driver).await {
-                    return Some(end);
-                }
-            }
-            Ok(None) => return None,
-            Err(e) => return Some(End::Protocol(format!("bad frame: {e}"))),
-        }
+/// A read failure: a bad frame breaks the protocol; anything else means the peer is gone.
+fn ended(e: ReadError) -> End {
+    match e {
+        ReadError::Decode(e) => End::Protocol(format!("bad frame: {e}")),
+        ReadError::Stream(e) => End::Gone(e),
     }
 }
 
@@ -180,46 +158,14 @@ async fn read_result_stream(
     to_driver: mpsc::Sender<ToDriver>,
     name: String,
 ) {
-    let bytes = match stream
-        .read_to_end(MAX_FRAME_LEN + bramble_wire::codec::HEADER_LEN)
-        .await
-    {
-        Ok(b) => b,
-        Err(e) => {
-            warn!("result stream of {name:?} failed: {e}");
-            return;
-        }
-    };
-    let mut decoder = FrameDecoder::default();
-    decoder.push(&bytes);
-    match (decoder.next_msg::<ToHost>(), decoder.finish()) {
-        (Ok(Some(ToHost::TaskFinished(result))), Ok(())) => {
+    match bramble_net::read_one::<ToHost>(&mut stream).await {
+        Ok(ToHost::TaskFinished(result)) => {
             let _ = to_driver
                 .send(ToDriver::Event(Event::TaskFinished { session, result }))
                 .await;
         }
-        (Ok(Some(other)), _) => warn!("result stream of {name:?} carried {}", kind(&other)),
-        (Err(e), _) | (_, Err(e)) => warn!("bad result stream from {name:?}: {e}"),
-        (Ok(None), _) => warn!("empty result stream from {name:?}"),
-    }
-}
-
-async fn first_frame(
-    recv: &mut quinn::RecvStream,
-    decoder: &mut FrameDecoder,
-    buf: &mut [u8],
-) -> Result<ToHost, End> {
-    loop {
-        match decoder.next_msg() {
-            Ok(Some(msg)) => return Ok(msg),
-            Ok(None) => {}
-            Err(e) => return Err(End::Protocol(format!("bad frame: {e}"))),
-        }
-        match recv.read(buf).await {
-            Ok(Some(n)) => decoder.push(&buf[..n]),
-            Ok(None) => return Err(End::Gone("control stream finished before Hello".into())),
-            Err(e) => return Err(End::Gone(e.to_string())),
-        }
+        Ok(other) => warn!("result stream of {name:?} carried {}", kind(&other)),
+        Err(e) => warn!("bad result stream from {name:?}: {e}"),
     }
 }
 

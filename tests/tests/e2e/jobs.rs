@@ -1,11 +1,17 @@
-use std::time::Duration;
-
 use bramble_tests::{Cluster, Signal, stderr, stdout};
 
 fn json_lines(out: &std::process::Output) -> Vec<serde_json::Value> {
     stdout(out)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn lines(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
         .collect()
 }
 
@@ -129,9 +135,19 @@ fn cancel_kills_running_process_groups() {
     c.wait_until(10, "grandchildren killed", || {
         text.lines().all(|p| !alive(p))
     });
-    // Nothing else of the job starts afterwards.
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(std::fs::read_to_string(&pids).unwrap().lines().count(), 2);
+    // Nothing else of the job starts afterwards. A marker on every worker, sent after the
+    // cancel, runs after anything of the job that each worker was still given or held
+    // waiting (a worker takes tasks in order): so once the markers ran, the file is final.
+    let marker = format!("echo marker >> {}", pids.display());
+    let out = c.bramble(&["apply", "--", "sh", "-c", &marker]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let after: Vec<String> = lines(&pids);
+    assert_eq!(after.len(), 4, "{after:?}");
+    assert_eq!(
+        &after[2..],
+        ["marker", "marker"],
+        "a task of the cancelled job started"
+    );
 }
 
 #[test]

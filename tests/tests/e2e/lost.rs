@@ -1,5 +1,4 @@
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use bramble_tests::{Cluster, Signal, stderr, stdout};
 
@@ -35,8 +34,12 @@ fn lines(path: &std::path::Path) -> Vec<String> {
 fn host_sigkill_and_restart_keeps_every_result_exactly_once() {
     let mut c = Cluster::start_split(3, |_| vec![]);
     let dir = tempfile::tempdir().unwrap();
-    let runs = dir.path().join("runs");
-    let script = format!("echo {{}} >> {}; sleep 0.4; echo item-{{}}", runs.display());
+    let (runs, finished) = (dir.path().join("runs"), dir.path().join("finished"));
+    let script = format!(
+        "echo {{}} >> {}; sleep 0.4; echo {{}} >> {}; echo item-{{}}",
+        runs.display(),
+        finished.display()
+    );
     let out = c.bramble(&[
         "submit", "map", "--range", "0..24", "--", "sh", "-c", &script,
     ]);
@@ -45,7 +48,11 @@ fn host_sigkill_and_restart_keeps_every_result_exactly_once() {
     c.wait_until(20, "some results", || lines(&runs).len() >= 6);
 
     c.signal("host", Signal::KILL);
-    std::thread::sleep(Duration::from_millis(600)); // tasks finish into the workers' outboxes
+    // A task finishes while no host is up: its result waits in a worker's outbox.
+    let before = lines(&finished).len();
+    c.wait_until(20, "a task finished with the host down", || {
+        lines(&finished).len() > before
+    });
     c.spawn_host();
     let out = c.bramble(&["wait", &job, "--timeout", "60"]);
     assert_eq!(
@@ -184,18 +191,24 @@ fn revoked_worker_is_dropped_and_refused() {
 }
 
 #[test]
-fn blocking_map_survives_a_host_restart() {
+fn a_following_map_resumes_after_a_host_restart_without_downloading_again() {
+    // `--unordered` used to ask again from the first result after a reconnect; now the CLI
+    // asks for what comes after the last result it has (a cursor), and gets only that.
     let mut c = Cluster::start_split(2, |_| vec![]);
+    let dir = tempfile::tempdir().unwrap();
+    let started = dir.path().join("started");
+    let script = format!("echo {{}} >> {}; sleep 0.3; echo {{}}", started.display());
     let mut map = c.command(
         "bramble",
         &[
             "map",
+            "--unordered",
             "--range",
             "0..10",
             "--",
             "sh",
             "-c",
-            "sleep 0.3; echo {}",
+            &script,
         ],
     );
     let map = map
@@ -203,15 +216,38 @@ fn blocking_map_survives_a_host_restart() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(800));
+    // Two rounds of results are in before the host dies.
+    c.wait_until(20, "results before the restart", || {
+        lines(&started).len() >= 5
+    });
     c.signal("host", Signal::KILL);
-    std::thread::sleep(Duration::from_millis(300));
     c.spawn_host();
     let out = map.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let want: String = (0..10).map(|i| format!("{i}\n")).collect();
-    assert_eq!(stdout(&out), want);
+    let mut got: Vec<u64> = stdout(&out).lines().map(|l| l.parse().unwrap()).collect();
+    got.sort();
+    assert_eq!(got, (0..10).collect::<Vec<_>>(), "each result printed once");
     assert!(stderr(&out).contains("reconnecting"), "{}", stderr(&out));
+    // The restarted host's log: what the resumed stream asked for and got from the store.
+    let log = c.log_of("host");
+    let resumed: Vec<(u64, u64)> = log
+        .lines()
+        .filter_map(|l| {
+            let (_, rest) = l.split_once("job 1, ")?;
+            let (stored, after) = rest.split_once(" stored results after seq ")?;
+            Some((stored.parse().ok()?, after.trim().parse().ok()?))
+        })
+        .collect();
+    eprintln!("results requests of job 1 (stored results sent, after seq): {resumed:?}");
+    let (stored, after) = *resumed.last().expect("a resumed results request");
+    assert!(
+        after >= 2,
+        "resumed from seq {after}, not from its cursor:\n{log}"
+    );
+    assert!(
+        stored + after <= 10,
+        "{stored} stored results sent after seq {after}: something was sent twice"
+    );
 }
 
 #[test]
@@ -234,7 +270,9 @@ fn a_result_written_into_a_dead_connection_is_delivered_not_run_again() {
     c.wait_until(20, "the task started", || lines(&started).len() == 1);
     c.signal("host", Signal::STOP);
     c.wait_until(20, "the task finished", || lines(&finished).len() == 1);
-    std::thread::sleep(Duration::from_millis(300)); // the worker writes the result
+    c.wait_until(20, "the worker wrote the result", || {
+        c.log_of("w0").contains("sent the result of task")
+    });
     c.signal("host", Signal::KILL);
     c.spawn_host();
     let out = c.bramble(&["wait", &job, "--timeout", "60"]);

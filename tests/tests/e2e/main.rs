@@ -7,6 +7,8 @@
 mod aarch64;
 /// Installing on a Pi: install-worker.sh into a root directory, the systemd unit.
 mod deploy;
+/// Draining a worker: running tasks finish, no new work, kept across restarts.
+mod drain;
 /// Async jobs, scatter, cancel, co-processes, worker config.
 mod jobs;
 /// Nothing lost: host and worker crashes, stops, retries, revocation.

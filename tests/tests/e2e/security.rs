@@ -9,8 +9,9 @@ use quinn::crypto::rustls::QuicClientConfig;
 /// A raw QUIC connection to the cluster's host with the given rustls config.
 async fn raw_connect(
     c: &Cluster,
-    tls: rustls::ClientConfig,
+    mut tls: rustls::ClientConfig,
 ) -> Result<quinn::Connection, quinn::ConnectionError> {
+    tls.alpn_protocols = vec![bramble_wire::ALPN.to_vec()];
     let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     let config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
     let addr = format!("127.0.0.1:{}", c.port).parse().unwrap();
@@ -122,12 +123,11 @@ async fn client_without_certificate_is_refused() {
     for cert in bramble_certs::tls::certs_from_pem(&ca).unwrap() {
         roots.add(cert).unwrap();
     }
-    let mut tls = rustls::ClientConfig::builder_with_provider(bramble_certs::tls::provider())
+    let tls = rustls::ClientConfig::builder_with_provider(bramble_certs::tls::provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    tls.alpn_protocols = vec![bramble_wire::ALPN.to_vec()];
     // TLS 1.3: the client may finish its handshake before the server rejects it, so the
     // refusal shows as a handshake error or as an immediate close with a TLS alert.
     let refused = match raw_connect(&c, tls).await {

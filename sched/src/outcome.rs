@@ -127,7 +127,11 @@ impl Scheduler {
         for item in &task.items {
             let output = match outputs.iter().position(|o| o.index == item.index) {
                 Some(pos) => outputs.swap_remove(pos),
-                None => lost_output(item.index, "the worker returned no result for this item"),
+                None => ItemOutput::failed(
+                    item.index,
+                    Outcome::Lost,
+                    "the worker returned no result for this item",
+                ),
             };
             self.record_result(task.job, worker, output);
         }
@@ -169,7 +173,7 @@ impl Scheduler {
             state,
             failed: job.failed,
         }));
-        if job.persistent {
+        if job.work.keeps_job_state() {
             for w in self.workers.values() {
                 self.actions.push_back(Action::Send {
                     session: w.session,
@@ -228,23 +232,12 @@ impl Scheduler {
             self.tasks.remove(tid);
             for item in items {
                 let why = format!("lost {} workers while running it", self.config.max_losses);
-                self.record_result(job, id, lost_output(item.index, &why));
+                self.record_result(job, id, ItemOutput::failed(item.index, Outcome::Lost, &why));
             }
             if let Some(j) = self.jobs.get_mut(&job) {
                 j.open_tasks.remove(tid);
             }
             self.finish_job_if_done(job);
         }
-    }
-}
-
-fn lost_output(index: u64, why: &str) -> ItemOutput {
-    ItemOutput {
-        index,
-        outcome: Outcome::Lost,
-        stdout: Vec::new(),
-        stderr: format!("bramble: {why}\n").into_bytes(),
-        truncated_bytes: 0,
-        duration_ms: 0,
     }
 }

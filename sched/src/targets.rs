@@ -36,17 +36,30 @@ impl TargetFilter {
 }
 
 /// The connected workers `targets` names, in the order a job reports them: as listed for
-/// `Ids`, by id otherwise. Unknown ids and labels that match nobody are errors.
+/// `Ids`, by id otherwise. Drained workers are left out of `All` and label matches, and
+/// naming one by id is an error; so are unknown ids and labels that match nobody.
 pub(crate) fn resolve(
     targets: &Targets,
     workers: &BTreeMap<WorkerId, WorkerEntry>,
 ) -> Result<Vec<WorkerId>, String> {
-    let check_ids = |ids: &[WorkerId]| match ids.iter().find(|id| !workers.contains_key(id)) {
-        Some(missing) => Err(format!("worker {missing} is not connected")),
-        None => Ok(()),
+    let check_ids = |ids: &[WorkerId]| {
+        for id in ids {
+            match workers.get(id) {
+                None => return Err(format!("worker {id} is not connected")),
+                Some(w) if w.draining => {
+                    return Err(format!("worker {id} is drained (`bramble undrain {id}`)"));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
     };
     let resolved = match targets {
-        Targets::All => workers.keys().copied().collect(),
+        Targets::All => workers
+            .iter()
+            .filter(|(_, w)| !w.draining)
+            .map(|(id, _)| *id)
+            .collect(),
         Targets::Ids(ids) => {
             check_ids(ids)?;
             ids.clone()
@@ -65,13 +78,18 @@ pub(crate) fn resolve(
             };
             workers
                 .iter()
-                .filter(|(id, w)| filter.matches(**id, &w.hello.labels))
+                .filter(|(id, w)| !w.draining && filter.matches(**id, &w.hello.labels))
                 .map(|(id, _)| *id)
                 .collect()
         }
     };
     if resolved.is_empty() {
-        return Err("no workers connected".into());
+        let why = if workers.is_empty() {
+            "no workers connected"
+        } else {
+            "every connected worker is drained"
+        };
+        return Err(why.into());
     }
     Ok(resolved)
 }

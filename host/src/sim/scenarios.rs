@@ -1,20 +1,12 @@
 //! Scenario and randomised simulation tests of the scheduler (tier 2 of STYLE.md).
 
-mod sim;
-mod thermal;
-
-/// A starting instant for unit tests elsewhere in `sched` (the only clock read, and in test
-/// code: the scheduler itself takes `now` as an argument).
-pub(crate) fn epoch() -> std::time::Instant {
-    std::time::Instant::now()
-}
-
 use std::time::Duration;
 
 use bramble_wire::{JobKind, JobState, Outcome, Targets, WorkerId};
 
-use super::{Policy, SchedConfig};
-use sim::{Sim, seeds, spec};
+use bramble_sched::{Policy, SchedConfig};
+
+use super::harness::{Sim, seeds, spec};
 
 fn cluster(n: usize, slots: u16, item_ms: u64, policy: Policy, seed: u64) -> Sim {
     let mut sim = Sim::new(
@@ -331,8 +323,7 @@ fn cancel_stops_queued_and_running_tasks() {
     sim.run_for(Duration::from_millis(100));
     sim.cancel(c);
     assert_eq!(sim.jobs[&c].ended, Some(JobState::Cancelled));
-    assert!(sim.sched.tasks.is_empty() && sim.sched.queue.is_empty() && sim.sched.jobs.is_empty());
-    assert!(sim.sched.workers.values().all(|w| w.running.is_empty()));
+    assert!(sim.sched.is_idle());
     sim.jobs.remove(&c);
     sim.submit(JobKind::Map, 3, 1, Targets::All);
     sim.run_until_jobs_done(1_000);
@@ -361,9 +352,15 @@ fn host_restart_resumes_jobs_and_counts_each_result_once() {
 #[test]
 fn random_churn_keeps_invariants_and_loses_nothing() {
     for seed in seeds(1000) {
+        let policy = if seed % 2 == 0 {
+            Policy::RoundRobin
+        } else {
+            Policy::Thermal
+        };
         let mut sim = Sim::new(
             SchedConfig {
                 max_losses: u32::MAX,
+                policy,
                 ..SchedConfig::default()
             },
             seed,
@@ -377,9 +374,6 @@ fn random_churn_keeps_invariants_and_loses_nothing() {
             sim.workers[i].failing = sim.rng.below(6) == 0;
             sim.workers[i].resend_failures = sim.rng.below(2) == 0;
             sim.connect(i);
-        }
-        if sim.rng.below(2) == 0 {
-            sim.sched.config.policy = Policy::RoundRobin;
         }
         for _ in 0..1 + sim.rng.below(3) {
             let items = sim.rng.below(40) as usize;

@@ -3,15 +3,14 @@
 
 use std::collections::BTreeSet;
 
-use bramble_wire::{Attempt, Command, Item, JobId, JobKind, JobSpec, TaskId, WorkerId};
+use bramble_wire::{Attempt, Item, JobId, JobKind, JobSpec, TaskId, Work, WorkerId};
 
 use super::event::TaskRow;
 
 /// A job in progress.
 #[derive(Clone, Debug)]
 pub(crate) struct Job {
-    pub(crate) command: Command,
-    pub(crate) persistent: bool,
+    pub(crate) work: Work,
     /// Workers a map job may use; `None` means any.
     pub(crate) targets: Option<super::targets::TargetFilter>,
     /// Results that did not exit 0.
@@ -149,7 +148,7 @@ pub(crate) fn items(spec: &JobSpec, row: &TaskRow, tasks: usize) -> Vec<Item> {
             let k = usize::try_from(row.first_index).unwrap_or(usize::MAX);
             let (start, end) = chunk_bounds(spec.items.len(), tasks, k);
             let chunk = &spec.items[start..end];
-            let value = (!chunk.is_empty()).then(|| chunk.join("\n"));
+            let value = (!chunk.is_empty()).then(|| chunk.join(&b'\n'));
             vec![Item {
                 index: row.first_index,
                 value,
@@ -179,13 +178,17 @@ pub(crate) fn total_results(spec: &JobSpec, targets: &[WorkerId]) -> u64 {
 
 /// Checks what the host must refuse before accepting a job.
 pub(crate) fn validate(spec: &JobSpec) -> Result<(), String> {
-    if spec.command.argv.first().is_none_or(String::is_empty) {
+    let Work::Command { command, .. } = &spec.work;
+    if command.argv.first().is_none_or(String::is_empty) {
         return Err("empty command".into());
+    }
+    if spec.items.iter().any(|i| std::str::from_utf8(i).is_err()) {
+        return Err("a command's items must be UTF-8 text".into());
     }
     if spec.chunksize == 0 {
         return Err("chunksize must be at least 1".into());
     }
-    if spec.kind == JobKind::Scatter && spec.command.argv.iter().any(|a| a.contains("{}")) {
+    if spec.kind == JobKind::Scatter && command.argv.iter().any(|a| a.contains("{}")) {
         return Err("scatter gives each target its chunk on stdin; `{}` is not allowed".into());
     }
     if spec.kind == JobKind::Apply && !spec.items.is_empty() {
@@ -202,17 +205,24 @@ mod tests {
     fn spec(kind: JobKind, n: usize, chunksize: u32) -> JobSpec {
         JobSpec {
             kind,
-            command: Command {
-                argv: vec!["true".into()],
-                shell: false,
-                timeout_ms: 0,
+            work: Work::Command {
+                command: bramble_wire::Command {
+                    argv: vec!["true".into()],
+                    shell: false,
+                    timeout_ms: 0,
+                },
+                persistent: false,
             },
-            items: (0..n).map(|i| i.to_string()).collect(),
+            items: (0..n).map(|i| i.to_string().into_bytes()).collect(),
             chunksize,
             targets: Targets::All,
             retries: 0,
-            persistent: false,
         }
+    }
+
+    fn argv(s: &mut JobSpec) -> &mut Vec<String> {
+        let Work::Command { command, .. } = &mut s.work;
+        &mut command.argv
     }
 
     #[test]
@@ -226,7 +236,7 @@ mod tests {
             .flat_map(|r| items(&s, r, rows.len()).into_iter().map(|i| i.index))
             .collect();
         assert_eq!(idx, (0..64).collect::<Vec<_>>());
-        assert_eq!(items(&s, &rows[6], 7)[3].value.as_deref(), Some("63"));
+        assert_eq!(items(&s, &rows[6], 7)[3].value.as_deref(), Some(&b"63"[..]));
     }
 
     #[test]
@@ -253,14 +263,14 @@ mod tests {
         let s = spec(JobKind::Scatter, 10, 1);
         let targets = [WorkerId(0), WorkerId(1), WorkerId(2), WorkerId(3)];
         let rows = plan(&s, &targets, 1);
-        let chunks: Vec<Option<String>> = rows
+        let chunks: Vec<Option<Vec<u8>>> = rows
             .iter()
             .map(|r| items(&s, r, 4)[0].value.clone())
             .collect();
-        assert_eq!(chunks[0].as_deref(), Some("0\n1\n2"));
-        assert_eq!(chunks[1].as_deref(), Some("3\n4\n5"));
-        assert_eq!(chunks[2].as_deref(), Some("6\n7"));
-        assert_eq!(chunks[3].as_deref(), Some("8\n9"));
+        assert_eq!(chunks[0].as_deref(), Some(&b"0\n1\n2"[..]));
+        assert_eq!(chunks[1].as_deref(), Some(&b"3\n4\n5"[..]));
+        assert_eq!(chunks[2].as_deref(), Some(&b"6\n7"[..]));
+        assert_eq!(chunks[3].as_deref(), Some(&b"8\n9"[..]));
         let few = spec(JobKind::Scatter, 1, 1);
         assert_eq!(
             items(&few, &rows[3], 4)[0].value,
@@ -281,10 +291,13 @@ mod tests {
         let mut s = spec(JobKind::Map, 1, 0);
         assert!(validate(&s).is_err());
         s.chunksize = 1;
-        s.command.argv.clear();
+        s.items[0] = vec![0xff];
+        assert!(validate(&s).unwrap_err().contains("UTF-8"));
+        s.items[0] = b"x".to_vec();
+        argv(&mut s).clear();
         assert!(validate(&s).is_err());
         let mut s = spec(JobKind::Scatter, 1, 1);
-        s.command.argv.push("{}".into());
+        argv(&mut s).push("{}".into());
         assert!(validate(&s).unwrap_err().contains("stdin"));
     }
 }

@@ -1,4 +1,7 @@
-//! The scheduler: a deterministic, sans-IO state machine.
+//! bramble's scheduler: a deterministic, sans-IO state machine. It owns the decisions of the
+//! host (which worker gets which task, when a worker is lost, retries, speculation, drains,
+//! the end of a job); the host's driver feeds it and carries out what it says. This crate
+//! depends on the wire types only, so the compiler keeps it free of IO, clocks and runtimes.
 //!
 //! Inputs are [`Event`]s (facts) with the current time passed in; outputs are [`Action`]s the
 //! driver drains with [`Scheduler::poll_action`]. It never reads the clock, touches a socket,
@@ -8,36 +11,32 @@
 //! Decision paths iterate `BTreeMap`s and break ties by id, so the same inputs give the same
 //! outputs.
 //!
-//! Invariants (checked by the simulation tests after every step): a task runs on at most one
-//! worker at a time; no worker runs more tasks than its slots; every item of a job gets
-//! exactly one result, even when a task ran twice.
+//! Invariants ([`Scheduler::check_invariants`], checked by the host's simulation tests after
+//! every step): a task runs on at most one worker at a time (two with a speculative backup);
+//! no worker holds more tasks than twice its slots; every task is queued or placed, never
+//! both. Every item of a job gets exactly one result, even when a task ran twice.
 
+mod admit;
 mod dispatch;
 mod event;
+mod invariants;
 mod job;
+mod membership;
 mod outcome;
 mod placement;
 mod speed;
 mod targets;
 mod worker;
 
-#[cfg(test)]
-mod tests;
-
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use bramble_wire::worker::CAP_COMMAND;
-use bramble_wire::{
-    Hello, JobId, JobKind, JobSpec, PROTOCOL_MINOR, TaskId, ToClient, ToWorker, Welcome, WorkerId,
-    WorkerStatus,
-};
+use bramble_wire::{JobId, JobSpec, TaskId, ToClient, ToWorker, WorkerId, WorkerStatus};
 
 pub use event::{Action, DisconnectReason, Event, Record, RequestId, SessionId, TaskRow};
 pub use placement::Policy;
 
 use job::{Job, Task};
-use targets::TargetFilter;
 use worker::WorkerEntry;
 
 /// Tunables of the scheduler.
@@ -88,6 +87,8 @@ pub struct Scheduler {
     config: SchedConfig,
     /// Every name that ever joined → its id.
     names: BTreeMap<String, WorkerId>,
+    /// Names drained by a client (`bramble drain`): nothing new is placed on them.
+    drained: BTreeSet<String>,
     /// Connected workers.
     workers: BTreeMap<WorkerId, WorkerEntry>,
     sessions: BTreeMap<SessionId, WorkerId>,
@@ -104,11 +105,16 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    /// A scheduler that knows the ids given out before (name → id).
-    pub fn new(config: SchedConfig, names: BTreeMap<String, WorkerId>) -> Self {
+    /// A scheduler that knows the ids given out before (name → id) and the drained names.
+    pub fn new(
+        config: SchedConfig,
+        names: BTreeMap<String, WorkerId>,
+        drained: BTreeSet<String>,
+    ) -> Self {
         Self {
             config,
             names,
+            drained,
             workers: BTreeMap::new(),
             sessions: BTreeMap::new(),
             jobs: BTreeMap::new(),
@@ -120,70 +126,6 @@ impl Scheduler {
             actions: VecDeque::new(),
             keep_until: None,
         }
-    }
-
-    /// Takes back the unfinished jobs of a previous run. `next_job`/`next_task` are above
-    /// every id ever stored, so ids are never reused.
-    ///
-    /// A resumed task whose latest attempt was placed on a worker is kept for that worker for
-    /// one `worker_timeout` from `now`: it may still run the task, and given the task again it
-    /// runs it once. After that the task goes to any worker.
-    pub fn resume(&mut self, now: Instant, next_job: u64, next_task: u64, jobs: Vec<RestoredJob>) {
-        self.next_job = self.next_job.max(next_job);
-        self.next_task = self.next_task.max(next_task);
-        for r in jobs {
-            self.install_job(r.job, &r.spec, &r.tasks, Some(&r));
-            for (task, worker) in &r.placed_on {
-                if let Some(t) = self.tasks.get_mut(task) {
-                    t.kept_for = Some(*worker);
-                    self.keep_until = Some(now + self.config.worker_timeout);
-                }
-            }
-            self.finish_job_if_done(r.job);
-        }
-    }
-
-    /// The job's bookkeeping and its unfinished tasks in the queue, for a new job or one
-    /// restored from the store (whose done tasks are skipped and whose attempts and spent
-    /// retries carry on).
-    fn install_job(
-        &mut self,
-        id: JobId,
-        spec: &JobSpec,
-        rows: &[TaskRow],
-        restored: Option<&RestoredJob>,
-    ) {
-        let mut open_tasks = BTreeSet::new();
-        for row in rows
-            .iter()
-            .filter(|row| restored.is_none_or(|r| !r.done.contains(&row.task)))
-        {
-            let past = |m: fn(&RestoredJob) -> &BTreeMap<TaskId, u32>| {
-                restored
-                    .and_then(|r| m(r).get(&row.task).copied())
-                    .unwrap_or(0)
-            };
-            let retries = spec.retries.saturating_sub(past(|r| &r.failed_attempts));
-            let mut task = Task::new(id, job::items(spec, row, rows.len()), row.pin, retries);
-            task.attempts = past(|r| &r.attempts);
-            self.tasks.insert(row.task, task);
-            self.queue.push_back(row.task);
-            open_tasks.insert(row.task);
-        }
-        // Apply and scatter tasks are pinned; only map tasks choose among targets.
-        let targets = if spec.kind == JobKind::Map {
-            TargetFilter::for_map(spec)
-        } else {
-            None
-        };
-        let job = Job {
-            command: spec.command.clone(),
-            persistent: spec.persistent,
-            targets,
-            failed: restored.map_or(0, |r| r.failed),
-            open_tasks,
-        };
-        self.jobs.insert(id, job);
     }
 
     /// Feeds one event.
@@ -262,6 +204,17 @@ impl Scheduler {
                 };
                 self.actions.push_back(Action::Reply { request, msg });
             }
+            Event::DrainRequested {
+                request,
+                worker,
+                draining,
+            } => {
+                let msg = match self.set_draining(&worker, draining) {
+                    Ok(()) => ToClient::Done,
+                    Err(message) => ToClient::Error { message },
+                };
+                self.actions.push_back(Action::Reply { request, msg });
+            }
         }
         self.dispatch(now);
     }
@@ -337,81 +290,11 @@ impl Scheduler {
         w.last_seen = now;
         Some(w)
     }
+}
 
-    fn handle_connected(
-        &mut self,
-        now: Instant,
-        session: SessionId,
-        name: String,
-        hello: Hello,
-        address: String,
-    ) {
-        let refuse = if hello.capabilities & CAP_COMMAND == 0 {
-            Some("worker cannot run command tasks")
-        } else if hello.slots == 0 {
-            Some("worker announced 0 slots")
-        } else {
-            None
-        };
-        if let Some(reason) = refuse {
-            let msg = ToWorker::Reject {
-                reason: reason.to_owned(),
-            };
-            self.actions.push_back(Action::Send { session, msg });
-            let reason = DisconnectReason::Rejected(reason.to_owned());
-            self.actions
-                .push_back(Action::Disconnect { session, reason });
-            return;
-        }
-        let id = match self.names.get(&name) {
-            Some(id) => *id,
-            None => {
-                let id = WorkerId(self.names.values().map(|w| w.0 + 1).max().unwrap_or(0));
-                self.names.insert(name.clone(), id);
-                self.actions.push_back(Action::Record(Record::IdAssigned {
-                    worker: id,
-                    name: name.clone(),
-                }));
-                id
-            }
-        };
-        if let Some(old) = self.workers.get(&id).map(|w| w.session) {
-            self.actions.push_back(Action::Disconnect {
-                session: old,
-                reason: DisconnectReason::Superseded,
-            });
-            self.lose_worker(id);
-        }
-        let heartbeat_ms = u32::try_from(self.config.heartbeat.as_millis()).unwrap_or(u32::MAX);
-        let welcome = Welcome {
-            worker: id,
-            heartbeat_ms,
-            protocol_minor: PROTOCOL_MINOR,
-        };
-        self.actions.push_back(Action::Send {
-            session,
-            msg: ToWorker::Welcome(welcome),
-        });
-        self.sessions.insert(session, id);
-        self.workers
-            .insert(id, WorkerEntry::new(session, name, address, hello, now));
-    }
-
-    /// Validates and plans a job; emits `JobCreated`, queues its tasks, returns its id and
-    /// number of results.
-    fn accept_job(&mut self, spec: &JobSpec) -> Result<(JobId, u64), String> {
-        job::validate(spec)?;
-        let targets_list = targets::resolve(&spec.targets, &self.workers)?;
-        let id = JobId(self.next_job);
-        self.next_job += 1;
-        let rows = job::plan(spec, &targets_list, self.next_task);
-        self.next_task += rows.len() as u64;
-        self.install_job(id, spec, &rows, None);
-        self.actions.push_back(Action::Record(Record::JobCreated {
-            job: id,
-            spec: spec.clone(),
-            tasks: rows,
-        }));
-        Ok((id, job::total_results(spec, &targets_list)))
-    }
+/// A starting instant for unit tests (test code only: the scheduler takes `now` as an
+/// argument and never reads a clock).
+#[cfg(test)]
+pub(crate) fn epoch() -> Instant {
+    Instant::now()
 }

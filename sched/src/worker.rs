@@ -27,6 +27,8 @@ pub(crate) struct WorkerEntry {
     /// It refused a task for want of room (it runs tasks these books do not show, or is
     /// draining): nothing more is placed here until one of its tasks finishes.
     pub(crate) refusing: bool,
+    /// Drained by a client: only tasks it had before (kept for it after a restart) go here.
+    pub(crate) draining: bool,
 }
 
 impl WorkerEntry {
@@ -49,6 +51,7 @@ impl WorkerEntry {
             done: 0,
             speed: super::speed::SpeedEstimate::default(),
             refusing: false,
+            draining: false,
         }
     }
 
@@ -88,6 +91,7 @@ impl WorkerEntry {
                 let relative = fastest_ms / self.speed.expected_ms(full);
                 (relative * 1000.0).round().clamp(0.0, 1000.0) as u32
             }),
+            draining: self.draining,
         }
     }
 }

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use bramble_wire::{JobKind, Targets};
 
-use super::sim::Sim;
-use crate::sched::{Policy, SchedConfig};
+use bramble_sched::{Policy, SchedConfig};
+
+use super::harness::Sim;
 
 /// Something done to the cluster at a virtual time (e.g. throttling).
 type Change<'a> = (Duration, &'a dyn Fn(&mut Sim));

@@ -46,8 +46,8 @@ impl Scheduler {
     }
 
     /// Workers that may run `tid`: its pin, its job's targets, the worker it is kept for after
-    /// a restart, and not where an attempt of it failed unless no other such worker is
-    /// connected.
+    /// a restart, not drained (unless it is the one the task is kept for), and not where an
+    /// attempt of it failed unless no other such worker is connected.
     fn eligible(&self, tid: TaskId) -> Vec<WorkerId> {
         let Some(task) = self.tasks.get(&tid) else {
             return Vec::new();
@@ -59,6 +59,7 @@ impl Scheduler {
             .filter(|(id, w)| {
                 task.pin.is_none_or(|p| p == **id)
                     && task.kept_for.is_none_or(|k| k == **id)
+                    && (!w.draining || task.kept_for == Some(**id))
                     && filter.is_none_or(|f| f.matches(**id, &w.hello.labels))
             })
             .map(|(id, _)| *id)
@@ -180,7 +181,7 @@ impl Scheduler {
             let idle: Vec<WorkerId> = self
                 .workers
                 .iter()
-                .filter(|(_, w)| w.has_free_slot())
+                .filter(|(_, w)| w.has_free_slot() && !w.draining)
                 .map(|(id, _)| *id)
                 .collect();
             if idle.is_empty() {
@@ -279,10 +280,9 @@ impl Scheduler {
         let spec = TaskSpec {
             task: tid,
             attempt,
-            command: job.command.clone(),
-            items: task.items.clone(),
             job: task.job,
-            persistent: job.persistent,
+            work: job.work.clone(),
+            items: task.items.clone(),
         };
         let session = w.session;
         self.actions

@@ -175,7 +175,7 @@ mod tests {
 
     #[test]
     fn observed_time_scales_with_the_measured_clock() {
-        let now = crate::sched::tests::epoch();
+        let now = crate::epoch();
         let mut s = SpeedEstimate::default();
         s.observe_telemetry(now, &telemetry(1500, 1500, 50.0, 0));
         s.observe_item(100, now + Duration::from_millis(100));
@@ -193,7 +193,7 @@ mod tests {
 
     #[test]
     fn an_item_is_normalised_by_the_clock_over_its_whole_run() {
-        let now = crate::sched::tests::epoch();
+        let now = crate::epoch();
         let mut s = SpeedEstimate::default();
         s.observe_telemetry(now, &telemetry(1500, 1500, 70.0, 0));
         for i in 1..10 {
@@ -227,7 +227,7 @@ mod tests {
 
     #[test]
     fn a_rising_temperature_predicts_throttling() {
-        let now = crate::sched::tests::epoch();
+        let now = crate::epoch();
         let mut s = SpeedEstimate::default();
         s.observe_item(100, now);
         for i in 0..10 {
@@ -248,20 +248,17 @@ mod tests {
     #[test]
     fn under_voltage_is_penalised_even_when_past() {
         let mut s = SpeedEstimate::default();
-        s.observe_item(100, crate::sched::tests::epoch());
-        s.observe_telemetry(
-            crate::sched::tests::epoch(),
-            &telemetry(1500, 1500, 50.0, 0x10000),
-        );
+        s.observe_item(100, crate::epoch());
+        s.observe_telemetry(crate::epoch(), &telemetry(1500, 1500, 50.0, 0x10000));
         assert!((s.expected_ms(1.0) - 150.0).abs() < 1e-9);
     }
 
     #[test]
     fn machines_without_sensors_use_observations_only() {
         let mut s = SpeedEstimate::default();
-        s.observe_telemetry(crate::sched::tests::epoch(), &Telemetry::default());
+        s.observe_telemetry(crate::epoch(), &Telemetry::default());
         assert!((s.expected_ms(42.0) - 42.0).abs() < 1e-9);
-        s.observe_item(300, crate::sched::tests::epoch() + Duration::from_secs(1));
+        s.observe_item(300, crate::epoch() + Duration::from_secs(1));
         assert!((s.expected_ms(42.0) - 300.0).abs() < 1e-9);
     }
 }

@@ -48,6 +48,12 @@ pub enum Event {
     JobSubmitted { request: RequestId, spec: JobSpec },
     /// A client asked to cancel a job.
     CancelRequested { request: RequestId, job: JobId },
+    /// A client asked to drain (or undrain) a worker, by name or id.
+    DrainRequested {
+        request: RequestId,
+        worker: String,
+        draining: bool,
+    },
 }
 
 /// Why the scheduler closes a worker session.
@@ -115,6 +121,8 @@ pub enum Record {
         state: JobState,
         failed: u64,
     },
+    /// A worker name was drained or undrained.
+    DrainChanged { name: String, draining: bool },
 }
 
 /// Something the driver must do, drained with [`super::Scheduler::poll_action`].

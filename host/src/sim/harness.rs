@@ -1,153 +1,21 @@
 //! A simulated cluster for the scheduler: virtual clock, simulated workers with speeds, seeded
-//! faults, a model of the job store (so a host restart can be simulated), and the scheduler's
-//! invariants checked after every step (like quinn's `Pair` and raft-rs's `Network`). No
-//! sockets, no tokio, no real time.
+//! faults, the real job store in memory (so a host restart resumes exactly as the real host
+//! does), and the scheduler's invariants checked after every step (like quinn's `Pair` and
+//! raft-rs's `Network`). No sockets, no tokio, no real time.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use bramble_sched::{Action, Event, Record, RequestId, SchedConfig, Scheduler, SessionId};
 use bramble_wire::worker::CAP_COMMAND;
 use bramble_wire::{
-    Attempt, Command, Hello, ItemOutput, JobId, JobKind, JobSpec, JobState, Megahertz,
-    MilliCelsius, Outcome, Targets, TaskId, TaskResult, TaskSpec, Telemetry, ThrottleFlags,
-    ToClient, ToWorker, WorkerId,
+    Command, Hello, ItemOutput, JobId, JobKind, JobSpec, JobState, Megahertz, MilliCelsius,
+    Outcome, Targets, TaskId, TaskResult, TaskSpec, Telemetry, ThrottleFlags, ToClient, ToWorker,
+    Work, WorkerId,
 };
 
-use crate::sched::{
-    Action, Event, Record, RequestId, RestoredJob, SchedConfig, Scheduler, SessionId, TaskRow,
-};
-
-/// SplitMix64: seedable and tiny.
-pub(crate) struct Rng(u64);
-
-impl Rng {
-    pub(crate) fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
-/// One simulated worker process.
-pub(crate) struct SimWorker {
-    pub(crate) name: String,
-    pub(crate) slots: u16,
-    pub(crate) labels: Vec<String>,
-    /// Milliseconds one item takes on this worker.
-    pub(crate) item_ms: u64,
-    /// Every item it runs exits 1 (a broken machine).
-    pub(crate) failing: bool,
-    /// Sends each failed result twice, as a worker does when the connection drops before the
-    /// host's `ResultRecorded` arrives.
-    pub(crate) resend_failures: bool,
-    /// Current connection, if connected.
-    pub(crate) session: Option<SessionId>,
-    /// Stopped (like SIGSTOP): sends nothing, runs nothing, until resumed.
-    pub(crate) frozen: bool,
-    /// Running tasks: id → (attempt, finish time, items).
-    running: BTreeMap<TaskId, (Attempt, Instant, Vec<u64>, u64)>,
-    /// Tasks sent ahead, waiting for a slot: (task, attempt, items, ms per item).
-    waiting: std::collections::VecDeque<(TaskId, Attempt, Vec<u64>, u64)>,
-    /// Results finished while disconnected, delivered on the next connection.
-    outbox: Vec<TaskResult>,
-    /// Results sent that the host has not yet confirmed (`ResultRecorded`); back to the
-    /// outbox when the connection drops.
-    unacked: Vec<TaskResult>,
-    /// Tasks it refused for want of room.
-    pub(crate) refused: u64,
-    /// Most tasks this worker ever ran at once.
-    pub(crate) peak_running: usize,
-    /// Task attempts it was given.
-    pub(crate) started: u64,
-    /// What its telemetry reports: (measured MHz, max MHz), °C, throttle bits.
-    pub(crate) clock: Option<(u32, u32)>,
-    pub(crate) temp_c: Option<f64>,
-    pub(crate) throttle: u32,
-}
-
-impl SimWorker {
-    fn begin(
-        &mut self,
-        task: TaskId,
-        attempt: Attempt,
-        items: Vec<u64>,
-        per_item: u64,
-        now: Instant,
-    ) {
-        let ms = per_item * items.len() as u64;
-        self.running.insert(
-            task,
-            (attempt, now + Duration::from_millis(ms), items, per_item),
-        );
-        self.peak_running = self.peak_running.max(self.running.len());
-        assert!(
-            self.running.len() <= usize::from(self.slots),
-            "worker {} over its slots",
-            self.name
-        );
-    }
-
-    /// A slot freed up: the first waiting task starts.
-    fn start_waiting(&mut self, now: Instant) {
-        if let Some((task, attempt, items, per_item)) = self.waiting.pop_front() {
-            self.begin(task, attempt, items, per_item, now);
-        }
-    }
-
-    /// Fills every slot and the waiting room with tasks the host's books do not show (as a
-    /// worker still busy from before a host restart), each taking `ms`.
-    pub(crate) fn occupy_unknown(&mut self, ms: u64, now: Instant) {
-        let hidden = (0..u64::from(self.slots) * 2).map(|i| TaskId(1_000_000 + i));
-        for (n, task) in hidden.enumerate() {
-            if n < usize::from(self.slots) {
-                self.begin(task, Attempt(0), vec![1_000_000 + n as u64], ms, now);
-            } else {
-                self.waiting
-                    .push_back((task, Attempt(0), vec![1_000_000 + n as u64], ms));
-            }
-        }
-    }
-
-    /// The process restarted: nothing running, nothing buffered.
-    pub(crate) fn restart(&mut self) {
-        self.running.clear();
-        self.waiting.clear();
-        self.outbox.clear();
-        self.unacked.clear();
-    }
-
-    /// Like the real worker: a task it runs, holds waiting, or holds a successful result of is
-    /// not started again (a restarted host asking for it); it answers for the newest attempt.
-    fn adopt(&mut self, task: TaskId, attempt: Attempt) -> bool {
-        if let Some(r) = self.running.get_mut(&task) {
-            r.0 = attempt;
-        } else if let Some(q) = self.waiting.iter_mut().find(|q| q.0 == task) {
-            q.1 = attempt;
-        } else if let Some(r) = self
-            .outbox
-            .iter_mut()
-            .chain(&mut self.unacked)
-            .find(|r| r.task == task && r.succeeded())
-        {
-            r.attempt = attempt;
-        } else {
-            return false;
-        }
-        true
-    }
-
-    /// The connection ended: unconfirmed results go back ahead of the outbox.
-    fn connection_lost(&mut self) {
-        let mut back = std::mem::take(&mut self.unacked);
-        back.append(&mut self.outbox);
-        self.outbox = back;
-    }
-}
+use super::worker::{Rng, SimWorker};
+use crate::store::Store;
 
 /// What the client of one job saw.
 #[derive(Default)]
@@ -163,94 +31,12 @@ pub(crate) struct JobLog {
     pub(crate) error: Option<String>,
 }
 
-/// The store's contents, built from the records exactly as the driver persists them.
-#[derive(Default)]
-struct SimStore {
-    names: BTreeMap<String, WorkerId>,
-    jobs: BTreeMap<JobId, (JobSpec, Vec<TaskRow>, JobState, u64)>,
-    results: BTreeSet<(JobId, u64)>,
-    attempts: BTreeMap<TaskId, (u32, u32)>,
-    /// Where each task's latest attempt went, while it has not failed.
-    placed_on: BTreeMap<TaskId, WorkerId>,
-    max_task: u64,
-}
-
-impl SimStore {
-    fn apply(&mut self, r: &Record) {
-        match r {
-            Record::IdAssigned { worker, name } => {
-                self.names.insert(name.clone(), *worker);
-            }
-            Record::JobCreated { job, spec, tasks } => {
-                self.max_task = self
-                    .max_task
-                    .max(tasks.iter().map(|t| t.task.0).max().unwrap_or(0));
-                self.jobs
-                    .insert(*job, (spec.clone(), tasks.clone(), JobState::Running, 0));
-            }
-            Record::AttemptStarted { task, worker, .. } => {
-                self.attempts.entry(*task).or_default().0 += 1;
-                self.placed_on.insert(*task, *worker);
-            }
-            Record::AttemptFailed { task, .. } => {
-                self.attempts.entry(*task).or_default().1 += 1;
-                self.placed_on.remove(task);
-            }
-            Record::ResultRecorded { job, output, .. } => {
-                assert!(
-                    self.results.insert((*job, output.index)),
-                    "result {job}/{} recorded twice",
-                    output.index
-                );
-                if !output.outcome.is_success()
-                    && let Some(j) = self.jobs.get_mut(job)
-                {
-                    j.3 += 1;
-                }
-            }
-            Record::JobEnded { job, state, .. } => {
-                if let Some(j) = self.jobs.get_mut(job) {
-                    j.2 = *state;
-                }
-            }
-        }
-    }
-
-    fn unfinished(&self) -> Vec<RestoredJob> {
-        self.jobs
-            .iter()
-            .filter(|(_, j)| j.2 == JobState::Running)
-            .map(|(id, (spec, tasks, _, failed))| RestoredJob {
-                job: *id,
-                spec: spec.clone(),
-                tasks: tasks.clone(),
-                done: tasks
-                    .iter()
-                    .filter(|t| self.results.contains(&(*id, t.first_index)))
-                    .map(|t| t.task)
-                    .collect(),
-                failed: *failed,
-                attempts: tasks
-                    .iter()
-                    .map(|t| (t.task, self.attempts.get(&t.task).map_or(0, |a| a.0)))
-                    .collect(),
-                failed_attempts: tasks
-                    .iter()
-                    .map(|t| (t.task, self.attempts.get(&t.task).map_or(0, |a| a.1)))
-                    .collect(),
-                placed_on: tasks
-                    .iter()
-                    .filter_map(|t| Some((t.task, *self.placed_on.get(&t.task)?)))
-                    .collect(),
-            })
-            .collect()
-    }
-}
-
 pub(crate) struct Sim {
     pub(crate) sched: Scheduler,
     config: SchedConfig,
-    store: SimStore,
+    store: Store,
+    /// The virtual clock's start (the store's timestamps count from here).
+    start: Instant,
     pub(crate) now: Instant,
     pub(crate) rng: Rng,
     pub(crate) workers: Vec<SimWorker>,
@@ -271,9 +57,10 @@ impl Sim {
     pub(crate) fn new(config: SchedConfig, seed: u64) -> Self {
         let now = Instant::now();
         Self {
-            sched: Scheduler::new(config.clone(), BTreeMap::new()),
+            sched: Scheduler::new(config.clone(), BTreeMap::new(), Default::default()),
             config,
-            store: SimStore::default(),
+            store: Store::open_in_memory().expect("an in-memory store"),
+            start: now,
             now,
             rng: Rng(seed),
             workers: Vec::new(),
@@ -291,26 +78,8 @@ impl Sim {
     /// Adds a worker (not yet connected); returns its index.
     pub(crate) fn add_worker(&mut self, slots: u16, item_ms: u64) -> usize {
         let i = self.workers.len();
-        self.workers.push(SimWorker {
-            name: format!("w{i}"),
-            slots,
-            labels: Vec::new(),
-            item_ms,
-            failing: false,
-            resend_failures: false,
-            session: None,
-            frozen: false,
-            running: BTreeMap::new(),
-            waiting: std::collections::VecDeque::new(),
-            outbox: Vec::new(),
-            unacked: Vec::new(),
-            peak_running: 0,
-            refused: 0,
-            started: 0,
-            clock: None,
-            temp_c: None,
-            throttle: 0,
-        });
+        self.workers
+            .push(SimWorker::new(format!("w{i}"), slots, item_ms));
         i
     }
 
@@ -358,14 +127,15 @@ impl Sim {
             w.session = None;
             w.connection_lost();
         }
-        let mut sched = Scheduler::new(self.config.clone(), self.store.names.clone());
-        let next_job = self.store.jobs.keys().last().map_or(1, |j| j.0 + 1);
-        sched.resume(
-            self.now,
-            next_job,
-            self.store.max_task + 1,
-            self.store.unfinished(),
+        let store = &self.store;
+        let mut sched = Scheduler::new(
+            self.config.clone(),
+            store.worker_ids().expect("ids"),
+            store.drained().expect("drains"),
         );
+        let (next_job, next_task) = store.next_ids().expect("next ids");
+        let unfinished = store.unfinished_jobs().expect("unfinished jobs");
+        sched.resume(self.now, next_job, next_task, unfinished);
         self.sched = sched;
         self.drain_actions();
         self.check_invariants();
@@ -428,7 +198,10 @@ impl Sim {
                 }
                 Action::Reply { request, msg } => self.replied(request, msg),
                 Action::Record(record) => {
-                    self.store.apply(&record);
+                    let ms = (self.now - self.start).as_millis() as u64;
+                    self.store
+                        .apply(std::slice::from_ref(&record), ms)
+                        .expect("the store takes every record");
                     self.recorded(record);
                 }
             }
@@ -484,6 +257,7 @@ impl Sim {
             ToWorker::Welcome(_)
             | ToWorker::Reject { .. }
             | ToWorker::Drain
+            | ToWorker::Undrain
             | ToWorker::JobEnded { .. } => {}
             ToWorker::ResultRecorded { task, attempt } => {
                 w.unacked.retain(|r| (r.task, r.attempt) != (task, attempt));
@@ -659,49 +433,8 @@ impl Sim {
 
     /// The scheduler's invariants, checked after every event.
     fn check_invariants(&self) {
-        let s = &self.sched;
-        let seed = self.seed;
-        // A task runs on one worker, or on two when one attempt is a speculative backup.
-        let mut places: BTreeMap<TaskId, usize> = BTreeMap::new();
-        for (id, w) in &s.workers {
-            assert!(
-                w.running() <= 2 * w.slots(),
-                "worker {id} over its capacity (seed {seed})"
-            );
-            for t in &w.running {
-                *places.entry(*t).or_default() += 1;
-                let task = s
-                    .tasks
-                    .get(t)
-                    .unwrap_or_else(|| panic!("unknown task {t} running (seed {seed})"));
-                let here = task.running_on.map(|r| r.0) == Some(*id)
-                    || task.backup.map(|b| b.0) == Some(*id);
-                assert!(here, "task {t} location (seed {seed})");
-            }
-        }
-        for (t, n) in places {
-            let allowed = if s.tasks[&t].backup.is_some() { 2 } else { 1 };
-            assert!(n <= allowed, "task {t} placed on {n} workers (seed {seed})");
-        }
-        let queued: BTreeSet<TaskId> = s.queue.iter().copied().collect();
-        assert_eq!(
-            queued.len(),
-            s.queue.len(),
-            "task queued twice (seed {seed})"
-        );
-        for (tid, task) in &s.tasks {
-            let placed = task
-                .running_on
-                .is_some_and(|(w, _)| s.workers.contains_key(&w));
-            assert!(
-                placed != queued.contains(tid),
-                "task {tid} is neither placed nor queued, or both (seed {seed})"
-            );
-            let owned = s
-                .jobs
-                .get(&task.job)
-                .is_some_and(|j| j.open_tasks.contains(tid));
-            assert!(owned, "orphan task {tid} (seed {seed})");
+        if let Err(e) = self.sched.check_invariants() {
+            panic!("{e} (seed {})", self.seed);
         }
     }
 
@@ -733,28 +466,23 @@ impl Sim {
 pub(crate) fn spec(kind: JobKind, items: usize, chunksize: u32, targets: Targets) -> JobSpec {
     JobSpec {
         kind,
-        command: Command {
-            argv: vec!["work".into()],
-            shell: false,
-            timeout_ms: 0,
+        work: Work::Command {
+            command: Command {
+                argv: vec!["work".into()],
+                shell: false,
+                timeout_ms: 0,
+            },
+            persistent: false,
         },
-        items: (0..items).map(|i| i.to_string()).collect(),
+        items: (0..items).map(|i| i.to_string().into_bytes()).collect(),
         chunksize,
         targets,
         retries: 0,
-        persistent: false,
     }
 }
 
 fn output(index: u64, code: i32, duration_ms: u64) -> ItemOutput {
-    ItemOutput {
-        index,
-        outcome: Outcome::Exited(code),
-        stdout: Vec::new(),
-        stderr: Vec::new(),
-        truncated_bytes: 0,
-        duration_ms,
-    }
+    ItemOutput::ended(index, Outcome::Exited(code), duration_ms)
 }
 
 /// Seeds for randomised tests: `SIM_SEED=n` replays one.

@@ -1,0 +1,123 @@
+//! Reading back what a restarted host resumes: worker ids and drains, the next free ids, and
+//! every running job with what is left of it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bramble_sched::{RestoredJob, TaskRow};
+use bramble_wire::{JobId, JobSpec, TaskId, WorkerId};
+
+use super::{Store, StoreError};
+
+impl Store {
+    /// Worker names and their ids.
+    pub fn worker_ids(&self) -> Result<BTreeMap<String, WorkerId>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT name, id FROM workers")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, WorkerId(r.get(1)?))))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Names drained by `bramble drain`.
+    pub fn drained(&self) -> Result<BTreeSet<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name FROM workers WHERE draining = 1")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Ids above every stored job and task: (next job, next task).
+    pub fn next_ids(&self) -> Result<(u64, u64), StoreError> {
+        let next = |table: &str| -> Result<u64, StoreError> {
+            let sql = format!("SELECT COALESCE(MAX(id), 0) + 1 FROM {table}");
+            Ok(self.conn.query_row(&sql, [], |r| r.get(0))?)
+        };
+        Ok((next("jobs")?, next("tasks")?))
+    }
+
+    /// Every running job with what is left of it, for the scheduler to resume.
+    pub fn unfinished_jobs(&self) -> Result<Vec<RestoredJob>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, spec, failed FROM jobs WHERE state = 'running' ORDER BY id")?;
+        let jobs = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, u64>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, u64>(2)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut out = Vec::with_capacity(jobs.len());
+        for (id, blob, failed) in jobs {
+            let spec: JobSpec = postcard::from_bytes(&blob).map_err(|e| StoreError::Spec(id, e))?;
+            out.push(self.restore_job(JobId(id), spec, failed)?);
+        }
+        Ok(out)
+    }
+
+    fn restore_job(
+        &self,
+        job: JobId,
+        spec: JobSpec,
+        failed: u64,
+    ) -> Result<RestoredJob, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, first_index, count, pin FROM tasks WHERE job = ?1 ORDER BY id")?;
+        let tasks: Vec<TaskRow> = stmt
+            .query_map([job.0], |r| {
+                Ok(TaskRow {
+                    task: TaskId(r.get(0)?),
+                    first_index: r.get(1)?,
+                    count: r.get(2)?,
+                    pin: r.get::<_, Option<u32>>(3)?.map(WorkerId),
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let recorded: BTreeSet<u64> = self
+            .conn
+            .prepare("SELECT idx FROM results WHERE job = ?1")?
+            .query_map([job.0], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        // A task's results are written in one transaction: one recorded index means all are.
+        let done = tasks
+            .iter()
+            .filter(|t| recorded.contains(&t.first_index))
+            .map(|t| t.task)
+            .collect();
+        let mut attempts = BTreeMap::new();
+        let mut failed_attempts = BTreeMap::new();
+        let mut stmt = self.conn.prepare(
+            "SELECT a.task, COUNT(*), SUM(a.failed) FROM attempts a JOIN tasks t ON t.id = a.task
+             WHERE t.job = ?1 GROUP BY a.task",
+        )?;
+        let rows = stmt.query_map([job.0], |r| {
+            Ok((TaskId(r.get(0)?), r.get::<_, u32>(1)?, r.get::<_, u32>(2)?))
+        })?;
+        for row in rows {
+            let (task, n, f) = row?;
+            attempts.insert(task, n);
+            failed_attempts.insert(task, f);
+        }
+        let placed_on = self
+            .conn
+            .prepare(
+                "SELECT a.task, a.worker FROM attempts a JOIN tasks t ON t.id = a.task
+                 WHERE t.job = ?1 AND a.failed = 0
+                   AND a.attempt = (SELECT MAX(b.attempt) FROM attempts b WHERE b.task = a.task)",
+            )?
+            .query_map([job.0], |r| Ok((TaskId(r.get(0)?), WorkerId(r.get(1)?))))?
+            .collect::<Result<_, _>>()?;
+        Ok(RestoredJob {
+            job,
+            spec,
+            tasks,
+            done,
+            failed,
+            attempts,
+            failed_attempts,
+            placed_on,
+        })
+    }
+}

@@ -1,0 +1,152 @@
+//! Writing: a batch of scheduler records in one transaction, and the ids `cluster start`
+//! reserves for its local workers.
+
+use bramble_sched::Record;
+use bramble_wire::Attempt;
+use rusqlite::params;
+
+use super::{Store, StoreError};
+
+impl Store {
+    /// Writes a batch of records in one transaction. Returns the `seq` given to each
+    /// `ResultRecorded` record, in order (`None` for a copy of a result already stored).
+    pub fn apply(
+        &mut self,
+        records: &[Record],
+        now_ms: u64,
+    ) -> Result<Vec<Option<u64>>, StoreError> {
+        let tx = self.conn.transaction()?;
+        let mut seqs = Vec::new();
+        for record in records {
+            if let Some(seq) = write_record(&tx, record, now_ms)? {
+                seqs.push(seq);
+            }
+        }
+        tx.commit()?;
+        Ok(seqs)
+    }
+
+    /// Assigns ids to names that have none yet (e.g. `cluster start`'s local workers).
+    pub fn reserve_ids(&mut self, names: &[String]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        for name in names {
+            tx.execute(
+                "INSERT OR IGNORE INTO workers (name, id) SELECT ?1, COALESCE(MAX(id) + 1, 0) FROM workers",
+                params![name],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+/// Writes one record; a `ResultRecorded` answers with its seq (inner `None`: a duplicate).
+fn write_record(
+    tx: &rusqlite::Transaction<'_>,
+    record: &Record,
+    now_ms: u64,
+) -> Result<Option<Option<u64>>, StoreError> {
+    match record {
+        Record::IdAssigned { worker, name } => {
+            tx.execute(
+                "INSERT INTO workers (name, id) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET id = excluded.id",
+                params![name, worker.0],
+            )?;
+        }
+        Record::DrainChanged { name, draining } => {
+            tx.prepare_cached("UPDATE workers SET draining = ?2 WHERE name = ?1")?
+                .execute(params![name, draining])?;
+        }
+        Record::JobCreated { job, spec, tasks } => {
+            let blob = postcard::to_stdvec(spec).map_err(|e| StoreError::Spec(job.0, e))?;
+            let total: u64 = tasks.iter().map(|t| t.count).sum();
+            tx.execute(
+                "INSERT INTO jobs (id, kind, command, spec, total, state, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6)",
+                params![
+                    job.0,
+                    super::read::kind_word(spec.kind),
+                    spec.work.describe(),
+                    blob,
+                    total,
+                    now_ms
+                ],
+            )?;
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO tasks (id, job, first_index, count, pin) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for t in tasks {
+                stmt.execute(params![
+                    t.task.0,
+                    job.0,
+                    t.first_index,
+                    t.count,
+                    t.pin.map(|w| w.0)
+                ])?;
+            }
+        }
+        Record::AttemptStarted {
+            task,
+            attempt,
+            worker,
+        } => {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO attempts (task, attempt, worker, started_ms) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![task.0, attempt.0, worker.0, now_ms])?;
+        }
+        Record::AttemptFailed {
+            task,
+            attempt: Attempt(a),
+        } => {
+            tx.prepare_cached("UPDATE attempts SET failed = 1 WHERE task = ?1 AND attempt = ?2")?
+                .execute(params![task.0, a])?;
+        }
+        Record::ResultRecorded {
+            job,
+            worker,
+            output,
+        } => {
+            let message = match &output.outcome {
+                bramble_wire::Outcome::StartFailed(m) => Some(m.as_str()),
+                _ => None,
+            };
+            // OR IGNORE: exactly once per (job, index), whatever arrives twice.
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO results (job, idx, worker, outcome, code, message,
+                         stdout, stderr, truncated_bytes, duration_ms, recorded_ms, value)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                )?
+                .execute(params![
+                    job.0,
+                    output.index,
+                    worker.0,
+                    output.outcome.word(),
+                    output.outcome.code(),
+                    message,
+                    output.stdout,
+                    output.stderr,
+                    output.truncated_bytes,
+                    output.duration_ms,
+                    now_ms,
+                    output.value,
+                ])?;
+            let seq = (inserted == 1).then(|| tx.last_insert_rowid() as u64);
+            return Ok(Some(seq));
+        }
+        Record::JobEnded { job, state, failed } => {
+            tx.prepare_cached(
+                "UPDATE jobs SET state = ?2, failed = ?3, finished_ms = ?4 WHERE id = ?1",
+            )?
+            .execute(params![
+                job.0,
+                super::read::state_word(*state),
+                failed,
+                now_ms
+            ])?;
+        }
+    }
+    Ok(None)
+}

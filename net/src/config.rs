@@ -1,0 +1,71 @@
+//! QUIC configs: mutual TLS from the bundle or the profile's PEM, ALPN `bramble/<major>`, and
+//! the transport settings of each side.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bramble_certs::{Bundle, CertsError};
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+
+/// Silence after which either side drops a connection.
+const IDLE_TIMEOUT_MS: u32 = 15_000;
+
+/// Which end of a connection a config is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The host: accepts result streams from workers and request streams from clients.
+    Host,
+    /// A worker: the side behind NAT, so it sends keep-alives; accepts no streams.
+    Worker,
+    /// A client: keep-alives let one following a job notice a dead or restarted host (a
+    /// restarted one answers with a stateless reset) instead of waiting for results.
+    Client,
+}
+
+/// The transport settings of `side`.
+pub fn transport(side: Side) -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
+        IDLE_TIMEOUT_MS,
+    ))));
+    match side {
+        Side::Host => {
+            t.max_concurrent_uni_streams(256u32.into());
+            t.max_concurrent_bidi_streams(256u32.into());
+        }
+        Side::Worker => {
+            t.keep_alive_interval(Some(Duration::from_secs(3)));
+            t.max_concurrent_uni_streams(0u32.into());
+        }
+        Side::Client => {
+            t.keep_alive_interval(Some(Duration::from_secs(2)));
+        }
+    }
+    t
+}
+
+/// A worker's or client's config from its bundle.
+pub fn client_config(bundle: &Bundle, side: Side) -> Result<quinn::ClientConfig, CertsError> {
+    let mut tls = bramble_certs::tls::client_config(bundle)?;
+    tls.alpn_protocols = vec![bramble_wire::ALPN.to_vec()];
+    let crypto = QuicClientConfig::try_from(tls)
+        .map_err(|e| CertsError::Tls(rustls::Error::General(e.to_string())))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(Arc::new(transport(side)));
+    Ok(config)
+}
+
+/// The host's config: requires a client certificate from the profile's CA.
+pub fn server_config(
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<quinn::ServerConfig, CertsError> {
+    let mut tls = bramble_certs::tls::server_config(ca_pem, cert_pem, key_pem)?;
+    tls.alpn_protocols = vec![bramble_wire::ALPN.to_vec()];
+    let crypto = QuicServerConfig::try_from(tls)
+        .map_err(|e| CertsError::Tls(rustls::Error::General(e.to_string())))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(Arc::new(transport(Side::Host)));
+    Ok(config)
+}
