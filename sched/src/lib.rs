@@ -26,6 +26,8 @@ mod outcome;
 mod placement;
 mod speed;
 mod targets;
+#[cfg(test)]
+mod test_clock;
 mod worker;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -290,11 +292,4 @@ impl Scheduler {
         w.last_seen = now;
         Some(w)
     }
-}
-
-/// A starting instant for unit tests (test code only: the scheduler takes `now` as an
-/// argument and never reads a clock).
-#[cfg(test)]
-pub(crate) fn epoch() -> Instant {
-    Instant::now()
 }

@@ -138,7 +138,7 @@ mod tests {
 
     #[test]
     fn earliest_finish_waits_for_a_fast_busy_worker() {
-        let now = crate::epoch();
+        let now = crate::test_clock::epoch();
         let ms = Duration::from_millis;
         let slow_idle = Projection {
             id: WorkerId(1),

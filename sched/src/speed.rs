@@ -175,7 +175,7 @@ mod tests {
 
     #[test]
     fn observed_time_scales_with_the_measured_clock() {
-        let now = crate::epoch();
+        let now = crate::test_clock::epoch();
         let mut s = SpeedEstimate::default();
         s.observe_telemetry(now, &telemetry(1500, 1500, 50.0, 0));
         s.observe_item(100, now + Duration::from_millis(100));
@@ -193,7 +193,7 @@ mod tests {
 
     #[test]
     fn an_item_is_normalised_by_the_clock_over_its_whole_run() {
-        let now = crate::epoch();
+        let now = crate::test_clock::epoch();
         let mut s = SpeedEstimate::default();
         s.observe_telemetry(now, &telemetry(1500, 1500, 70.0, 0));
         for i in 1..10 {
@@ -227,7 +227,7 @@ mod tests {
 
     #[test]
     fn a_rising_temperature_predicts_throttling() {
-        let now = crate::epoch();
+        let now = crate::test_clock::epoch();
         let mut s = SpeedEstimate::default();
         s.observe_item(100, now);
         for i in 0..10 {
@@ -248,17 +248,20 @@ mod tests {
     #[test]
     fn under_voltage_is_penalised_even_when_past() {
         let mut s = SpeedEstimate::default();
-        s.observe_item(100, crate::epoch());
-        s.observe_telemetry(crate::epoch(), &telemetry(1500, 1500, 50.0, 0x10000));
+        s.observe_item(100, crate::test_clock::epoch());
+        s.observe_telemetry(
+            crate::test_clock::epoch(),
+            &telemetry(1500, 1500, 50.0, 0x10000),
+        );
         assert!((s.expected_ms(1.0) - 150.0).abs() < 1e-9);
     }
 
     #[test]
     fn machines_without_sensors_use_observations_only() {
         let mut s = SpeedEstimate::default();
-        s.observe_telemetry(crate::epoch(), &Telemetry::default());
+        s.observe_telemetry(crate::test_clock::epoch(), &Telemetry::default());
         assert!((s.expected_ms(42.0) - 42.0).abs() < 1e-9);
-        s.observe_item(300, crate::epoch() + Duration::from_secs(1));
+        s.observe_item(300, crate::test_clock::epoch() + Duration::from_secs(1));
         assert!((s.expected_ms(42.0) - 300.0).abs() < 1e-9);
     }
 }
