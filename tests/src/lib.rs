@@ -58,6 +58,15 @@ pub fn lease_port() -> PortLease {
     panic!("no free UDP port in {low}..{high}");
 }
 
+/// The lines of a text file (none if it does not exist yet).
+pub fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
 /// `stdout` of a command as text.
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()

@@ -288,19 +288,8 @@ async fn results(
         };
         match msg {
             Some(ToClient::ItemDone { seq, .. }) if seq <= cursor => {}
-            Some(ToClient::ItemDone {
-                seq,
-                worker,
-                output,
-                ..
-            }) => {
+            Some(msg @ ToClient::ItemDone { seq, .. }) => {
                 cursor = seq;
-                let msg = ToClient::ItemDone {
-                    job,
-                    seq,
-                    worker,
-                    output,
-                };
                 answer.write(&msg).await?;
             }
             Some(end) => return answer.write(&end).await,

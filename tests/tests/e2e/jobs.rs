@@ -1,17 +1,9 @@
-use bramble_tests::{Cluster, Signal, stderr, stdout};
+use bramble_tests::{Cluster, Signal, lines, stderr, stdout};
 
 fn json_lines(out: &std::process::Output) -> Vec<serde_json::Value> {
     stdout(out)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn lines(path: &std::path::Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
         .collect()
 }
 

@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use bramble_tests::{Cluster, Signal, stderr, stdout};
+use bramble_tests::{Cluster, Signal, lines, stderr, stdout};
 
 /// `results JOB --json` as index → (worker, stdout).
 fn results(c: &Cluster, job: &str) -> BTreeMap<u64, (u64, String)> {
@@ -20,14 +20,6 @@ fn results(c: &Cluster, job: &str) -> BTreeMap<u64, (u64, String)> {
         assert!(prev.is_none(), "index {index} printed twice");
     }
     map
-}
-
-fn lines(path: &std::path::Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
 }
 
 #[test]
