@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use bramble_certs::Bundle;
 use bramble_net::{FrameReader, Side};
 use bramble_wire::codec::encode_frame;
-use bramble_wire::{ClientRequest, JobId, JobSpec, JobSummary, ToClient, WorkerId, WorkerStatus};
+use bramble_wire::{
+    ClientRequest, EngineInfo, JobId, JobSpec, JobSummary, ToClient, WorkerId, WorkerStatus,
+};
 
 use crate::stream::JobStream;
 use crate::{ClientError, JobEnd, Order};
@@ -185,6 +187,14 @@ impl Client {
     pub async fn status(&self) -> Result<Vec<WorkerStatus>, ClientError> {
         match self.ask_again_if_lost(&ClientRequest::Status).await? {
             ToClient::Status(rows) => Ok(rows),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Every Python engine of the connected workers, by id.
+    pub async fn engines(&self) -> Result<Vec<EngineInfo>, ClientError> {
+        match self.ask_again_if_lost(&ClientRequest::Engines).await? {
+            ToClient::Engines(list) => Ok(list),
             other => Err(unexpected(&other)),
         }
     }

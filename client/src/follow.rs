@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use bramble_wire::{ItemOutput, ToClient, WorkerId};
+use bramble_wire::{EngineId, ItemOutput, ToClient, WorkerId};
 
 /// The order results are given out in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +24,8 @@ pub struct ItemResult {
     pub seq: u64,
     /// The worker that produced it.
     pub worker: WorkerId,
+    /// The Python engine that produced it.
+    pub engine: Option<EngineId>,
     pub output: ItemOutput,
 }
 
@@ -43,6 +45,15 @@ pub enum JobEvent {
     Accepted { total: u64 },
     /// A result, in the chosen order, each index once.
     Item(ItemResult),
+    /// What a running Python item printed, as it printed it (1 stdout, 2 stderr). Not
+    /// resent after a reconnect: the item's result carries all of it.
+    Output {
+        index: u64,
+        worker: WorkerId,
+        engine: Option<EngineId>,
+        stream: u8,
+        data: Vec<u8>,
+    },
     /// The connection was lost (`reason`); reconnecting and resuming.
     Reconnecting { reason: String },
     /// The job ended; nothing follows.
@@ -104,6 +115,7 @@ impl Follow {
             ToClient::ItemDone {
                 seq,
                 worker,
+                engine,
                 output,
                 ..
             } => {
@@ -114,6 +126,7 @@ impl Follow {
                 let item = ItemResult {
                     seq,
                     worker,
+                    engine,
                     output,
                 };
                 match self.order {
@@ -125,6 +138,24 @@ impl Follow {
                             self.next_index += 1;
                         }
                     }
+                }
+            }
+            ToClient::Output {
+                index,
+                worker,
+                engine,
+                stream,
+                data,
+                ..
+            } => {
+                if !self.ended {
+                    self.events.push_back(JobEvent::Output {
+                        index,
+                        worker,
+                        engine,
+                        stream,
+                        data,
+                    });
                 }
             }
             ToClient::JobFinished { failed, .. } => self.end(Some(JobEnd::Finished { failed })),
@@ -172,6 +203,7 @@ mod tests {
             job: JobId(1),
             seq,
             worker: WorkerId(0),
+            engine: None,
             output: ItemOutput::ended(index, Outcome::Exited(0), 1),
         }
     }

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use bramble_wire::{JobId, JobKind, JobSpec, TaskId};
+use bramble_wire::{JobId, JobKind, JobSpec, TaskId, Work};
 
 use crate::job::{self, Job, Task};
 use crate::targets::{self, TargetFilter};
@@ -53,7 +53,9 @@ impl Scheduler {
                     .unwrap_or(0)
             };
             let retries = spec.retries.saturating_sub(past(|r| &r.failed_attempts));
-            let mut task = Task::new(id, job::items(spec, row, rows.len()), row.pin, retries);
+            let items = job::items(spec, row, rows.len());
+            let mut task = Task::new(id, items, row.pin, retries);
+            task.slot = row.slot;
             task.attempts = past(|r| &r.attempts);
             self.tasks.insert(row.task, task);
             self.queue.push_back(row.task);
@@ -78,17 +80,34 @@ impl Scheduler {
     /// number of results.
     pub(crate) fn accept_job(&mut self, spec: &JobSpec) -> Result<(JobId, u64), String> {
         job::validate(spec)?;
-        let targets_list = targets::resolve(&spec.targets, &self.workers)?;
+        let pins = if spec.kind == JobKind::Map {
+            targets::check_map(&spec.targets, &spec.work, &self.workers)?;
+            self.check_python_map(&spec.work)?;
+            Vec::new()
+        } else {
+            targets::resolve(&spec.targets, &spec.work, &self.workers)?
+        };
+        if spec.kind == JobKind::Scatter
+            && matches!(spec.work, Work::Python(_))
+            && spec.items.len() != pins.len()
+        {
+            return Err(format!(
+                "a Python scatter has one item per engine ({} engines, {} items)",
+                pins.len(),
+                spec.items.len()
+            ));
+        }
         let id = JobId(self.next_job);
         self.next_job += 1;
-        let rows = job::plan(spec, &targets_list, self.next_task);
+        let rows = job::plan(spec, &pins, self.next_task);
         self.next_task += rows.len() as u64;
         self.install_job(id, spec, &rows, None);
+        let total = rows.iter().map(|r| r.count).sum();
         self.actions.push_back(Action::Record(Record::JobCreated {
             job: id,
             spec: spec.clone(),
             tasks: rows,
         }));
-        Ok((id, job::total_results(spec, &targets_list)))
+        Ok((id, total))
     }
 }

@@ -9,10 +9,32 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use bramble_wire::{Attempt, TaskId, TaskSpec, ToWorker, WorkerId};
+use bramble_wire::{Attempt, TaskId, TaskSpec, ToWorker, Work, WorkerId};
 
 use super::placement::{self, Candidate, Policy, Projection};
+use super::python::unfit;
 use super::{Action, Record, Scheduler};
+
+/// Engines (worker, slot) with a pinned task left in the queue during one placement pass: a
+/// later task for the same engine waits behind it, so each engine gets its work in the order
+/// it was submitted.
+#[derive(Default)]
+struct Blocked(std::collections::BTreeSet<(WorkerId, u16)>);
+
+impl Blocked {
+    fn engine_of(s: &Scheduler, tid: TaskId) -> Option<(WorkerId, u16)> {
+        let t = s.tasks.get(&tid)?;
+        Some((t.pin?, t.slot?))
+    }
+
+    fn holds(&self, s: &Scheduler, tid: TaskId) -> bool {
+        Self::engine_of(s, tid).is_some_and(|e| self.0.contains(&e))
+    }
+
+    fn left_behind(&mut self, s: &Scheduler, tid: TaskId) {
+        self.0.extend(Self::engine_of(s, tid));
+    }
+}
 
 /// Nominal time per item before any worker has reported one; only ratios matter.
 const NOMINAL_MS: f64 = 1000.0;
@@ -33,9 +55,16 @@ impl Scheduler {
             .map(|w| usize::try_from(w.slots().saturating_sub(w.running())).unwrap_or(0))
             .sum();
         let mut i = 0;
+        let mut blocked = Blocked::default();
         while free > 0 && i < self.queue.len() {
             let tid = self.queue[i];
-            let Some(choice) = self.choose_worker(tid) else {
+            let choice = if blocked.holds(self, tid) {
+                None
+            } else {
+                self.choose_worker(tid)
+            };
+            let Some(choice) = choice else {
+                blocked.left_behind(self, tid);
                 i += 1;
                 continue;
             };
@@ -46,13 +75,17 @@ impl Scheduler {
     }
 
     /// Workers that may run `tid`: its pin, its job's targets, the worker it is kept for after
-    /// a restart, not drained (unless it is the one the task is kept for), and not where an
-    /// attempt of it failed unless no other such worker is connected.
+    /// a restart, not drained (unless it is the one the task is kept for), able to run its
+    /// kind of work (Python), and not where an attempt of it failed unless no other such
+    /// worker is connected.
     fn eligible(&self, tid: TaskId) -> Vec<WorkerId> {
         let Some(task) = self.tasks.get(&tid) else {
             return Vec::new();
         };
-        let filter = self.jobs.get(&task.job).and_then(|j| j.targets.as_ref());
+        let Some(job) = self.jobs.get(&task.job) else {
+            return Vec::new();
+        };
+        let filter = job.targets.as_ref();
         let fits: Vec<WorkerId> = self
             .workers
             .iter()
@@ -60,7 +93,8 @@ impl Scheduler {
                 task.pin.is_none_or(|p| p == **id)
                     && task.kept_for.is_none_or(|k| k == **id)
                     && (!w.draining || task.kept_for == Some(**id))
-                    && filter.is_none_or(|f| f.matches(**id, &w.hello.labels))
+                    && filter.is_none_or(|f| f.matches(**id, w))
+                    && unfit(w, &job.work).is_none()
             })
             .map(|(id, _)| *id)
             .collect();
@@ -124,9 +158,14 @@ impl Scheduler {
         let lookahead = total_slots * 4 + 16;
         let mut i = 0;
         let mut looked = 0;
+        let mut blocked = Blocked::default();
         while i < self.queue.len() && looked < lookahead {
             looked += 1;
             let tid = self.queue[i];
+            if blocked.holds(self, tid) {
+                i += 1;
+                continue;
+            }
             let items = self.tasks.get(&tid).map_or(1, |t| t.items.len().max(1)) as u32;
             let options: Vec<Projection> = self
                 .eligible(tid)
@@ -141,6 +180,7 @@ impl Scheduler {
                 })
                 .collect();
             let Some((best, finish)) = placement::earliest_finish(&options) else {
+                blocked.left_behind(self, tid);
                 i += 1;
                 continue;
             };
@@ -164,6 +204,7 @@ impl Scheduler {
                 self.queue.remove(i);
                 self.start(tid, best, now);
             } else {
+                blocked.left_behind(self, tid);
                 i += 1;
             }
         }
@@ -268,7 +309,8 @@ impl Scheduler {
         }
     }
 
-    /// Occupies a slot of `worker` with the attempt, records it and sends the task.
+    /// Occupies a slot of `worker` with the attempt, records it and sends the task. A Python
+    /// job's function goes with its first task to each worker connection only.
     fn send_attempt(&mut self, tid: TaskId, worker: WorkerId, attempt: Attempt) {
         let (Some(task), Some(w)) = (self.tasks.get(&tid), self.workers.get_mut(&worker)) else {
             return;
@@ -277,12 +319,19 @@ impl Scheduler {
             return;
         };
         w.running.insert(tid);
+        let mut work = job.work.clone();
+        if let Work::Python(p) = &mut work
+            && !w.functions_sent.insert(task.job)
+        {
+            p.function = None;
+        }
         let spec = TaskSpec {
             task: tid,
             attempt,
             job: task.job,
-            work: job.work.clone(),
+            work,
             items: task.items.clone(),
+            engine: task.slot,
         };
         let session = w.session;
         self.actions

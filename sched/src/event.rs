@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use bramble_wire::{
-    Attempt, Hello, ItemOutput, JobId, JobSpec, JobState, TaskId, TaskResult, Telemetry, ToClient,
-    ToWorker, WorkerId,
+    Attempt, EngineId, Hello, ItemOutput, JobId, JobSpec, JobState, OutputChunk, PythonReport,
+    TaskId, TaskResult, Telemetry, ToClient, ToWorker, WorkerId,
 };
 
 /// One worker connection. A reconnecting worker gets a new session; events of an old
@@ -43,6 +43,16 @@ pub enum Event {
         session: SessionId,
         task: TaskId,
         attempt: Attempt,
+    },
+    /// A worker said what its Python can do.
+    PythonReported {
+        session: SessionId,
+        report: PythonReport,
+    },
+    /// A running Python item printed something.
+    OutputReceived {
+        session: SessionId,
+        chunk: OutputChunk,
     },
     /// A client submitted a job.
     JobSubmitted { request: RequestId, spec: JobSpec },
@@ -87,6 +97,8 @@ pub struct TaskRow {
     pub count: u64,
     /// The worker an apply/scatter task must run on.
     pub pin: Option<WorkerId>,
+    /// The engine (slot of `pin`) a Python apply/scatter task must run in.
+    pub slot: Option<u16>,
 }
 
 /// A fact to persist. The driver writes records before it sends anything that follows them,
@@ -95,6 +107,12 @@ pub struct TaskRow {
 pub enum Record {
     /// A name got its id.
     IdAssigned { worker: WorkerId, name: String },
+    /// A slot of a named worker got its engine id.
+    EngineIdAssigned {
+        name: String,
+        slot: u16,
+        engine: EngineId,
+    },
     /// A job was accepted with these tasks.
     JobCreated {
         job: JobId,
@@ -113,6 +131,7 @@ pub enum Record {
     ResultRecorded {
         job: JobId,
         worker: WorkerId,
+        engine: Option<EngineId>,
         output: ItemOutput,
     },
     /// The job ended (`Done` or `Cancelled`); `failed` results did not exit 0.
@@ -139,4 +158,6 @@ pub enum Action {
     Reply { request: RequestId, msg: ToClient },
     /// Persist, then tell the job's watchers (results and job ends).
     Record(Record),
+    /// Tell the job's watchers (output as it is printed; not persisted).
+    Tell { job: JobId, msg: ToClient },
 }

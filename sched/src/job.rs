@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use bramble_wire::{Attempt, Item, JobId, JobKind, JobSpec, TaskId, Work, WorkerId};
 
 use super::event::TaskRow;
+use super::targets::Pin;
 
 /// A job in progress.
 #[derive(Clone, Debug)]
@@ -26,6 +27,8 @@ pub(crate) struct Task {
     pub(crate) items: Vec<Item>,
     /// Apply and scatter tasks run only on their target.
     pub(crate) pin: Option<WorkerId>,
+    /// Python apply and scatter tasks run only in this engine (slot) of `pin`.
+    pub(crate) slot: Option<u16>,
     /// Attempts started so far; the next attempt gets this number.
     pub(crate) attempts: u32,
     /// How often a worker running it was lost.
@@ -52,6 +55,7 @@ impl Task {
             job,
             items,
             pin,
+            slot: None,
             attempts: 0,
             losses: 0,
             retries_left: retries,
@@ -92,14 +96,14 @@ impl Task {
     }
 }
 
-/// The task rows of a new job. `targets` are the resolved targets of apply/scatter (one
-/// pinned task each, result index = position); map gets one task per `chunksize` items.
-pub(crate) fn plan(spec: &JobSpec, targets: &[WorkerId], first_task: u64) -> Vec<TaskRow> {
-    let rows: Vec<(u64, u64, Option<WorkerId>)> = match spec.kind {
-        JobKind::Apply | JobKind::Scatter => targets
+/// The task rows of a new job. `pins` are the resolved targets of apply/scatter (one pinned
+/// task each, result index = position); map gets one task per `chunksize` items.
+pub(crate) fn plan(spec: &JobSpec, pins: &[Pin], first_task: u64) -> Vec<TaskRow> {
+    let rows: Vec<(u64, u64, Option<Pin>)> = match spec.kind {
+        JobKind::Apply | JobKind::Scatter => pins
             .iter()
             .zip(0u64..)
-            .map(|(w, i)| (i, 1, Some(*w)))
+            .map(|(pin, i)| (i, 1, Some(*pin)))
             .collect(),
         JobKind::Map => {
             let n = spec.items.len() as u64;
@@ -115,7 +119,8 @@ pub(crate) fn plan(spec: &JobSpec, targets: &[WorkerId], first_task: u64) -> Vec
             task: TaskId(id),
             first_index,
             count,
-            pin,
+            pin: pin.map(|p| p.0),
+            slot: pin.and_then(|p| p.1),
         })
         .collect()
 }
@@ -167,29 +172,30 @@ pub(crate) fn chunk_bounds(n: usize, parts: usize, k: usize) -> (usize, usize) {
     (start.min(n), (start + len).min(n))
 }
 
-/// Total results of a job: one per apply/scatter target, else one per input.
-pub(crate) fn total_results(spec: &JobSpec, targets: &[WorkerId]) -> u64 {
-    let n = match spec.kind {
-        JobKind::Apply | JobKind::Scatter => targets.len(),
-        JobKind::Map => spec.items.len(),
-    };
-    n as u64
-}
-
 /// Checks what the host must refuse before accepting a job.
 pub(crate) fn validate(spec: &JobSpec) -> Result<(), String> {
-    let Work::Command { command, .. } = &spec.work;
-    if command.argv.first().is_none_or(String::is_empty) {
-        return Err("empty command".into());
-    }
-    if spec.items.iter().any(|i| std::str::from_utf8(i).is_err()) {
-        return Err("a command's items must be UTF-8 text".into());
+    match &spec.work {
+        Work::Command { command, .. } => {
+            if command.argv.first().is_none_or(String::is_empty) {
+                return Err("empty command".into());
+            }
+            if spec.items.iter().any(|i| std::str::from_utf8(i).is_err()) {
+                return Err("a command's items must be UTF-8 text".into());
+            }
+            if spec.kind == JobKind::Scatter && command.argv.iter().any(|a| a.contains("{}")) {
+                return Err(
+                    "scatter gives each target its chunk on stdin; `{}` is not allowed".into(),
+                );
+            }
+        }
+        Work::Python(p) => {
+            if p.function.is_none() {
+                return Err("a Python job needs its function".into());
+            }
+        }
     }
     if spec.chunksize == 0 {
         return Err("chunksize must be at least 1".into());
-    }
-    if spec.kind == JobKind::Scatter && command.argv.iter().any(|a| a.contains("{}")) {
-        return Err("scatter gives each target its chunk on stdin; `{}` is not allowed".into());
     }
     if spec.kind == JobKind::Apply && !spec.items.is_empty() {
         return Err("apply takes no items".into());
@@ -221,8 +227,10 @@ mod tests {
     }
 
     fn argv(s: &mut JobSpec) -> &mut Vec<String> {
-        let Work::Command { command, .. } = &mut s.work;
-        &mut command.argv
+        match &mut s.work {
+            Work::Command { command, .. } => &mut command.argv,
+            Work::Python(_) => panic!("a command job"),
+        }
     }
 
     #[test]
@@ -241,14 +249,13 @@ mod tests {
 
     #[test]
     fn apply_pins_one_task_per_target() {
-        let targets = [WorkerId(2), WorkerId(0)];
+        let targets = [(WorkerId(2), None), (WorkerId(0), Some(3))];
         let s = spec(JobKind::Apply, 0, 1);
         let rows = plan(&s, &targets, 1);
         assert_eq!(
-            rows.iter().map(|r| r.pin).collect::<Vec<_>>(),
-            [Some(WorkerId(2)), Some(WorkerId(0))]
+            rows.iter().map(|r| (r.pin, r.slot)).collect::<Vec<_>>(),
+            [(Some(WorkerId(2)), None), (Some(WorkerId(0)), Some(3))]
         );
-        assert_eq!(total_results(&s, &targets), 2);
         assert_eq!(
             items(&s, &rows[1], 2),
             [Item {
@@ -261,7 +268,7 @@ mod tests {
     #[test]
     fn scatter_splits_contiguously_and_evenly() {
         let s = spec(JobKind::Scatter, 10, 1);
-        let targets = [WorkerId(0), WorkerId(1), WorkerId(2), WorkerId(3)];
+        let targets = [0, 1, 2, 3].map(|w| (WorkerId(w), None));
         let rows = plan(&s, &targets, 1);
         let chunks: Vec<Option<Vec<u8>>> = rows
             .iter()

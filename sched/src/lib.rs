@@ -24,6 +24,7 @@ mod job;
 mod membership;
 mod outcome;
 mod placement;
+mod python;
 mod speed;
 mod targets;
 #[cfg(test)]
@@ -33,7 +34,9 @@ mod worker;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use bramble_wire::{JobId, JobSpec, TaskId, ToClient, ToWorker, WorkerId, WorkerStatus};
+use bramble_wire::{
+    EngineId, EngineInfo, JobId, JobSpec, TaskId, ToClient, ToWorker, WorkerId, WorkerStatus,
+};
 
 pub use event::{Action, DisconnectReason, Event, Record, RequestId, SessionId, TaskRow};
 pub use placement::Policy;
@@ -64,6 +67,15 @@ impl Default for SchedConfig {
     }
 }
 
+/// What the scheduler knows from before it started (the job store): ids by worker name,
+/// drained names, engine ids by (worker name, slot).
+#[derive(Clone, Debug, Default)]
+pub struct Known {
+    pub names: BTreeMap<String, WorkerId>,
+    pub drained: BTreeSet<String>,
+    pub engines: BTreeMap<(String, u16), EngineId>,
+}
+
 /// An unfinished job read back from the store after a restart.
 #[derive(Clone, Debug)]
 pub struct RestoredJob {
@@ -91,6 +103,8 @@ pub struct Scheduler {
     names: BTreeMap<String, WorkerId>,
     /// Names drained by a client (`bramble drain`): nothing new is placed on them.
     drained: BTreeSet<String>,
+    /// Every (name, slot) that ever offered an engine → its id.
+    engine_ids: BTreeMap<(String, u16), EngineId>,
     /// Connected workers.
     workers: BTreeMap<WorkerId, WorkerEntry>,
     sessions: BTreeMap<SessionId, WorkerId>,
@@ -107,16 +121,13 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    /// A scheduler that knows the ids given out before (name → id) and the drained names.
-    pub fn new(
-        config: SchedConfig,
-        names: BTreeMap<String, WorkerId>,
-        drained: BTreeSet<String>,
-    ) -> Self {
+    /// A scheduler that knows what was given out before (see [`Known`]).
+    pub fn new(config: SchedConfig, known: Known) -> Self {
         Self {
             config,
-            names,
-            drained,
+            names: known.names,
+            drained: known.drained,
+            engine_ids: known.engines,
             workers: BTreeMap::new(),
             sessions: BTreeMap::new(),
             jobs: BTreeMap::new(),
@@ -179,6 +190,18 @@ impl Scheduler {
                 if let Some(id) = self.sessions.get(&session).copied() {
                     self.touch(now, session);
                     self.handle_refusal(id, task, attempt);
+                }
+            }
+            Event::PythonReported { session, report } => {
+                if let Some(w) = self.touch(now, session) {
+                    w.python = Some(report);
+                }
+            }
+            Event::OutputReceived { session, chunk } => {
+                let from = self.sessions.get(&session).copied();
+                self.touch(now, session);
+                if let Some(worker) = from {
+                    self.forward_output(worker, chunk);
                 }
             }
             Event::JobSubmitted { request, spec } => match self.accept_job(&spec) {
@@ -279,6 +302,29 @@ impl Scheduler {
             .iter()
             .map(|(id, w)| w.status(*id, now, fastest))
             .collect()
+    }
+
+    /// Every engine of the connected workers, by id.
+    pub fn engines(&self) -> Vec<EngineInfo> {
+        let mut list: Vec<EngineInfo> = self
+            .workers
+            .iter()
+            .flat_map(|(id, w)| {
+                w.engines
+                    .iter()
+                    .zip(0u16..)
+                    .map(|(engine, slot)| EngineInfo {
+                        engine: *engine,
+                        worker: *id,
+                        name: w.name.clone(),
+                        slot,
+                        python: w.python.clone(),
+                        draining: w.draining,
+                    })
+            })
+            .collect();
+        list.sort_by_key(|e| e.engine);
+        list
     }
 
     /// Whether the job is still running.

@@ -3,8 +3,8 @@
 
 use std::time::Instant;
 
-use bramble_wire::worker::CAP_COMMAND;
-use bramble_wire::{Hello, PROTOCOL_MINOR, ToWorker, Welcome, WorkerId};
+use bramble_wire::worker::{CAP_COMMAND, CAP_PYTHON};
+use bramble_wire::{EngineId, Hello, PROTOCOL_MINOR, ToWorker, Welcome, WorkerId};
 
 use crate::worker::WorkerEntry;
 use crate::{Action, DisconnectReason, Record, Scheduler, SessionId};
@@ -72,9 +72,31 @@ impl Scheduler {
             });
         }
         self.sessions.insert(session, id);
-        let mut entry = WorkerEntry::new(session, name, address, hello, now);
+        let python = hello.capabilities & CAP_PYTHON != 0;
+        let slots = hello.slots;
+        let mut entry = WorkerEntry::new(session, name.clone(), address, hello, now);
         entry.draining = draining;
+        if python {
+            entry.engines = (0..slots).map(|slot| self.engine_id(&name, slot)).collect();
+        }
         self.workers.insert(id, entry);
+    }
+
+    /// The engine id of a slot of a named worker, given (and recorded) the first time.
+    fn engine_id(&mut self, name: &str, slot: u16) -> EngineId {
+        let key = (name.to_owned(), slot);
+        if let Some(id) = self.engine_ids.get(&key) {
+            return *id;
+        }
+        let id = EngineId(self.engine_ids.values().map(|e| e.0 + 1).max().unwrap_or(0));
+        self.engine_ids.insert(key, id);
+        self.actions
+            .push_back(Action::Record(Record::EngineIdAssigned {
+                name: name.to_owned(),
+                slot,
+                engine: id,
+            }));
+        id
     }
 
     /// Drains (`draining`) or undrains the worker named `who` (a name, or an id in decimal).

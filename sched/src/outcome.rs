@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use bramble_wire::{
-    Attempt, ItemOutput, JobId, JobState, Outcome, TaskId, TaskResult, ToWorker, WorkerId,
+    Attempt, EngineId, ItemOutput, JobId, JobState, Outcome, TaskId, TaskResult, ToWorker, WorkerId,
 };
 
 use super::job::Job;
@@ -123,6 +123,10 @@ impl Scheduler {
         let worker = from
             .or(task.running_on.map(|(w, _)| w))
             .unwrap_or(WorkerId(u32::MAX));
+        let engine = self
+            .workers
+            .get(&worker)
+            .and_then(|w| w.engine(result.engine.or(task.slot)));
         let mut outputs = result.outputs;
         for item in &task.items {
             let output = match outputs.iter().position(|o| o.index == item.index) {
@@ -133,7 +137,7 @@ impl Scheduler {
                     "the worker returned no result for this item",
                 ),
             };
-            self.record_result(task.job, worker, output);
+            self.record_result(task.job, worker, engine, output);
         }
         if let Some(w) = from.and_then(|id| self.workers.get_mut(&id)) {
             w.done += task.items.len() as u64;
@@ -144,7 +148,13 @@ impl Scheduler {
         self.finish_job_if_done(task.job);
     }
 
-    fn record_result(&mut self, job_id: JobId, worker: WorkerId, output: ItemOutput) {
+    fn record_result(
+        &mut self,
+        job_id: JobId,
+        worker: WorkerId,
+        engine: Option<EngineId>,
+        output: ItemOutput,
+    ) {
         let Some(job) = self.jobs.get_mut(&job_id) else {
             return;
         };
@@ -155,6 +165,7 @@ impl Scheduler {
             .push_back(Action::Record(Record::ResultRecorded {
                 job: job_id,
                 worker,
+                engine,
                 output,
             }));
     }
@@ -174,7 +185,8 @@ impl Scheduler {
             failed: job.failed,
         }));
         if job.work.keeps_job_state() {
-            for w in self.workers.values() {
+            for w in self.workers.values_mut() {
+                w.functions_sent.remove(&id);
                 self.actions.push_back(Action::Send {
                     session: w.session,
                     msg: ToWorker::JobEnded { job: id },
@@ -232,7 +244,8 @@ impl Scheduler {
             self.tasks.remove(tid);
             for item in items {
                 let why = format!("lost {} workers while running it", self.config.max_losses);
-                self.record_result(job, id, ItemOutput::failed(item.index, Outcome::Lost, &why));
+                let lost = ItemOutput::failed(item.index, Outcome::Lost, &why);
+                self.record_result(job, id, None, lost);
             }
             if let Some(j) = self.jobs.get_mut(&job) {
                 j.open_tasks.remove(tid);

@@ -3,7 +3,9 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use bramble_wire::{Hello, TaskId, Telemetry, WorkerId, WorkerStatus};
+use bramble_wire::{
+    EngineId, Hello, JobId, PythonReport, TaskId, Telemetry, WorkerId, WorkerStatus,
+};
 
 use super::event::SessionId;
 
@@ -29,6 +31,12 @@ pub(crate) struct WorkerEntry {
     pub(crate) refusing: bool,
     /// Drained by a client: only tasks it had before (kept for it after a restart) go here.
     pub(crate) draining: bool,
+    /// What its Python can do (`None` until it reported, or without Python).
+    pub(crate) python: Option<PythonReport>,
+    /// Its engines by slot (empty without Python).
+    pub(crate) engines: Vec<EngineId>,
+    /// Python jobs whose function this connection was sent (it is sent once per job).
+    pub(crate) functions_sent: BTreeSet<JobId>,
 }
 
 impl WorkerEntry {
@@ -52,6 +60,9 @@ impl WorkerEntry {
             speed: super::speed::SpeedEstimate::default(),
             refusing: false,
             draining: false,
+            python: None,
+            engines: Vec::new(),
+            functions_sent: BTreeSet::new(),
         }
     }
 
@@ -73,6 +84,11 @@ impl WorkerEntry {
         !self.refusing && self.running() < 2 * self.slots()
     }
 
+    /// Its engine in `slot`, if it has engines.
+    pub(crate) fn engine(&self, slot: Option<u16>) -> Option<EngineId> {
+        self.engines.get(usize::from(slot?)).copied()
+    }
+
     /// `fastest_ms`: the lowest expected per-item time among connected workers.
     pub(crate) fn status(&self, id: WorkerId, now: Instant, fastest_ms: f64) -> WorkerStatus {
         let connected = now.saturating_duration_since(self.connected_at);
@@ -92,6 +108,8 @@ impl WorkerEntry {
                 (relative * 1000.0).round().clamp(0.0, 1000.0) as u32
             }),
             draining: self.draining,
+            python: self.python.clone(),
+            engines: self.engines.clone(),
         }
     }
 }

@@ -11,23 +11,29 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{JobId, WorkerId};
-use crate::serde_bounded::{byte_vecs, seq};
+use crate::ids::{EngineId, JobId, WorkerId};
+use crate::serde_bounded::{byte_vecs, bytes, seq};
 use crate::task::{ItemOutput, Work};
 use crate::telemetry::Telemetry;
+use crate::worker::PythonReport;
 
 /// Which workers a job may use.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Targets {
     /// Every connected worker.
     All,
-    /// These workers, in this order (`apply` prints in this order).
-    Ids(Vec<WorkerId>),
+    /// These workers, in this order (a job's results are numbered in this order).
+    Ids(#[serde(with = "seq")] Vec<WorkerId>),
     /// Workers with one of these ids or carrying one of these labels, in id order.
     Select {
+        #[serde(with = "seq")]
         ids: Vec<WorkerId>,
+        #[serde(with = "seq")]
         labels: Vec<String>,
     },
+    /// These Python engines, in this order: apply and scatter tasks are pinned to each; a map
+    /// may use the workers that have them.
+    Engines(#[serde(with = "seq")] Vec<EngineId>),
 }
 
 /// How a job's items are placed.
@@ -87,6 +93,23 @@ pub enum ClientRequest {
     Drain { worker: String },
     /// Place work on a drained worker again. Answered with `Done`.
     Undrain { worker: String },
+    /// Every Python engine of the connected workers, by id.
+    Engines,
+}
+
+/// One Python engine, as `Engines` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineInfo {
+    pub engine: EngineId,
+    pub worker: WorkerId,
+    /// The worker's name.
+    pub name: String,
+    /// The worker slot it runs in.
+    pub slot: u16,
+    /// The worker's Python (`None` until its probe answered).
+    pub python: Option<PythonReport>,
+    /// Its worker is drained.
+    pub draining: bool,
 }
 
 /// A job's state.
@@ -140,6 +163,11 @@ pub struct WorkerStatus {
     pub speed_milli: Option<u32>,
     /// Drained (`bramble drain`): nothing new is placed on it.
     pub draining: bool,
+    /// Its Python, if it offers engines (`None` until its probe answered, or without Python).
+    pub python: Option<PythonReport>,
+    /// Its engines, by slot.
+    #[serde(with = "seq")]
+    pub engines: Vec<EngineId>,
 }
 
 /// Host → client.
@@ -161,6 +189,8 @@ pub enum ToClient {
         job: JobId,
         seq: u64,
         worker: WorkerId,
+        /// The Python engine that produced it.
+        engine: Option<EngineId>,
         output: ItemOutput,
     },
     /// Every item has a result; `failed` of them did not exit 0.
@@ -174,5 +204,18 @@ pub enum ToClient {
     /// The job was cancelled before every item had a result.
     JobCancelled {
         job: JobId,
+    },
+    Engines(#[serde(with = "seq")] Vec<EngineInfo>),
+    /// Output of a running Python item as it is printed (following a job only; the result
+    /// carries all of it).
+    Output {
+        job: JobId,
+        index: u64,
+        worker: WorkerId,
+        engine: Option<EngineId>,
+        /// 1 stdout, 2 stderr.
+        stream: u8,
+        #[serde(with = "bytes")]
+        data: Vec<u8>,
     },
 }

@@ -9,6 +9,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct WorkerId(pub u32);
 
+/// A Python engine: one warm interpreter in one worker slot. Given to a (worker name, slot)
+/// the first time that worker joins with Python, kept across reconnects and host restarts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct EngineId(pub u32);
+
 /// A job: one `map`, `apply` or `scatter` request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct JobId(pub u64);
@@ -32,4 +37,4 @@ macro_rules! display_inner {
         }
     )*};
 }
-display_inner!(WorkerId, JobId, TaskId, Attempt);
+display_inner!(WorkerId, EngineId, JobId, TaskId, Attempt);

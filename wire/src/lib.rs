@@ -24,13 +24,14 @@ pub mod telemetry;
 pub mod worker;
 
 pub use client::{
-    ClientRequest, JobKind, JobSpec, JobState, JobSummary, Targets, ToClient, WorkerStatus,
+    ClientRequest, EngineInfo, JobKind, JobSpec, JobState, JobSummary, Targets, ToClient,
+    WorkerStatus,
 };
 pub use codec::{DecodeError, EncodeError, FrameDecoder, MAX_FRAME_LEN};
-pub use ids::{Attempt, JobId, TaskId, WorkerId};
-pub use task::{Command, Item, ItemOutput, Outcome, TaskResult, TaskSpec, Work};
+pub use ids::{Attempt, EngineId, JobId, TaskId, WorkerId};
+pub use task::{Command, Item, ItemOutput, Outcome, PythonWork, TaskResult, TaskSpec, Work};
 pub use telemetry::{Megahertz, MilliCelsius, Telemetry, ThrottleFlags};
-pub use worker::{Hello, ToHost, ToWorker, Welcome};
+pub use worker::{Hello, OutputChunk, PythonReport, ToHost, ToWorker, Welcome};
 
 /// ALPN protocol id; carries the major protocol version. Major 2 (bramble 0.2) made the task
 /// kind an enum ([`Work`]), gave every stored result a sequence number clients resume from,

@@ -13,8 +13,8 @@ use std::marker::PhantomData;
 use serde::de::{Deserialize, Deserializer, SeqAccess, Visitor};
 use serde::ser::Serializer;
 
-/// Elements reserved before any has decoded.
-const FIRST_RESERVE: usize = 16;
+/// Bytes reserved for a sequence before any element has decoded.
+const FIRST_RESERVE: usize = 1024;
 
 /// `#[serde(with = "bytes")]` on a `Vec<u8>`.
 pub mod bytes {
@@ -122,7 +122,8 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for SeqVisitor<T> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
-        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(FIRST_RESERVE));
+        let room = FIRST_RESERVE / std::mem::size_of::<T>().max(1);
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(room.max(1)));
         while let Some(v) = seq.next_element()? {
             out.push(v);
         }

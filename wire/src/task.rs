@@ -1,7 +1,7 @@
 //! What a task is on the wire: the work to run, its items, and what came back.
 //!
-//! Append only (see the crate docs). [`Work`] is an enum so that a new kind of task (Python
-//! functions in warm engines) is a new variant, not a new protocol.
+//! Append only (see the crate docs). [`Work`] is an enum so that a new kind of task is a new
+//! variant, not a new protocol: commands, and Python functions called in warm engines.
 
 use std::fmt;
 
@@ -9,6 +9,22 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{Attempt, JobId, TaskId};
 use crate::serde_bounded::{bytes, opt_bytes, seq};
+
+/// The payload of a Python job: an envelope of cloudpickle protocol 5 frames (see the
+/// `bramble` Python package), opaque to everything but the client and the engines.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PythonWork {
+    /// The function, its arguments and keyword arguments. The host sends it with a job's
+    /// first task to each worker connection and `None` afterwards; workers keep it per job.
+    #[serde(with = "opt_bytes")]
+    pub function: Option<Vec<u8>>,
+    /// The client's Python `(major, minor)`: cloudpickle needs the same on both sides.
+    pub python: (u8, u8),
+    /// Interrupt an item after this many milliseconds; 0 means no limit.
+    pub timeout_ms: u64,
+    /// What to call it in listings (`apply f`, `map f`, `execute`).
+    pub name: String,
+}
 
 /// A command template, run as argv (never through a shell unless `shell` is set).
 ///
@@ -32,6 +48,9 @@ pub enum Work {
     /// and feeds it one item per line on stdin, reading one line of stdout per item (a
     /// co-process).
     Command { command: Command, persistent: bool },
+    /// A Python function called once per item in a warm engine, with the item's arguments
+    /// appended to its own; the return value comes back in `ItemOutput::value`.
+    Python(PythonWork),
 }
 
 impl Work {
@@ -39,6 +58,7 @@ impl Work {
     pub fn describe(&self) -> String {
         match self {
             Self::Command { command, .. } => command.argv.join(" "),
+            Self::Python(p) => format!("python: {}", p.name),
         }
     }
 
@@ -47,6 +67,7 @@ impl Work {
     pub fn keeps_job_state(&self) -> bool {
         match self {
             Self::Command { persistent, .. } => *persistent,
+            Self::Python(_) => true,
         }
     }
 
@@ -54,6 +75,7 @@ impl Work {
     pub fn timeout_ms(&self) -> u64 {
         match self {
             Self::Command { command, .. } => command.timeout_ms,
+            Self::Python(p) => p.timeout_ms,
         }
     }
 }
@@ -79,6 +101,9 @@ pub struct TaskSpec {
     pub work: Work,
     #[serde(with = "seq")]
     pub items: Vec<Item>,
+    /// The engine (slot) a Python task must run in (DirectView work, pinned to its engine and
+    /// run there in the order sent); `None`: any free one.
+    pub engine: Option<u16>,
 }
 
 /// How one item ended.
@@ -96,16 +121,23 @@ pub enum Outcome {
     Cancelled,
     /// The worker running it was lost and no retry was left (set by the host).
     Lost,
+    /// A Python item returned; what it returned is in `ItemOutput::value`.
+    Returned,
+    /// A Python item raised; `ItemOutput::value` holds the error (type, message, traceback).
+    Raised,
+    /// The engine died while running it (exit status and the tail of its stderr); it was
+    /// restarted with an empty namespace.
+    EngineDied(String),
 }
 
 impl Outcome {
-    /// True only for a clean exit with status 0.
+    /// True for a clean exit with status 0 and for a Python item that returned.
     pub fn is_success(&self) -> bool {
-        matches!(self, Self::Exited(0))
+        matches!(self, Self::Exited(0) | Self::Returned)
     }
 
     /// One word for listings, JSON and the job store: `exited`, `signaled`, `start-failed`,
-    /// `timed-out`, `cancelled`, `lost`.
+    /// `timed-out`, `cancelled`, `lost`, `returned`, `raised`, `engine-died`.
     pub fn word(&self) -> &'static str {
         match self {
             Self::Exited(_) => "exited",
@@ -114,6 +146,17 @@ impl Outcome {
             Self::TimedOut => "timed-out",
             Self::Cancelled => "cancelled",
             Self::Lost => "lost",
+            Self::Returned => "returned",
+            Self::Raised => "raised",
+            Self::EngineDied(_) => "engine-died",
+        }
+    }
+
+    /// The message of an outcome that has one (why it could not start, how an engine died).
+    pub fn message(&self) -> Option<&str> {
+        match self {
+            Self::StartFailed(m) | Self::EngineDied(m) => Some(m),
+            _ => None,
         }
     }
 
@@ -133,6 +176,9 @@ impl Outcome {
             "start-failed" => Self::StartFailed(message.unwrap_or_default()),
             "timed-out" => Self::TimedOut,
             "cancelled" => Self::Cancelled,
+            "returned" => Self::Returned,
+            "raised" => Self::Raised,
+            "engine-died" => Self::EngineDied(message.unwrap_or_default()),
             _ => Self::Lost,
         }
     }
@@ -148,6 +194,9 @@ impl fmt::Display for Outcome {
             Self::TimedOut => f.write_str("timed out (process group killed)"),
             Self::Cancelled => f.write_str("cancelled"),
             Self::Lost => f.write_str("lost with its worker"),
+            Self::Returned => f.write_str("returned"),
+            Self::Raised => f.write_str("raised an exception"),
+            Self::EngineDied(why) => write!(f, "engine died: {why}"),
         }
     }
 }
@@ -200,6 +249,8 @@ pub struct TaskResult {
     pub attempt: Attempt,
     #[serde(with = "seq")]
     pub outputs: Vec<ItemOutput>,
+    /// The engine (slot) a Python task ran in.
+    pub engine: Option<u16>,
 }
 
 impl TaskResult {
@@ -222,11 +273,11 @@ mod tests {
             Outcome::TimedOut,
             Outcome::Cancelled,
             Outcome::Lost,
+            Outcome::Returned,
+            Outcome::Raised,
+            Outcome::EngineDied("exit status -11".into()),
         ] {
-            let message = match &o {
-                Outcome::StartFailed(m) => Some(m.clone()),
-                _ => None,
-            };
+            let message = o.message().map(str::to_owned);
             assert_eq!(Outcome::from_parts(o.word(), o.code(), message), o);
         }
         assert_eq!(Outcome::Exited(3).to_string(), "exit status 3");

@@ -3,12 +3,15 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{Attempt, JobId, TaskId, WorkerId};
-use crate::serde_bounded::seq;
+use crate::serde_bounded::{bytes, seq};
 use crate::task::{TaskResult, TaskSpec};
 use crate::telemetry::Telemetry;
 
 /// Capability bit: the worker runs [`crate::Work::Command`] tasks.
 pub const CAP_COMMAND: u64 = 0x1;
+/// Capability bit: the worker may run [`crate::Work::Python`] tasks in engines (one per
+/// slot); whether it can is in its [`PythonReport`].
+pub const CAP_PYTHON: u64 = 0x2;
 
 /// The first frame a worker sends on its control stream.
 ///
@@ -48,6 +51,39 @@ pub enum ToHost {
     /// does not know of (a restarted host). Nothing ran; the host places the task again
     /// without counting a failure.
     TaskRefused { task: TaskId, attempt: Attempt },
+    /// What the worker's Python can do (sent once known, and after every connect).
+    Python(PythonReport),
+    /// Output of a running Python item, as it is printed (not recorded: the result carries
+    /// the whole capped output).
+    Output(OutputChunk),
+}
+
+/// A worker's Python, as its probe found it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PythonReport {
+    /// The interpreter (the worker's `python` setting).
+    pub interpreter: String,
+    /// Its `(major, minor, micro)`, when it answered.
+    pub version: Option<(u8, u8, u8)>,
+    /// Why Python work cannot run here, and the fix; `None` when it can.
+    pub problem: Option<String>,
+}
+
+impl PythonReport {
+    /// Engines can run here.
+    pub fn usable(&self) -> bool {
+        self.problem.is_none() && self.version.is_some()
+    }
+}
+
+/// A piece of a running Python item's stdout (`stream` 1) or stderr (2).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputChunk {
+    pub task: TaskId,
+    pub index: u64,
+    pub stream: u8,
+    #[serde(with = "bytes")]
+    pub data: Vec<u8>,
 }
 
 /// The host's answer to `Hello`.

@@ -73,8 +73,9 @@ fn to_host() {
             task: TaskId(9),
             attempt: Attempt(1),
             outputs: vec![sample_output()],
+            engine: None,
         }),
-        "020901010300000368690a00000c00",
+        "020901010300000368690a00000c0000",
     );
     check(ToHost::Goodbye, "03");
     check(
@@ -125,8 +126,9 @@ fn to_worker() {
                     value: None,
                 },
             ],
+            engine: None,
         }),
-        "020900050002046563686f027b7d00000102030101780400",
+        "020900050002046563686f027b7d0000010203010178040000",
     );
     check(ToWorker::CancelTask { task: TaskId(300) }, "03ac02");
     check(ToWorker::Drain, "04");
@@ -176,9 +178,10 @@ fn client() {
             job: JobId(5),
             seq: 300,
             worker: WorkerId(1),
+            engine: None,
             output: sample_output(),
         },
-        "0405ac02010300000368690a00000c00",
+        "0405ac0201000300000368690a00000c00",
     );
     check(
         ToClient::JobFinished {
@@ -241,8 +244,10 @@ fn client() {
             telemetry: None,
             speed_milli: Some(500),
             draining: true,
+            python: None,
+            engines: vec![],
         }]),
-        "0201010270690161040209050178000001f40301",
+        "0201010270690161040209050178000001f403010000",
     );
     check(
         Targets::Select {
@@ -251,4 +256,80 @@ fn client() {
         },
         "0201010103677075",
     );
+}
+
+#[test]
+fn python() {
+    check(
+        ToHost::Python(PythonReport {
+            interpreter: "python3".into(),
+            version: Some((3, 11, 2)),
+            problem: None,
+        }),
+        "0507707974686f6e3301030b0200",
+    );
+    check(
+        ToHost::Output(OutputChunk {
+            task: TaskId(9),
+            index: 3,
+            stream: 1,
+            data: b"hi".to_vec(),
+        }),
+        "06090301026869",
+    );
+    check(
+        ToWorker::RunTask(TaskSpec {
+            task: TaskId(9),
+            attempt: Attempt(0),
+            job: JobId(5),
+            work: Work::Python(PythonWork {
+                function: Some(vec![1, 2]),
+                python: (3, 11),
+                timeout_ms: 0,
+                name: "f".into(),
+            }),
+            items: vec![Item {
+                index: 0,
+                value: Some(vec![7]),
+            }],
+            engine: Some(2),
+        }),
+        "020900050101020102030b00016601000101070102",
+    );
+    check(
+        ToHost::TaskFinished(TaskResult {
+            task: TaskId(1),
+            attempt: Attempt(0),
+            outputs: vec![ItemOutput {
+                value: vec![9, 9],
+                ..ItemOutput::ended(0, Outcome::Returned, 5)
+            }],
+            engine: Some(1),
+        }),
+        "020100010006000000050209090101",
+    );
+    check(ClientRequest::Engines, "0a");
+    check(
+        ToClient::Engines(vec![EngineInfo {
+            engine: EngineId(3),
+            worker: WorkerId(1),
+            name: "pi".into(),
+            slot: 2,
+            python: None,
+            draining: false,
+        }]),
+        "09010301027069020000",
+    );
+    check(
+        ToClient::Output {
+            job: JobId(5),
+            index: 3,
+            worker: WorkerId(1),
+            engine: Some(EngineId(3)),
+            stream: 1,
+            data: b"hi".to_vec(),
+        },
+        "0a050301010301026869",
+    );
+    check(Targets::Engines(vec![EngineId(0), EngineId(5)]), "03020005");
 }

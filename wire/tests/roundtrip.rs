@@ -48,12 +48,15 @@ impl Rng {
 }
 
 fn outcome(r: &mut Rng) -> Outcome {
-    match r.below(6) {
+    match r.below(9) {
         0 => Outcome::Exited(r.next() as i32),
         1 => Outcome::Signaled(r.below(64) as i32),
         2 => Outcome::StartFailed(r.string()),
         3 => Outcome::TimedOut,
         4 => Outcome::Cancelled,
+        5 => Outcome::Returned,
+        6 => Outcome::Raised,
+        7 => Outcome::EngineDied(r.string()),
         _ => Outcome::Lost,
     }
 }
@@ -71,6 +74,14 @@ fn output(r: &mut Rng) -> ItemOutput {
 }
 
 fn work(r: &mut Rng) -> Work {
+    if r.below(3) == 0 {
+        return Work::Python(PythonWork {
+            function: r.opt(Rng::bytes),
+            python: (r.next() as u8, r.next() as u8),
+            timeout_ms: r.int(),
+            name: r.string(),
+        });
+    }
     Work::Command {
         command: Command {
             argv: (0..1 + r.below(4)).map(|_| r.string()).collect(),
@@ -105,7 +116,7 @@ fn telemetry(r: &mut Rng) -> Telemetry {
 }
 
 fn to_host(r: &mut Rng) -> ToHost {
-    match r.below(4) {
+    match r.below(7) {
         0 => ToHost::Hello(Hello {
             protocol_minor: r.next() as u16,
             capabilities: r.int(),
@@ -120,8 +131,32 @@ fn to_host(r: &mut Rng) -> ToHost {
             task: TaskId(r.int()),
             attempt: Attempt(r.next() as u32),
             outputs: (0..r.below(4)).map(|_| output(r)).collect(),
+            engine: r.opt(|r| r.next() as u16),
+        }),
+        3 => ToHost::TaskRefused {
+            task: TaskId(r.int()),
+            attempt: Attempt(r.next() as u32),
+        },
+        4 => ToHost::Python(PythonReport {
+            interpreter: r.string(),
+            version: r.opt(|r| (r.next() as u8, r.next() as u8, r.next() as u8)),
+            problem: r.opt(Rng::string),
+        }),
+        5 => ToHost::Output(OutputChunk {
+            task: TaskId(r.int()),
+            index: r.int(),
+            stream: r.next() as u8,
+            data: r.bytes(),
         }),
         _ => ToHost::Goodbye,
+    }
+}
+
+fn python(r: &mut Rng) -> PythonReport {
+    PythonReport {
+        interpreter: r.string(),
+        version: r.opt(|r| (r.next() as u8, r.next() as u8, r.next() as u8)),
+        problem: r.opt(Rng::string),
     }
 }
 
@@ -144,6 +179,7 @@ fn to_worker(r: &mut Rng) -> ToWorker {
                     value: r.opt(Rng::bytes),
                 })
                 .collect(),
+            engine: r.opt(|r| r.next() as u16),
         }),
         3 => ToWorker::CancelTask {
             task: TaskId(r.int()),
@@ -162,9 +198,10 @@ fn to_worker(r: &mut Rng) -> ToWorker {
 
 fn targets(r: &mut Rng) -> Targets {
     let ids = |r: &mut Rng| (0..r.below(4)).map(|_| WorkerId(r.next() as u32)).collect();
-    match r.below(3) {
+    match r.below(4) {
         0 => Targets::All,
         1 => Targets::Ids(ids(r)),
+        2 => Targets::Engines((0..r.below(4)).map(|_| EngineId(r.next() as u32)).collect()),
         _ => Targets::Select {
             ids: ids(r),
             labels: (0..r.below(3)).map(|_| r.string()).collect(),
@@ -177,7 +214,7 @@ fn kind(r: &mut Rng) -> JobKind {
 }
 
 fn client_request(r: &mut Rng) -> ClientRequest {
-    match r.below(10) {
+    match r.below(11) {
         0 => ClientRequest::Ids,
         1 => ClientRequest::Status,
         2 => ClientRequest::Results {
@@ -195,6 +232,7 @@ fn client_request(r: &mut Rng) -> ClientRequest {
         6 => ClientRequest::Revoke { name: r.string() },
         7 => ClientRequest::Drain { worker: r.string() },
         8 => ClientRequest::Undrain { worker: r.string() },
+        9 => ClientRequest::Engines,
         _ => ClientRequest::Submit(JobSpec {
             kind: kind(r),
             work: work(r),
@@ -207,7 +245,23 @@ fn client_request(r: &mut Rng) -> ClientRequest {
 }
 
 fn to_client(r: &mut Rng) -> ToClient {
-    match r.below(9) {
+    match r.below(11) {
+        9 => ToClient::Engines(vec![EngineInfo {
+            engine: EngineId(r.next() as u32),
+            worker: WorkerId(r.next() as u32),
+            name: r.string(),
+            slot: r.next() as u16,
+            python: r.opt(python),
+            draining: r.below(2) == 0,
+        }]),
+        10 => ToClient::Output {
+            job: JobId(r.int()),
+            index: r.int(),
+            worker: WorkerId(r.next() as u32),
+            engine: r.opt(|r| EngineId(r.next() as u32)),
+            stream: r.next() as u8,
+            data: r.bytes(),
+        },
         6 => ToClient::Jobs(vec![JobSummary {
             job: JobId(r.int()),
             kind: kind(r),
@@ -239,6 +293,8 @@ fn to_client(r: &mut Rng) -> ToClient {
             telemetry: r.opt(telemetry),
             speed_milli: r.opt(|r| r.next() as u32),
             draining: r.below(2) == 0,
+            python: r.opt(python),
+            engines: (0..r.below(3)).map(|_| EngineId(r.next() as u32)).collect(),
         }]),
         3 => ToClient::JobAccepted {
             job: JobId(r.int()),
@@ -248,6 +304,7 @@ fn to_client(r: &mut Rng) -> ToClient {
             job: JobId(r.int()),
             seq: r.int(),
             worker: WorkerId(r.next() as u32),
+            engine: r.opt(|r| EngineId(r.next() as u32)),
             output: output(r),
         },
         _ => ToClient::JobFinished {

@@ -29,6 +29,8 @@ Options:
   --work-dir DIR           working directory of tasks
   --label NAME             label usable as a target (repeatable)
   --max-output-bytes N     bytes of stdout and of stderr kept per task [default: 1048576]
+  --python PROGRAM         the Python that runs engines (a virtualenv's python works)
+                           [default: python3 on the PATH]
   --sim PRESET             simulate a Pi: pi3b-bare, pi3b-plus-bare, pi4-bare, pi4-case,
                            pi4-fan, pi5-bare, pi5-cooler (thermal model, slowed tasks)
   --sim-ambient C          simulated ambient temperature [default: 25]
@@ -41,7 +43,8 @@ Options:
 
 Config file keys (all optional; flags override): bundle, slots, work_dir, labels,
 max_output_bytes, telemetry_interval_ms, startup_command (argv run after every connect),
-allow (program names tasks may start; `sh` must be listed for --shell tasks).";
+allow (program names tasks may start; `sh` must be listed for --shell tasks, and the python
+program for Python engines), python.";
 
 /// The worker config file, `worker.toml`.
 #[derive(Debug, Default, Deserialize)]
@@ -55,6 +58,7 @@ struct FileConfig {
     telemetry_interval_ms: Option<u64>,
     startup_command: Option<Vec<String>>,
     allow: Option<Vec<String>>,
+    python: Option<String>,
 }
 
 /// Everything the worker runs with.
@@ -69,6 +73,8 @@ pub(crate) struct WorkerConfig {
     pub(crate) startup_command: Option<Vec<String>>,
     /// `--sim*`: pretend to be a Pi (thermal model, slowed tasks).
     pub(crate) sim: Option<crate::sim::SimConfig>,
+    /// The Python that runs engines.
+    pub(crate) python: String,
 }
 
 /// What the command line asked for.
@@ -88,6 +94,7 @@ struct Flags {
     work_dir: Option<PathBuf>,
     labels: Vec<String>,
     max_output_bytes: Option<u64>,
+    python: Option<String>,
     sim: Option<String>,
     sim_ambient: Option<f64>,
     sim_speed: Option<f64>,
@@ -108,6 +115,7 @@ pub(crate) fn load(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<P
             Long("work-dir") => flags.work_dir = Some(parser.value()?.into()),
             Long("label") => flags.labels.push(parser.value()?.string()?),
             Long("max-output-bytes") => flags.max_output_bytes = Some(parser.value()?.parse()?),
+            Long("python") => flags.python = Some(parser.value()?.string()?),
             Long("sim") => flags.sim = Some(parser.value()?.string()?),
             Long("sim-ambient") => flags.sim_ambient = Some(parser.value()?.parse()?),
             Long("sim-speed") => flags.sim_speed = Some(parser.value()?.parse()?),
@@ -184,6 +192,11 @@ fn resolve(flags: Flags, file: FileConfig) -> anyhow::Result<WorkerConfig> {
         telemetry_interval: Duration::from_millis(telemetry_ms),
         startup_command: file.startup_command.filter(|argv| !argv.is_empty()),
         sim,
+        python: flags
+            .python
+            .or(file.python)
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| "python3".into()),
     })
 }
 

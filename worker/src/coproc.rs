@@ -7,26 +7,23 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bramble_wire::{Command, ItemOutput, JobId, Outcome, TaskResult, TaskSpec, Work};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use bramble_wire::{Command, ItemOutput, JobId, Outcome, TaskResult, TaskSpec};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::sync::watch;
 
 use crate::exec::{exit_outcome, kill_group, millis, sleep_until};
 use crate::limits::{ExecLimits, check_allowed};
+use crate::tail::StderrTail;
 use crate::template::{Invocation, expand};
-
-/// Bytes of a co-process's stderr kept for the item it fails.
-const STDERR_TAIL: usize = 4096;
 
 /// One running co-process.
 pub(crate) struct Coproc {
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
-    stderr_tail: Arc<Mutex<Vec<u8>>>,
-    /// The task collecting stderr; awaited when the process dies so the tail is complete.
-    stderr_reader: Option<tokio::task::JoinHandle<()>>,
+    /// Its last words, for the item it fails when it dies.
+    stderr: StderrTail,
     /// Simulation: the duty cycler slows this process group while it lives.
     sim: Option<Arc<crate::sim::SimHooks>>,
 }
@@ -72,11 +69,11 @@ impl Pool {
 /// Runs a persistent task's items through this job's co-processes.
 pub(crate) async fn run_task(
     spec: TaskSpec,
+    command: &Command,
     limits: &ExecLimits,
     pool: &Pool,
     mut cancel: watch::Receiver<bool>,
 ) -> TaskResult {
-    let Work::Command { command, .. } = &spec.work;
     let mut outputs = Vec::with_capacity(spec.items.len());
     for item in &spec.items {
         let started = Instant::now();
@@ -119,6 +116,7 @@ pub(crate) async fn run_task(
         task: spec.task,
         attempt: spec.attempt,
         outputs,
+        engine: None,
     }
 }
 
@@ -137,29 +135,16 @@ fn spawn(command: &Command, limits: &ExecLimits) -> Result<Coproc, String> {
         // Slowed while alive; a group that is gone is simply not signalled.
         sim.track(pid);
     }
-    let (Some(stdin), Some(stdout), Some(mut stderr)) =
+    let (Some(stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
         return Err("co-process pipes missing".into());
     };
-    let stderr_tail = Arc::new(Mutex::new(Vec::new()));
-    let tail = stderr_tail.clone();
-    let stderr_reader = tokio::spawn(async move {
-        let mut buf = [0u8; 4096];
-        while let Ok(n @ 1..) = stderr.read(&mut buf).await {
-            if let Ok(mut t) = tail.lock() {
-                t.extend_from_slice(&buf[..n]);
-                let excess = t.len().saturating_sub(STDERR_TAIL);
-                t.drain(..excess);
-            }
-        }
-    });
     Ok(Coproc {
         child,
         stdin,
         stdout: BufReader::new(stdout),
-        stderr_tail,
-        stderr_reader: Some(stderr_reader),
+        stderr: StderrTail::follow(stderr),
         sim: limits.sim.clone(),
     })
 }
@@ -207,10 +192,7 @@ async fn ask(
                 }
             };
             let mut out = ItemOutput::ended(0, outcome, millis(started.elapsed()));
-            if let Some(reader) = cp.stderr_reader.take() {
-                let _ = tokio::time::timeout(Duration::from_secs(1), reader).await;
-            }
-            out.stderr = cp.stderr_tail.lock().map(|t| t.clone()).unwrap_or_default();
+            out.stderr = cp.stderr.finish().await;
             (out, None)
         }
         None => {
@@ -235,7 +217,14 @@ async fn wait_cancelled(cancel: &mut watch::Receiver<bool>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bramble_wire::{Attempt, Item, TaskId};
+    use bramble_wire::{Attempt, Item, TaskId, Work};
+
+    fn command_of(s: &TaskSpec) -> Command {
+        match &s.work {
+            Work::Command { command, .. } => command.clone(),
+            Work::Python(_) => panic!("a command task"),
+        }
+    }
 
     fn spec(script: &str, values: &[&str]) -> TaskSpec {
         TaskSpec {
@@ -258,6 +247,7 @@ mod tests {
                     value: Some(v.as_bytes().to_vec()),
                 })
                 .collect(),
+            engine: None,
         }
     }
 
@@ -276,7 +266,8 @@ mod tests {
             .build()
             .unwrap();
         let (_tx, rx) = watch::channel(false);
-        rt.block_on(run_task(s, &limits(), pool, rx))
+        let command = command_of(&s);
+        rt.block_on(run_task(s, &command, &limits(), pool, rx))
     }
 
     #[test]
@@ -290,8 +281,10 @@ mod tests {
             .unwrap();
         let (_tx, rx) = watch::channel(false);
         let (a, b) = rt.block_on(async {
-            let a = run_task(spec(script, &["a", "b"]), &limits(), &pool, rx.clone()).await;
-            let b = run_task(spec(script, &["c"]), &limits(), &pool, rx).await;
+            let (s1, s2) = (spec(script, &["a", "b"]), spec(script, &["c"]));
+            let command = command_of(&s1);
+            let a = run_task(s1, &command, &limits(), &pool, rx.clone()).await;
+            let b = run_task(s2, &command, &limits(), &pool, rx).await;
             (a, b)
         });
         let outs: Vec<String> = a
@@ -340,8 +333,9 @@ mod tests {
     fn a_silent_coprocess_times_out() {
         let pool = Pool::default();
         let mut s = spec("read l; sleep 30", &["x"]);
-        let Work::Command { command, .. } = &mut s.work;
-        command.timeout_ms = 300;
+        if let Work::Command { command, .. } = &mut s.work {
+            command.timeout_ms = 300;
+        }
         let r = run(&pool, s);
         assert_eq!(r.outputs[0].outcome, Outcome::TimedOut);
         assert!(

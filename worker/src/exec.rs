@@ -4,7 +4,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use bramble_wire::{Command, Item, ItemOutput, Outcome, TaskResult, TaskSpec, Work};
+use bramble_wire::{Command, Item, ItemOutput, Outcome, TaskResult, TaskSpec};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
@@ -15,10 +15,10 @@ use crate::template::{Invocation, expand};
 /// the rest cancelled.
 pub(crate) async fn run_task(
     spec: TaskSpec,
+    command: &Command,
     limits: &ExecLimits,
     mut cancel: watch::Receiver<bool>,
 ) -> TaskResult {
-    let Work::Command { command, .. } = &spec.work;
     let mut outputs = Vec::with_capacity(spec.items.len());
     for item in &spec.items {
         let output = if *cancel.borrow() {
@@ -32,6 +32,7 @@ pub(crate) async fn run_task(
         task: spec.task,
         attempt: spec.attempt,
         outputs,
+        engine: None,
     }
 }
 
@@ -169,7 +170,14 @@ pub(crate) fn millis(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bramble_wire::{Attempt, TaskId};
+    use bramble_wire::{Attempt, TaskId, Work};
+
+    fn command_of(s: &TaskSpec) -> Command {
+        match &s.work {
+            Work::Command { command, .. } => command.clone(),
+            Work::Python(_) => panic!("a command task"),
+        }
+    }
 
     fn spec(argv: &[&str], items: Vec<Item>, timeout_ms: u64) -> TaskSpec {
         TaskSpec {
@@ -185,6 +193,7 @@ mod tests {
                 persistent: false,
             },
             items,
+            engine: None,
         }
     }
 
@@ -203,7 +212,8 @@ mod tests {
             .build()
             .unwrap();
         let (_tx, rx) = watch::channel(false);
-        rt.block_on(run_task(s, &l, rx))
+        let command = command_of(&s);
+        rt.block_on(run_task(s, &command, &l, rx))
     }
 
     #[test]

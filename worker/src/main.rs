@@ -5,6 +5,7 @@ mod backoff;
 mod config;
 mod coproc;
 mod core;
+mod engine;
 mod exec;
 mod limits;
 mod net;
@@ -13,6 +14,7 @@ mod sensors;
 mod session;
 mod sim;
 mod startup;
+mod tail;
 mod template;
 mod watchdog;
 

@@ -99,6 +99,7 @@ mod tests {
             task: TaskId(task),
             attempt: Attempt(0),
             outputs: vec![out],
+            engine: None,
         }
     }
 

@@ -8,13 +8,16 @@ use std::time::Duration;
 
 use bramble_net::{FrameReader, write_frame};
 use bramble_wire::codec::encode_frame_to_slice;
-use bramble_wire::worker::CAP_COMMAND;
-use bramble_wire::{Hello, PROTOCOL_MINOR, TaskId, TaskResult, TaskSpec, ToHost, ToWorker, Work};
+use bramble_wire::worker::{CAP_COMMAND, CAP_PYTHON};
+use bramble_wire::{
+    Hello, OutputChunk, PROTOCOL_MINOR, PythonReport, TaskId, TaskResult, ToHost, ToWorker, Work,
+};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::config::WorkerConfig;
-use crate::core::{Action, Core, Input};
+use crate::core::{Action, Core, Input, Start};
+use crate::engine::{self, Engines};
 use crate::limits::ExecLimits;
 use crate::sensors::Sensors;
 use crate::sim::Sim;
@@ -59,6 +62,12 @@ pub(crate) struct Worker {
     sensors: Sensors,
     shutdown: watch::Receiver<bool>,
     pool: coproc::Pool,
+    engines: Engines,
+    /// What running Python items print, to stream to the host.
+    output_tx: mpsc::UnboundedSender<OutputChunk>,
+    output_rx: mpsc::UnboundedReceiver<OutputChunk>,
+    /// What this worker's Python can do, once its probe answered.
+    python: watch::Receiver<Option<PythonReport>>,
     startup_command: Option<Vec<String>>,
     /// Why the startup command failed after the latest connect (reported in telemetry).
     startup_error: Arc<Mutex<Option<String>>>,
@@ -88,20 +97,23 @@ impl Worker {
         {
             tokio::spawn(crate::sim::duty_cycle(sim.hooks()));
         }
+        let limits = Arc::new(ExecLimits {
+            sim: sim.as_ref().map(Sim::hooks),
+            ..config.limits.clone()
+        });
+        let (output_tx, output_rx) = mpsc::unbounded_channel();
         Self {
             hello: Hello {
                 protocol_minor: PROTOCOL_MINOR,
-                capabilities: CAP_COMMAND,
+                capabilities: CAP_COMMAND | CAP_PYTHON,
                 slots: config.slots,
                 boot_id,
                 labels: config.labels.clone(),
                 arch: std::env::consts::ARCH.to_owned(),
                 version: env!("CARGO_PKG_VERSION").to_owned(),
             },
-            limits: Arc::new(ExecLimits {
-                sim: sim.as_ref().map(Sim::hooks),
-                ..config.limits.clone()
-            }),
+            python: probe_python(&config.python, &limits),
+            limits,
             telemetry_interval: config.telemetry_interval,
             core: Core::new(slots, OUTBOX_LIMIT),
             cancels: BTreeMap::new(),
@@ -110,6 +122,9 @@ impl Worker {
             sensors: Sensors::new(std::path::Path::new("/")),
             shutdown,
             pool: coproc::Pool::default(),
+            engines: Engines::new(config.slots, &config.python),
+            output_tx,
+            output_rx,
             startup_command: config.startup_command.clone(),
             startup_error: Arc::default(),
             sim,
@@ -149,6 +164,7 @@ impl Worker {
             tokio::select! {
                 () = &mut sleep => return false,
                 Some(result) = self.results_rx.recv() => self.step_offline(Input::TaskEnded(result)),
+                Some(_) = self.output_rx.recv() => {} // no one to stream it to
                 _ = ping.tick() => watchdog::alive(),
                 _ = self.shutdown.changed() => return true,
             }
@@ -186,6 +202,10 @@ impl Worker {
         }
         self.run_startup_command();
         self.feed(Input::Connected, &mut link).await?;
+        let report = self.python.borrow_and_update().clone();
+        if let Some(report) = report {
+            write_msg(&mut link, &ToHost::Python(report)).await?;
+        }
         let mut tick = tokio::time::interval(self.telemetry_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut tbuf = [0u8; 512];
@@ -200,6 +220,13 @@ impl Worker {
                 }
                 Some(result) = self.results_rx.recv() => {
                     self.feed(Input::TaskEnded(result), &mut link).await?;
+                }
+                Some(chunk) = self.output_rx.recv() => write_msg(&mut link, &ToHost::Output(chunk)).await?,
+                Ok(()) = self.python.changed() => {
+                    let report = self.python.borrow_and_update().clone();
+                    if let Some(report) = report {
+                        write_msg(&mut link, &ToHost::Python(report)).await?;
+                    }
                 }
                 _ = tick.tick() => {
                     watchdog::alive();
@@ -237,13 +264,16 @@ impl Worker {
         let mut to_send = Vec::new();
         while let Some(action) = self.core.poll_action() {
             match action {
-                Action::Start(spec) => self.start(spec),
+                Action::Start(start) => self.start(start),
                 Action::Kill(task) => {
                     if let Some(cancel) = self.cancels.get(&task) {
                         let _ = cancel.send(true);
                     }
                 }
-                Action::EndJob(job) => self.pool.end_job(job),
+                Action::EndJob(job) => {
+                    self.pool.end_job(job);
+                    self.engines.end_job(job);
+                }
                 Action::Send(msg) => to_send.push(msg),
             }
         }
@@ -264,23 +294,43 @@ impl Worker {
     /// write the rest is not attempted (the core keeps every result until it is confirmed).
     async fn feed(&mut self, input: Input, link: &mut Link<'_>) -> Result<(), Lost> {
         for msg in self.step(input) {
-            send(link, &msg).await?;
+            write_msg(link, &msg).await?;
         }
         Ok(())
     }
 
-    fn start(&mut self, spec: TaskSpec) {
+    fn start(&mut self, start: Start) {
+        let Start {
+            spec,
+            engine,
+            function,
+        } = start;
         let (cancel_tx, cancel_rx) = watch::channel(false);
         self.cancels.insert(spec.task, cancel_tx);
         let limits = self.limits.clone();
         let results = self.results_tx.clone();
         let pool = self.pool.clone();
+        let engines = self.engines.clone();
+        let output = self.output_tx.clone();
         tokio::spawn(async move {
-            let result = match spec.work {
+            let result = match spec.work.clone() {
                 Work::Command {
-                    persistent: true, ..
-                } => coproc::run_task(spec, &limits, &pool, cancel_rx).await,
-                Work::Command { .. } => exec::run_task(spec, &limits, cancel_rx).await,
+                    command,
+                    persistent: true,
+                } => coproc::run_task(spec, &command, &limits, &pool, cancel_rx).await,
+                Work::Command { command, .. } => {
+                    exec::run_task(spec, &command, &limits, cancel_rx).await
+                }
+                Work::Python(_) => {
+                    let run = engine::PythonRun {
+                        engines: &engines,
+                        limits: &limits,
+                        function,
+                        slot: engine.unwrap_or(0),
+                        output,
+                    };
+                    engine::run_task(spec, run, cancel_rx).await
+                }
             };
             // Fails only when the worker is exiting.
             let _ = results.send(result).await;
@@ -308,8 +358,23 @@ impl Worker {
     }
 }
 
+/// Probes the worker's Python in the background; the receiver holds the report once known.
+fn probe_python(python: &str, limits: &Arc<ExecLimits>) -> watch::Receiver<Option<PythonReport>> {
+    let (tx, rx) = watch::channel(None);
+    let (python, limits) = (python.to_owned(), limits.clone());
+    tokio::spawn(async move {
+        let report = engine::probe(&python, &limits).await;
+        match &report.problem {
+            None => info!("python engines ready: {python}"),
+            Some(why) => warn!("no python engines: {why}"),
+        }
+        let _ = tx.send(Some(report));
+    });
+    rx
+}
+
 /// Writes one frame: on the control stream, or a large result on a stream of its own.
-async fn send(link: &mut Link<'_>, msg: &ToHost) -> Result<(), Lost> {
+async fn write_msg(link: &mut Link<'_>, msg: &ToHost) -> Result<(), Lost> {
     link.scratch.clear();
     bramble_wire::codec::encode_frame(msg, &mut link.scratch)?;
     if link.scratch.len() <= INLINE_LIMIT {

@@ -155,7 +155,8 @@ pub(super) async fn results(
         match event {
             JobEvent::Item(item) => printer.push(item.worker, item.output)?,
             JobEvent::Ended(_) => ended = true,
-            JobEvent::Accepted { .. } | JobEvent::Reconnecting { .. } => {}
+            JobEvent::Accepted { .. } | JobEvent::Reconnecting { .. } | JobEvent::Output { .. } => {
+            }
         }
     }
     printer.finish()?;
@@ -202,6 +203,8 @@ async fn print_until_end(
             Some(JobEvent::Reconnecting { reason }) => {
                 progress.suspend(|| eprintln!("bramble: lost the host ({reason}); reconnecting"));
             }
+            // A Python item's output as it is printed; the result that follows has all of it.
+            Some(JobEvent::Output { .. }) => {}
             Some(JobEvent::Ended(end)) => break end,
             None => bail!("the results of job {job} ended before the job"),
         }

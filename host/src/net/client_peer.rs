@@ -99,6 +99,13 @@ async fn serve(answer: &mut Answer, req: ClientRequest, ctx: &Ctx, name: &str) -
             })
             .await
         }
+        ClientRequest::Engines => {
+            ask(ctx, |reply| ToDriver::Query {
+                query: Query::Engines,
+                reply,
+            })
+            .await
+        }
         ClientRequest::Submit(spec) => ask(ctx, |reply| ToDriver::Submit { spec, reply }).await,
         ClientRequest::Cancel { job } => ask(ctx, |reply| ToDriver::Cancel { job, reply }).await,
         ClientRequest::Drain { worker } => drain(ctx, name, worker, true).await,
@@ -257,14 +264,15 @@ async fn results(
             Err(message) => return answer.error(message).await,
         };
         let full = rows.len() == PAGE as usize;
-        for (seq, worker, output) in rows {
-            cursor = seq;
+        for r in rows {
+            cursor = r.seq;
             stored += 1;
             let msg = ToClient::ItemDone {
                 job,
-                seq,
-                worker,
-                output,
+                seq: r.seq,
+                worker: r.worker,
+                engine: r.engine,
+                output: r.output,
             };
             answer.write(&msg).await?;
         }
@@ -292,6 +300,7 @@ async fn results(
                 cursor = seq;
                 answer.write(&msg).await?;
             }
+            Some(msg @ ToClient::Output { .. }) => answer.write(&msg).await?,
             Some(end) => return answer.write(&end).await,
             None => return answer.write(&shutting_down()).await,
         }

@@ -28,6 +28,7 @@ pub(crate) enum PeerCmd {
 pub(crate) enum Query {
     Ids,
     Status,
+    Engines,
 }
 
 /// Messages to the driver.
@@ -143,6 +144,7 @@ impl Driver {
                 let answer = match query {
                     Query::Ids => ToClient::Ids(self.sched.ids()),
                     Query::Status => ToClient::Status(self.sched.status(now())),
+                    Query::Engines => ToClient::Engines(self.sched.engines()),
                 };
                 let _ = reply.send(answer);
             }
@@ -227,6 +229,13 @@ impl Driver {
         }
     }
 
+    /// Sends `msg` to the job's watchers that follow its items.
+    fn tell(&mut self, job: JobId, msg: &ToClient) {
+        if let Some(ws) = self.watchers.get_mut(&job) {
+            ws.retain(|w| !w.items || w.tx.send(msg.clone()).is_ok());
+        }
+    }
+
     /// `seq`: where the store put the result of a `ResultRecorded` (none for a copy).
     fn carry_out(&mut self, action: Action, seq: Option<u64>) {
         match action {
@@ -257,22 +266,21 @@ impl Driver {
             Action::Record(Record::ResultRecorded {
                 job,
                 worker,
+                engine,
                 output,
             }) => {
-                if let (Some(ws), Some(seq)) = (self.watchers.get_mut(&job), seq) {
-                    ws.retain(|w| {
-                        !w.items
-                            || w.tx
-                                .send(ToClient::ItemDone {
-                                    job,
-                                    seq,
-                                    worker,
-                                    output: output.clone(),
-                                })
-                                .is_ok()
-                    });
+                if let Some(seq) = seq {
+                    let msg = ToClient::ItemDone {
+                        job,
+                        seq,
+                        worker,
+                        engine,
+                        output,
+                    };
+                    self.tell(job, &msg);
                 }
             }
+            Action::Tell { job, msg } => self.tell(job, &msg),
             Action::Record(Record::JobEnded { job, state, failed }) => {
                 let msg = match state {
                     JobState::Cancelled => ToClient::JobCancelled { job },

@@ -62,7 +62,7 @@ impl Host {
         )?;
         let store = Store::open(&opts.store)
             .with_context(|| format!("opening {}", opts.store.display()))?;
-        let mut sched = Scheduler::new(opts.sched, store.worker_ids()?, store.drained()?);
+        let mut sched = Scheduler::new(opts.sched, store.known()?);
         let (next_job, next_task) = store.next_ids()?;
         let unfinished = store.unfinished_jobs()?;
         if !unfinished.is_empty() {

@@ -141,6 +141,8 @@ async fn forward(
             task,
             attempt,
         },
+        ToHost::Python(report) => Event::PythonReported { session, report },
+        ToHost::Output(chunk) => Event::OutputReceived { session, chunk },
         ToHost::Goodbye => return Some(End::Gone("worker said goodbye".into())),
         ToHost::Hello(_) => return Some(End::Protocol("second Hello".into())),
     };
@@ -176,5 +178,7 @@ fn kind(msg: &ToHost) -> &'static str {
         ToHost::TaskFinished(_) => "TaskFinished",
         ToHost::Goodbye => "Goodbye",
         ToHost::TaskRefused { .. } => "TaskRefused",
+        ToHost::Python(_) => "Python",
+        ToHost::Output(_) => "Output",
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use bramble_sched::{Action, Event, Record, RequestId, SchedConfig, Scheduler, SessionId};
+use bramble_sched::{Action, Event, Known, Record, RequestId, SchedConfig, Scheduler, SessionId};
 use bramble_wire::worker::CAP_COMMAND;
 use bramble_wire::{
     Command, Hello, ItemOutput, JobId, JobKind, JobSpec, JobState, Megahertz, MilliCelsius,
@@ -57,7 +57,7 @@ impl Sim {
     pub(crate) fn new(config: SchedConfig, seed: u64) -> Self {
         let now = Instant::now();
         Self {
-            sched: Scheduler::new(config.clone(), BTreeMap::new(), Default::default()),
+            sched: Scheduler::new(config.clone(), Known::default()),
             config,
             store: Store::open_in_memory().expect("an in-memory store"),
             start: now,
@@ -128,11 +128,7 @@ impl Sim {
             w.connection_lost();
         }
         let store = &self.store;
-        let mut sched = Scheduler::new(
-            self.config.clone(),
-            store.worker_ids().expect("ids"),
-            store.drained().expect("drains"),
-        );
+        let mut sched = Scheduler::new(self.config.clone(), store.known().expect("known ids"));
         let (next_job, next_task) = store.next_ids().expect("next ids");
         let unfinished = store.unfinished_jobs().expect("unfinished jobs");
         sched.resume(self.now, next_job, next_task, unfinished);
@@ -204,6 +200,7 @@ impl Sim {
                         .expect("the store takes every record");
                     self.recorded(record);
                 }
+                Action::Tell { .. } => {}
             }
         }
     }
@@ -292,6 +289,7 @@ impl Sim {
                 job,
                 worker,
                 output,
+                ..
             } => {
                 if let Some(l) = self.log_mut(job) {
                     assert!(
@@ -379,6 +377,7 @@ impl Sim {
                     task,
                     attempt,
                     outputs,
+                    engine: None,
                 };
                 match self.workers[i].session {
                     Some(session) => {

@@ -11,6 +11,7 @@ mod write;
 
 use std::path::Path;
 
+pub use read::StoredResult;
 use rusqlite::{Connection, OpenFlags};
 use schema::VERSION;
 
@@ -120,12 +121,14 @@ mod tests {
                 first_index: 0,
                 count: 2,
                 pin: None,
+                slot: None,
             },
             TaskRow {
                 task: TaskId(2),
                 first_index: 2,
                 count: 1,
                 pin: None,
+                slot: None,
             },
         ];
         let (j, w) = (JobId(1), WorkerId(0));
@@ -167,17 +170,20 @@ mod tests {
                     Record::ResultRecorded {
                         job: j,
                         worker: w,
+                        engine: None,
                         output: output(0, 0),
                     },
                     Record::ResultRecorded {
                         job: j,
                         worker: w,
+                        engine: None,
                         output: output(1, 3),
                     },
                     // A duplicate is ignored, not an error.
                     Record::ResultRecorded {
                         job: j,
                         worker: w,
+                        engine: None,
                         output: output(1, 0),
                     },
                 ],
@@ -187,7 +193,7 @@ mod tests {
         assert_eq!(seqs, [Some(1), Some(2), None], "the duplicate gets no seq");
         drop(store);
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.worker_ids().unwrap()["pi-01"], w);
+        assert_eq!(store.known().unwrap().names["pi-01"], w);
         assert_eq!(store.next_ids().unwrap(), (2, 3));
         let jobs = store.unfinished_jobs().unwrap();
         assert_eq!(jobs.len(), 1);
@@ -202,10 +208,10 @@ mod tests {
         assert_eq!(r.spec, spec(3));
         // Two results stored, in commit order; the duplicate of index 1 ignored.
         let results = store.results(j, 0, 10).unwrap();
-        let seqs: Vec<(u64, u64)> = results.iter().map(|(s, _, o)| (*s, o.index)).collect();
+        let seqs: Vec<(u64, u64)> = results.iter().map(|r| (r.seq, r.output.index)).collect();
         assert_eq!(seqs, [(1, 0), (2, 1)]);
         assert_eq!(
-            results[1].2.outcome,
+            results[1].output.outcome,
             Outcome::Exited(3),
             "first result kept"
         );
@@ -255,7 +261,10 @@ mod tests {
         store.apply(&[drain("b", false), id(0, "a")], 0).unwrap();
         drop(store);
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.drained().unwrap(), BTreeSet::from(["a".to_owned()]));
+        assert_eq!(
+            store.known().unwrap().drained,
+            BTreeSet::from(["a".to_owned()])
+        );
     }
 
     #[test]
@@ -274,7 +283,7 @@ mod tests {
         store
             .reserve_ids(&["a".into(), "b".into(), "x".into()])
             .unwrap();
-        let ids = store.worker_ids().unwrap();
+        let ids = store.known().unwrap().names;
         assert_eq!(
             (ids["a"], ids["b"], ids["x"]),
             (WorkerId(5), WorkerId(6), WorkerId(4))

@@ -1,10 +1,20 @@
 //! What clients read: job summaries and results after a cursor. Each request reads through
 //! its own read-only connection, so readers never stall the writer (WAL).
 
-use bramble_wire::{ItemOutput, JobId, JobKind, JobState, JobSummary, Outcome, WorkerId};
+use bramble_wire::{EngineId, ItemOutput, JobId, JobKind, JobState, JobSummary, Outcome, WorkerId};
 use rusqlite::params;
 
 use super::{Store, StoreError};
+
+/// One stored result.
+#[derive(Debug, PartialEq, Eq)]
+pub struct StoredResult {
+    /// Its position in commit order (the cursor clients resume from).
+    pub seq: u64,
+    pub worker: WorkerId,
+    pub engine: Option<EngineId>,
+    pub output: ItemOutput,
+}
 
 /// The summary columns of `jobs`, with the result counts, for `WHERE` clauses to extend.
 const SUMMARY: &str =
@@ -31,34 +41,34 @@ impl Store {
         Ok(rows.next().transpose()?)
     }
 
-    /// Results of `job` with `seq` > `after`, in `seq` (commit) order, at most `limit`:
-    /// `(seq, worker, output)`.
+    /// Results of `job` with `seq` > `after`, in `seq` (commit) order, at most `limit`.
     pub fn results(
         &self,
         job: JobId,
         after: u64,
         limit: u32,
-    ) -> Result<Vec<(u64, WorkerId, ItemOutput)>, StoreError> {
+    ) -> Result<Vec<StoredResult>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, idx, worker, outcome, code, message, stdout, stderr, truncated_bytes,
-                    duration_ms, value
+            "SELECT seq, idx, worker, engine, outcome, code, message, stdout, stderr,
+                    truncated_bytes, duration_ms, value
              FROM results WHERE job = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
         )?;
         let rows = stmt.query_map(params![job.0, after, limit], |r| {
-            let outcome = Outcome::from_parts(&r.get::<_, String>(3)?, r.get(4)?, r.get(5)?);
-            Ok((
-                r.get(0)?,
-                WorkerId(r.get(2)?),
-                ItemOutput {
+            let outcome = Outcome::from_parts(&r.get::<_, String>(4)?, r.get(5)?, r.get(6)?);
+            Ok(StoredResult {
+                seq: r.get(0)?,
+                worker: WorkerId(r.get(2)?),
+                engine: r.get::<_, Option<u32>>(3)?.map(EngineId),
+                output: ItemOutput {
                     index: r.get(1)?,
                     outcome,
-                    stdout: r.get(6)?,
-                    stderr: r.get(7)?,
-                    truncated_bytes: r.get(8)?,
-                    duration_ms: r.get(9)?,
-                    value: r.get(10)?,
+                    stdout: r.get(7)?,
+                    stderr: r.get(8)?,
+                    truncated_bytes: r.get(9)?,
+                    duration_ms: r.get(10)?,
+                    value: r.get(11)?,
                 },
-            ))
+            })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }

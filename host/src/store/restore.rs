@@ -3,26 +3,43 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use bramble_sched::{RestoredJob, TaskRow};
-use bramble_wire::{JobId, JobSpec, TaskId, WorkerId};
+use bramble_sched::{Known, RestoredJob, TaskRow};
+use bramble_wire::{EngineId, JobId, JobSpec, TaskId, WorkerId};
 
 use super::{Store, StoreError};
 
 impl Store {
-    /// Worker names and their ids.
-    pub fn worker_ids(&self) -> Result<BTreeMap<String, WorkerId>, StoreError> {
-        let mut stmt = self.conn.prepare("SELECT name, id FROM workers")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, WorkerId(r.get(1)?))))?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    /// Names drained by `bramble drain`.
-    pub fn drained(&self) -> Result<BTreeSet<String>, StoreError> {
+    /// What the scheduler knows from before: worker ids and drains, engine ids.
+    pub fn known(&self) -> Result<Known, StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT name FROM workers WHERE draining = 1")?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            .prepare("SELECT name, id, draining FROM workers")?;
+        let mut names = BTreeMap::new();
+        let mut drained = BTreeSet::new();
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                WorkerId(r.get(1)?),
+                r.get::<_, bool>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (name, id, draining) = row?;
+            if draining {
+                drained.insert(name.clone());
+            }
+            names.insert(name, id);
+        }
+        let engines = self
+            .conn
+            .prepare("SELECT name, slot, id FROM engines")?
+            .query_map([], |r| Ok(((r.get(0)?, r.get(1)?), EngineId(r.get(2)?))))?
+            .collect::<Result<_, _>>()?;
+        Ok(Known {
+            names,
+            drained,
+            engines,
+        })
     }
 
     /// Ids above every stored job and task: (next job, next task).
@@ -62,9 +79,9 @@ impl Store {
         spec: JobSpec,
         failed: u64,
     ) -> Result<RestoredJob, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, first_index, count, pin FROM tasks WHERE job = ?1 ORDER BY id")?;
+        let mut stmt = self.conn.prepare(
+            "SELECT id, first_index, count, pin, slot FROM tasks WHERE job = ?1 ORDER BY id",
+        )?;
         let tasks: Vec<TaskRow> = stmt
             .query_map([job.0], |r| {
                 Ok(TaskRow {
@@ -72,6 +89,7 @@ impl Store {
                     first_index: r.get(1)?,
                     count: r.get(2)?,
                     pin: r.get::<_, Option<u32>>(3)?.map(WorkerId),
+                    slot: r.get(4)?,
                 })
             })?
             .collect::<Result<_, _>>()?;

@@ -1,8 +1,9 @@
 //! The schema (`PRAGMA user_version` 2) and the migration from version 1.
 //!
 //! Version 2 (bramble 0.2): results carry `seq`, their position in commit order (the cursor
-//! clients resume from) and `value` (what a Python item returned); workers carry `draining`;
-//! job specs are encoded with protocol major 2's `JobSpec`.
+//! clients resume from), `value` (what a Python item returned) and `engine`; workers carry
+//! `draining`; tasks carry the engine `slot` they are pinned to; `engines` holds the engine
+//! ids; job specs are encoded with protocol major 2's `JobSpec`.
 
 use bramble_wire::{Command, JobKind, JobSpec, Targets, Work};
 use rusqlite::{Connection, params};
@@ -29,12 +30,19 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_ms  INTEGER NOT NULL,
     finished_ms INTEGER
 );
+CREATE TABLE IF NOT EXISTS engines (
+    name TEXT NOT NULL,
+    slot INTEGER NOT NULL,
+    id   INTEGER NOT NULL UNIQUE,
+    PRIMARY KEY (name, slot)
+);
 CREATE TABLE IF NOT EXISTS tasks (
     id          INTEGER PRIMARY KEY,
     job         INTEGER NOT NULL REFERENCES jobs(id),
     first_index INTEGER NOT NULL,
     count       INTEGER NOT NULL,
-    pin         INTEGER
+    pin         INTEGER,
+    slot        INTEGER
 );
 CREATE INDEX IF NOT EXISTS tasks_by_job ON tasks(job);
 CREATE TABLE IF NOT EXISTS attempts (
@@ -50,6 +58,7 @@ CREATE TABLE IF NOT EXISTS results (
     job             INTEGER NOT NULL,
     idx             INTEGER NOT NULL,
     worker          INTEGER NOT NULL,
+    engine          INTEGER,
     outcome         TEXT NOT NULL,
     code            INTEGER,
     message         TEXT,
@@ -85,6 +94,7 @@ pub(super) fn create_or_migrate(conn: &mut Connection) -> Result<(), StoreError>
 fn migrate_from_1(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
     tx.execute_batch(
         "ALTER TABLE workers ADD COLUMN draining INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE tasks ADD COLUMN slot INTEGER;
          ALTER TABLE results RENAME TO results_v1;",
     )?;
     tx.execute_batch(SCHEMA)?;
@@ -194,9 +204,9 @@ mod tests {
             .results(bramble_wire::JobId(1), 0, 10)
             .unwrap()
             .iter()
-            .map(|(seq, _, o)| (*seq, o.index))
+            .map(|r| (r.seq, r.output.index))
             .collect();
         assert_eq!(seqs, [(1, 2), (2, 0)]);
-        assert!(store.drained().unwrap().is_empty());
+        assert!(store.known().unwrap().drained.is_empty());
     }
 }

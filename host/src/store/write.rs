@@ -54,6 +54,12 @@ fn write_record(
                 params![name, worker.0],
             )?;
         }
+        Record::EngineIdAssigned { name, slot, engine } => {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO engines (name, slot, id) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![name, slot, engine.0])?;
+        }
         Record::DrainChanged { name, draining } => {
             tx.prepare_cached("UPDATE workers SET draining = ?2 WHERE name = ?1")?
                 .execute(params![name, draining])?;
@@ -74,7 +80,8 @@ fn write_record(
                 ],
             )?;
             let mut stmt = tx.prepare_cached(
-                "INSERT INTO tasks (id, job, first_index, count, pin) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO tasks (id, job, first_index, count, pin, slot)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             for t in tasks {
                 stmt.execute(params![
@@ -82,7 +89,8 @@ fn write_record(
                     job.0,
                     t.first_index,
                     t.count,
-                    t.pin.map(|w| w.0)
+                    t.pin.map(|w| w.0),
+                    t.slot
                 ])?;
             }
         }
@@ -106,26 +114,25 @@ fn write_record(
         Record::ResultRecorded {
             job,
             worker,
+            engine,
             output,
         } => {
-            let message = match &output.outcome {
-                bramble_wire::Outcome::StartFailed(m) => Some(m.as_str()),
-                _ => None,
-            };
             // OR IGNORE: exactly once per (job, index), whatever arrives twice.
             let inserted = tx
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO results (job, idx, worker, outcome, code, message,
-                         stdout, stderr, truncated_bytes, duration_ms, recorded_ms, value)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                    "INSERT OR IGNORE INTO results (job, idx, worker, engine, outcome, code,
+                         message, stdout, stderr, truncated_bytes, duration_ms, recorded_ms,
+                         value)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                 )?
                 .execute(params![
                     job.0,
                     output.index,
                     worker.0,
+                    engine.map(|e| e.0),
                     output.outcome.word(),
                     output.outcome.code(),
-                    message,
+                    output.outcome.message(),
                     output.stdout,
                     output.stderr,
                     output.truncated_bytes,

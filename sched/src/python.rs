@@ -1,0 +1,73 @@
+//! Python work: which workers can run it (a usable Python of the client's major.minor, which
+//! cloudpickle needs), refusals that say why (naming both versions on a mismatch), and output
+//! of running items passed on to the job's watchers.
+
+use bramble_wire::{OutputChunk, ToClient, Work, WorkerId};
+
+use crate::worker::WorkerEntry;
+use crate::{Action, Scheduler};
+
+/// Why `w` cannot run `work`, or `None` if it can. Commands run anywhere.
+pub(crate) fn unfit(w: &WorkerEntry, work: &Work) -> Option<String> {
+    let Work::Python(p) = work else {
+        return None;
+    };
+    if w.engines.is_empty() {
+        return Some(format!("{} runs no Python engines", w.name));
+    }
+    let Some(report) = &w.python else {
+        return Some(format!("{} has not reported its Python yet", w.name));
+    };
+    if let Some(problem) = &report.problem {
+        return Some(format!("{}: {problem}", w.name));
+    }
+    let (major, minor, micro) = report.version?;
+    if (major, minor) != p.python {
+        let (cmaj, cmin) = p.python;
+        return Some(format!(
+            "{} runs Python {major}.{minor}.{micro} and this client Python {cmaj}.{cmin}: \
+             cloudpickle needs the same major.minor version on both sides",
+            w.name
+        ));
+    }
+    None
+}
+
+impl Scheduler {
+    /// A map of Python work needs at least one connected worker that can run it now.
+    pub(crate) fn check_python_map(&self, work: &Work) -> Result<(), String> {
+        if !matches!(work, Work::Python(_)) {
+            return Ok(());
+        }
+        let reasons: Vec<String> = self
+            .workers
+            .values()
+            .filter(|w| !w.draining)
+            .map(|w| unfit(w, work))
+            .collect::<Option<Vec<_>>>()
+            .unwrap_or_default();
+        match reasons.first() {
+            None if self.workers.is_empty() => Err("no workers connected".into()),
+            None => Ok(()),
+            Some(_) => Err(format!("no engine can run this: {}", reasons.join("; "))),
+        }
+    }
+
+    /// Passes a running item's output on to its job's watchers.
+    pub(crate) fn forward_output(&mut self, worker: WorkerId, chunk: OutputChunk) {
+        let Some(task) = self.tasks.get(&chunk.task) else {
+            return; // finished or cancelled meanwhile
+        };
+        let engine = self.workers.get(&worker).and_then(|w| w.engine(task.slot));
+        let job = task.job;
+        let msg = ToClient::Output {
+            job,
+            index: chunk.index,
+            worker,
+            engine,
+            stream: chunk.stream,
+            data: chunk.data,
+        };
+        self.actions.push_back(Action::Tell { job, msg });
+    }
+}
