@@ -3,6 +3,7 @@
 //! repeated safely (ids, status, jobs, wait) are retried on a new connection; a submit or a
 //! cancel is sent once.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,8 @@ struct Inner {
     conn: Mutex<Link>,
     /// Held while dialling, so that many streams losing one connection dial once.
     redial: tokio::sync::Mutex<()>,
+    /// `close` was called: nothing dials again, streams end.
+    closed: AtomicBool,
 }
 
 #[derive(Clone)]
@@ -69,6 +72,7 @@ impl Client {
                 config,
                 conn: Mutex::new(link),
                 redial: tokio::sync::Mutex::new(()),
+                closed: AtomicBool::new(false),
             }),
         })
     }
@@ -90,6 +94,9 @@ impl Client {
     /// Dials again, unless the connection that failed (`dead`) was already replaced.
     async fn redial(&self, dead: &quinn::Connection) -> Result<(), ClientError> {
         let _one_at_a_time = self.inner.redial.lock().await;
+        if self.inner.closed.load(Ordering::Relaxed) {
+            return Err(ClientError::Refused("the client was closed".into()));
+        }
         if self
             .link()
             .is_some_and(|l| l.conn.stable_id() != dead.stable_id())
@@ -274,8 +281,9 @@ impl Client {
         JobStream::new(self.clone(), job, order, false)
     }
 
-    /// Closes the connection (jobs keep running on the host).
+    /// Closes the connection (jobs keep running on the host); nothing dials again.
     pub async fn close(&self) {
+        self.inner.closed.store(true, Ordering::Relaxed);
         if let Some(link) = self.link() {
             link.conn
                 .close(bramble_wire::close::SHUTDOWN.into(), b"client done");

@@ -133,12 +133,16 @@ pub(crate) enum ClusterAction {
         /// Slots per worker.
         #[arg(long, default_value_t = 1)]
         slots: u16,
-        /// Listen address when the profile is created by this command.
+        /// Listen address when the profile is created by this command (port 0: a free one,
+        /// written into the profile once the host listens).
         #[arg(long, default_value = "127.0.0.1:7707")]
         listen: SocketAddr,
         /// Placement policy [default: from host.toml].
         #[arg(long)]
         policy: Option<String>,
+        /// The Python the workers' engines run [default: python3 on the PATH].
+        #[arg(long)]
+        python: Option<String>,
     },
 }
 

@@ -205,6 +205,26 @@ impl Profile {
         Ok(bundle)
     }
 
+    /// The host was started on port 0 and got `addr`: that address goes into host.toml and
+    /// into every bundle issued so far (`cluster start --listen 127.0.0.1:0` picks a free
+    /// port this way, with no race for it).
+    pub fn settle_address(&self, addr: SocketAddr) -> anyhow::Result<()> {
+        let mut config = self.config()?;
+        config.listen = addr.to_string();
+        config.public = vec![addr.to_string()];
+        fs::write(self.config_path(), toml::to_string(&config)?)?;
+        let mut bundles = vec![self.client_bundle_path()];
+        for entry in fs::read_dir(self.dir.join("workers"))? {
+            bundles.push(entry?.path());
+        }
+        for path in bundles {
+            let mut bundle = Bundle::load(&path)?;
+            bundle.hosts = config.public.clone();
+            bundle.save(&path)?;
+        }
+        Ok(())
+    }
+
     /// The host's stateless-reset secret (created on first use, 0600).
     pub fn reset_key(&self) -> anyhow::Result<Vec<u8>> {
         let path = self.security().join("reset.key");

@@ -43,10 +43,18 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     slots,
                     listen,
                     policy,
+                    python,
                 },
         } => {
             bramble_net::logging::init(tracing::Level::INFO);
-            multi_thread()?.block_on(serve::cluster(&profile, n, slots, listen, policy))
+            let local = serve::Local {
+                n,
+                slots,
+                listen,
+                policy,
+                python,
+            };
+            multi_thread()?.block_on(serve::cluster(&profile, local))
         }
         Command::Revoke { name } => admin::revoke(&profile, bundle, &name),
         Command::Ids => client_command(&profile, bundle, query::ids),

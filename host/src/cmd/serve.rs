@@ -72,13 +72,23 @@ pub(super) async fn serve(
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) async fn cluster(
-    profile: &Profile,
-    n: u16,
-    slots: u16,
-    listen: SocketAddr,
-    policy: Option<String>,
-) -> anyhow::Result<ExitCode> {
+/// What `cluster start` runs.
+pub(super) struct Local {
+    pub(super) n: u16,
+    pub(super) slots: u16,
+    pub(super) listen: SocketAddr,
+    pub(super) policy: Option<String>,
+    pub(super) python: Option<String>,
+}
+
+pub(super) async fn cluster(profile: &Profile, local: Local) -> anyhow::Result<ExitCode> {
+    let Local {
+        n,
+        slots,
+        listen,
+        policy,
+        python,
+    } = local;
     if n == 0 || slots == 0 {
         bail!("need at least one worker with at least one slot");
     }
@@ -97,16 +107,24 @@ pub(super) async fn cluster(
         bundles.push(path);
     }
     // Give local-i its id now, so ids follow names rather than the order workers join.
-    Store::open(&profile.store_path())?.reserve_ids(&names)?;
+    Store::open(&profile.store_path())?.reserve_ids(&names, slots)?;
     let host = start_host(profile, None, policy)?;
+    if profile.config()?.listen.ends_with(":0") {
+        profile.settle_address(host.local_addr()?)?;
+    }
     let mut children = Vec::new();
     for bundle in &bundles {
-        let child = tokio::process::Command::new(&worker_bin)
+        let mut worker = tokio::process::Command::new(&worker_bin);
+        worker
             .arg("--bundle")
             .arg(bundle)
             .arg("--slots")
             .arg(slots.to_string())
-            .kill_on_drop(true)
+            .kill_on_drop(true);
+        if let Some(python) = &python {
+            worker.arg("--python").arg(python);
+        }
+        let child = worker
             .spawn()
             .with_context(|| format!("starting {}", worker_bin.display()))?;
         children.push(child);

@@ -281,12 +281,23 @@ mod tests {
             )
             .unwrap();
         store
-            .reserve_ids(&["a".into(), "b".into(), "x".into()])
+            .reserve_ids(&["a".into(), "b".into(), "x".into()], 2)
             .unwrap();
-        let ids = store.known().unwrap().names;
+        let known = store.known().unwrap();
+        let ids = known.names;
         assert_eq!(
             (ids["a"], ids["b"], ids["x"]),
             (WorkerId(5), WorkerId(6), WorkerId(4))
+        );
+        let engine = |name: &str, slot| known.engines[&(name.to_owned(), slot)].0;
+        assert_eq!(
+            [
+                engine("a", 0),
+                engine("a", 1),
+                engine("b", 0),
+                engine("x", 1)
+            ],
+            [0, 1, 2, 5]
         );
     }
 }

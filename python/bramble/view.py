@@ -1,0 +1,331 @@
+"""Views, as in ipyparallel: a ``DirectView`` runs work on chosen engines (each engine runs its
+work in the order it was given, and keeps its namespace); a ``LoadBalancedView`` spreads work
+over the engines as the host's scheduler places it (thermal-aware by default)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from typing import Any, Callable
+
+from . import _engine
+from .asyncresult import AsyncMapResult, AsyncResult, concatenate
+
+__all__ = ["DirectView", "LoadBalancedView", "View"]
+
+#: This client's Python (major, minor): engines of another version refuse the work.
+PYTHON = sys.version_info[:2]
+
+
+def _name(f: Any) -> str:
+    return getattr(f, "__name__", None) or type(f).__name__
+
+
+def _partition(seq: Any, parts: int) -> list[Any]:
+    """``seq`` in ``parts`` contiguous slices (``seq[lo:hi]``, so a range stays a range and
+    an array a view); the first ``len % parts`` get one more, as ipyparallel cuts them."""
+    n = len(seq)
+    base, extra = divmod(n, parts)
+    out, lo = [], 0
+    for k in range(parts):
+        hi = lo + base + (1 if k < extra else 0)
+        out.append(seq[lo:hi])
+        lo = hi
+    return out
+
+
+class View:
+    """What both views share: flags (``block``, ``timeout``, ``retries``) and submission."""
+
+    def __init__(self, client: Any, targets: Any = None) -> None:
+        self.client = client
+        self._targets = targets
+        self.block = False
+        self.timeout: float | None = None
+        self.retries = 0
+
+    def _submit(
+        self,
+        kind: str,
+        f: Any,
+        args: tuple = (),
+        kwargs: dict | None = None,
+        items: list[bytes] | None = None,
+        targets: list[int] | None = None,
+        chunksize: int = 1,
+        retries: int | None = None,
+    ) -> tuple[int, int]:
+        function = _engine.pack((f, tuple(args), dict(kwargs or {})))
+        return self.client._native.submit(
+            kind,
+            function,
+            items or [],
+            targets,
+            chunksize,
+            self.retries if retries is None else retries,
+            self.timeout,
+            PYTHON,
+            _name(f) if not isinstance(f, str) else f.split(":", 1)[-1],
+        )
+
+    @staticmethod
+    def _finish(ar: AsyncResult, block: bool) -> Any:
+        """A blocking call waits for the result; Ctrl-C (or a Jupyter interrupt) stops the
+        wait and cancels the job."""
+        if not block:
+            return ar
+        try:
+            return ar.get()
+        except KeyboardInterrupt:
+            ar.abort()
+            raise
+
+    def apply(self, f: Callable, *args: Any, **kwargs: Any) -> Any:
+        """Calls ``f(*args, **kwargs)``; blocks if ``self.block``."""
+        return self._apply(f, args, kwargs, self.block)
+
+    def apply_async(self, f: Callable, *args: Any, **kwargs: Any) -> AsyncResult:
+        """Calls ``f(*args, **kwargs)``; returns an ``AsyncResult`` at once."""
+        return self._apply(f, args, kwargs, False)
+
+    def apply_sync(self, f: Callable, *args: Any, **kwargs: Any) -> Any:
+        """Calls ``f(*args, **kwargs)`` and waits for the result."""
+        return self._apply(f, args, kwargs, True)
+
+    def _apply(self, f: Callable, args: tuple, kwargs: dict, block: bool) -> Any:
+        raise NotImplementedError
+
+    def map_async(self, f: Callable, *seqs: Any, **kwargs: Any) -> AsyncMapResult:
+        return self.map(f, *seqs, block=False, **kwargs)
+
+    def map_sync(self, f: Callable, *seqs: Any, **kwargs: Any) -> Any:
+        return self.map(f, *seqs, block=True, **kwargs)
+
+    def map(self, f: Callable, *seqs: Any, block: bool | None = None, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    def remote(self, block: bool | None = None, **flags: Any) -> Callable[[Callable], Any]:
+        """Decorator: calling the function calls it remotely (``apply``)."""
+
+        def decorate(f: Callable) -> Callable:
+            @functools.wraps(f)
+            def call(*args: Any, **kwargs: Any) -> Any:
+                b = self.block if block is None else block
+                return self._apply(f, args, kwargs, b)
+
+            return call
+
+        return decorate
+
+    def parallel(self, block: bool | None = None, **flags: Any) -> Callable[[Callable], Any]:
+        """Decorator: calling the function with sequences maps it over them."""
+
+        def decorate(f: Callable) -> Callable:
+            @functools.wraps(f)
+            def call(*seqs: Any) -> Any:
+                return self.map(f, *seqs, block=self.block if block is None else block)
+
+            call.map = call  # type: ignore[attr-defined]
+            return call
+
+        return decorate
+
+
+class DirectView(View):
+    """Work on these engines: ``c[:]``, ``c[::2]``, ``c[[0, 2]]``, ``c[0]`` (one engine: its
+    results are single values, not lists)."""
+
+    def __init__(self, client: Any, targets: Any) -> None:
+        super().__init__(client, targets)
+        self._single = isinstance(targets, int)
+
+    @property
+    def targets(self) -> list[int] | int:
+        if self._single:
+            return self._targets
+        return self._engines()
+
+    def _engines(self) -> list[int]:
+        """The engine ids this view means now (``c[:]`` means every engine up)."""
+        t = self._targets
+        if isinstance(t, int):
+            return [t]
+        if isinstance(t, slice) or t is None or t == "all":
+            ids = self.client.ids
+            return ids if isinstance(t, str) or t is None else ids[t]
+        return list(t)
+
+    def _run(
+        self,
+        kind: str,
+        f: Any,
+        args: tuple = (),
+        kwargs: dict | None = None,
+        items: list[bytes] | None = None,
+        fname: str | None = None,
+        reconstruct: Callable | None = None,
+        result_class: type = AsyncResult,
+        **extra: Any,
+    ) -> AsyncResult:
+        targets = self._engines()
+        job, total = self._submit(kind, f, args, kwargs, items, targets, retries=0)
+        return result_class(
+            self.client,
+            job,
+            total,
+            fname or _name(f),
+            targets=targets,
+            single=self._single and reconstruct is None,
+            reconstruct=reconstruct,
+            **extra,
+        )
+
+    def _execute(self, code: str, on_output: Callable | None = None) -> AsyncResult:
+        """``execute``, streaming output to ``on_output(engine, stream, text)``."""
+        return self._run(
+            "apply",
+            "bramble:execute",
+            (code,),
+            fname="execute",
+            reconstruct=lambda results: None,
+            on_output=on_output,
+        )
+
+    def _apply(self, f: Callable, args: tuple, kwargs: dict, block: bool) -> Any:
+        return self._finish(self._run("apply", f, args, kwargs), block)
+
+    def execute(self, code: str, silent: bool = True, block: bool | None = None) -> AsyncResult:
+        """Runs ``code`` in each engine's namespace; returns the AsyncResult (after waiting if
+        blocking). The value of a final expression is in ``ar.execute_result``."""
+        ar = self._execute(code)
+        if self.block if block is None else block:
+            self._finish(ar, True)
+        return ar
+
+    def run(self, filename: str, block: bool | None = None) -> AsyncResult:
+        """Runs a local Python file in each engine's namespace."""
+        with open(filename) as f:
+            code = f.read()
+        ar = self._run("apply", "bramble:run", (code, os.path.basename(filename)), fname="run")
+        if self.block if block is None else block:
+            self._finish(ar, True)
+        return ar
+
+    def push(self, ns: dict, block: bool | None = None) -> Any:
+        """Sets names in each engine's namespace."""
+        ar = self._run("apply", "bramble:push", (dict(ns),), fname="push")
+        return self._finish(ar, self.block if block is None else block)
+
+    def pull(self, names: str | list[str], block: bool | None = None) -> Any:
+        """Gets a name (or a list of names) from each engine's namespace."""
+        ar = self._run("apply", "bramble:pull", (names,), fname="pull")
+        return self._finish(ar, self.block if block is None else block)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.push({key: value}, block=True)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.pull(key, block=True)
+
+    def update(self, ns: dict) -> None:
+        self.push(ns, block=True)
+
+    def get(self, key: str) -> Any:
+        return self.pull(key, block=True)
+
+    def scatter(self, key: str, seq: Any, block: bool | None = None, flatten: bool = False) -> Any:
+        """Gives each engine a contiguous slice of ``seq`` as ``key``. Blocking returns
+        None, as ipyparallel's does."""
+        targets = self._engines()
+        parts = _partition(seq, len(targets))
+        if flatten:
+            parts = [p[0] if len(p) == 1 else p for p in parts]
+        items = [_engine.pack(({key: part},)) for part in parts]
+        job, total = self._submit("scatter", "bramble:push", (), None, items, targets, retries=0)
+        ar = AsyncResult(self.client, job, total, "scatter", targets=targets)
+        if self.block if block is None else block:
+            self._finish(ar, True)
+            return None
+        return ar
+
+    def gather(self, key: str, block: bool | None = None) -> Any:
+        """Each engine's ``key``, put back together in target order (numpy arrays
+        concatenated)."""
+        ar = self._run(
+            "apply",
+            "bramble:pull",
+            (key,),
+            fname="gather",
+            reconstruct=concatenate,
+            result_class=AsyncMapResult,
+            flatten=True,
+        )
+        return self._finish(ar, self.block if block is None else block)
+
+    def map(self, f: Callable, *seqs: Any, block: bool | None = None, **kwargs: Any) -> Any:
+        """``f`` over the sequences, one contiguous block per engine (not load-balanced);
+        the results come back as one list."""
+        targets = self._engines()
+        args = list(zip(*seqs))
+        items = [_engine.pack((chunk,)) for chunk in _partition(args, len(targets))]
+        job, total = self._submit("scatter", "bramble:map", (f,), None, items, targets, retries=0)
+        ar = AsyncMapResult(
+            self.client,
+            job,
+            total,
+            _name(f),
+            targets=targets,
+            reconstruct=concatenate,
+            flatten=True,
+        )
+        return self._finish(ar, self.block if block is None else block)
+
+    def clear(self, block: bool | None = None) -> Any:
+        """Empties each engine's namespace."""
+        ar = self._run("apply", "bramble:clear", fname="clear")
+        return self._finish(ar, self.block if block is None else block)
+
+    def __repr__(self) -> str:
+        return f"<DirectView {self._targets if self._single else self._engines()}>"
+
+
+class LoadBalancedView(View):
+    """Work placed by the host's scheduler on whichever engine will finish it first (the
+    thermal policy: hot, throttled and slow Pis get less)."""
+
+    def _apply(self, f: Callable, args: tuple, kwargs: dict, block: bool) -> Any:
+        job, total = self._submit("map", f, args, kwargs, [_engine.pack(())], self._targets)
+        ar = AsyncResult(self.client, job, total, _name(f), single=True)
+        return self._finish(ar, block)
+
+    def map(
+        self,
+        f: Callable,
+        *seqs: Any,
+        block: bool | None = None,
+        chunksize: int = 1,
+        ordered: bool = True,
+        return_exceptions: bool = False,
+        **flags: Any,
+    ) -> Any:
+        """``f`` over the sequences, one item per call, ``chunksize`` items per task; results
+        in input order (or, iterating with ``ordered=False``, as they finish)."""
+        items = [_engine.pack(args) for args in zip(*seqs)]
+        job, total = self._submit("map", f, (), None, items, self._targets, chunksize)
+        ar = AsyncMapResult(
+            self.client,
+            job,
+            total,
+            _name(f),
+            ordered=ordered,
+            return_exceptions=return_exceptions,
+        )
+        return self._finish(ar, self.block if block is None else block)
+
+    def imap(self, f: Callable, *seqs: Any, ordered: bool = True, **kwargs: Any) -> Any:
+        """An iterator over ``f``'s results as they arrive."""
+        return iter(self.map(f, *seqs, block=False, ordered=ordered, **kwargs))
+
+    def __repr__(self) -> str:
+        return f"<LoadBalancedView {self._targets or 'all'}>"
