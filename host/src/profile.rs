@@ -205,13 +205,23 @@ impl Profile {
         Ok(bundle)
     }
 
-    /// The host was started on port 0 and got `addr`: that address goes into host.toml and
-    /// into every bundle issued so far (`cluster start --listen 127.0.0.1:0` picks a free
-    /// port this way, with no race for it).
+    /// The host was started on port 0 and got `addr`: its port goes into host.toml (for the
+    /// listen address and every public address with port 0) and into every bundle issued so
+    /// far (`--listen 127.0.0.1:0` picks a free port this way, with no race for it).
     pub fn settle_address(&self, addr: SocketAddr) -> anyhow::Result<()> {
         let mut config = self.config()?;
         config.listen = addr.to_string();
-        config.public = vec![addr.to_string()];
+        for public in &mut config.public {
+            let (host, port) = split_host_port(public)?;
+            if port == 0 {
+                let host = if host.contains(':') {
+                    format!("[{host}]")
+                } else {
+                    host
+                };
+                *public = format!("{host}:{}", addr.port());
+            }
+        }
         fs::write(self.config_path(), toml::to_string(&config)?)?;
         let mut bundles = vec![self.client_bundle_path()];
         for entry in fs::read_dir(self.dir.join("workers"))? {

@@ -25,7 +25,7 @@ numpy data is never copied into the pickle. The client package uses the same fun
 (``pack``, ``unpack``) from this module.
 
 SIGINT interrupts the running item (the worker sends it to cancel or time out an item); an
-interrupt that arrives while the engine waits for work is ignored.
+interrupt that arrives when no item runs (one that raced with the item's end) is ignored.
 """
 
 import ast
@@ -179,7 +179,8 @@ class Engine:
         self.buf = bytearray()
         self.ns = fresh_namespace()
         self.jobs = {}
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        self.running = False  # user code runs: SIGINT interrupts it
+        signal.signal(signal.SIGINT, self.on_sigint)
         try:
             import faulthandler
 
@@ -190,16 +191,16 @@ class Engine:
 
     # frames ---------------------------------------------------------------------------------
 
+    def on_sigint(self, signum, frame):
+        # Raises only inside `run`'s try, while user code runs: never in the protocol.
+        if self.running:
+            raise KeyboardInterrupt
+
     def send(self, kind, *parts):
         body = b"".join(parts)
         header = _U32.pack(1 + len(body)) + bytes([kind])
-        # A frame is never cut by an interrupt: SIGINT waits until it is written.
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        try:
-            with self.lock:
-                self.write_all(header + body)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        with self.lock:
+            self.write_all(header + body)
 
     def write_all(self, data):
         view = memoryview(data)
@@ -209,10 +210,7 @@ class Engine:
 
     def read_exact(self, n):
         while len(self.buf) < n:
-            try:
-                chunk = os.read(self.inp, max(1 << 16, n - len(self.buf)))
-            except KeyboardInterrupt:
-                continue  # an interrupt meant for an item that already ended
+            chunk = os.read(self.inp, max(1 << 16, n - len(self.buf)))
             if not chunk:
                 raise EOFError
             self.buf += chunk
@@ -268,7 +266,12 @@ class Engine:
                 return
             job = _U64.unpack_from(body, 0)[0]
             if kind == LOAD:
-                self.jobs[job] = body[8:]
+                # Unpickled once per job (not per item), from a writable copy: numpy keeps an
+                # array read-only if its buffer was, and pushed arrays should be writable.
+                try:
+                    self.jobs[job] = unpack(bytearray(body[8:]))
+                except BaseException as e:
+                    self.jobs[job] = e
             elif kind == FORGET:
                 self.jobs.pop(job, None)
             elif kind == RUN:
@@ -282,19 +285,27 @@ class Engine:
             payload = self.jobs.get(job)
             if payload is None:
                 raise RuntimeError(f"job {job}'s function never reached this engine")
-            f, args, kwargs = unpack(payload)
+            if isinstance(payload, BaseException):
+                raise payload  # it did not unpickle here (a module missing on this Pi?)
+            f, args, kwargs = payload
             extra = tuple(unpack(bytearray(item))) if item is not None else ()
+            call = HELPERS[f] if isinstance(f, str) else bind(f, self.ns)
             if isinstance(f, str):
-                result = HELPERS[f](self.ns, *args, *extra, **kwargs)
+                extra = (self.ns, *args, *extra)
             else:
-                result = bind(f, self.ns)(*args, *extra, **kwargs)
+                extra = (*args, *extra)
+            self.running = True
+            result = call(*extra, **kwargs)
+            self.running = False
             try:
                 return RETURNED, pack(result)
             except Exception as e:
                 raise TypeError(f"the return value cannot be pickled: {e}") from e
         except KeyboardInterrupt:
+            self.running = False
             return INTERRUPTED, pack(None)
         except BaseException as e:  # SystemExit too: the engine lives on
+            self.running = False
             return RAISED, pack(self.error(e))
 
     def error(self, e):

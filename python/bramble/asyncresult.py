@@ -18,6 +18,9 @@ from ._engine import unpack
 
 __all__ = ["AsyncMapResult", "AsyncResult"]
 
+#: How long a waiting main thread sleeps before it looks for a Ctrl-C.
+_SLICE = 0.1
+
 
 class AsyncResult(Future):
     """The results of one job: one per target for a direct view's ``apply``, one per item for
@@ -45,7 +48,7 @@ class AsyncResult(Future):
         self._targets = targets
         self._single = single
         self._ordered = ordered
-        self._reconstruct = reconstruct or (lambda results: results)
+        self._reconstruct = reconstruct
         self._return_exceptions = return_exceptions
         self._on_output = on_output
         self._cond = threading.Condition()
@@ -154,10 +157,16 @@ class AsyncResult(Future):
             r = results[0]
             if isinstance(r, error.KernelError) and not self._return_exceptions:
                 raise r
-            return r
-        if not self._return_exceptions:
+        elif not self._return_exceptions:
             error.collect(results, self._fname)
-        return self._reconstruct(results)
+        return self._shape(results)
+
+    def _shape(self, results: list[Any]) -> Any:
+        """The results as the call returns them: one value on one engine, else a list (or
+        what the call makes of them: a gather concatenates)."""
+        if self._reconstruct is not None:
+            return self._reconstruct(results)
+        return results[0] if self._single else results
 
     # -- ipyparallel's API ---------------------------------------------------------------------
 
@@ -168,15 +177,21 @@ class AsyncResult(Future):
         if not self.wait(timeout):
             raise TimeoutError("Result not ready.")
         if return_exceptions and not self._return_exceptions:
-            return self._reconstruct([self._results[i] for i in range(self._total)])
+            return self._shape([self._results[i] for i in range(self._total)])
         return self.result()
 
     def wait(self, timeout: float | None = -1) -> bool:
         """Waits until done or ``timeout`` seconds passed (``None`` or ``-1``: no limit);
-        returns whether it is done."""
-        if timeout is not None and timeout < 0:
-            timeout = None
-        return self._done.wait(timeout)
+        returns whether it is done. Ctrl-C interrupts it at once."""
+        deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
+        # In slices: an interrupt raised without a signal (`_thread.interrupt_main()`, which
+        # some front ends use) shows only once the main thread wakes up.
+        while True:
+            left = _SLICE if deadline is None else min(_SLICE, deadline - time.monotonic())
+            if self._done.wait(max(left, 0)):
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
 
     def ready(self) -> bool:
         """Whether every result is in."""
@@ -273,7 +288,7 @@ class AsyncResult(Future):
                     if self._done.is_set():
                         self.result()  # raises what ended the job
                         return
-                    self._cond.wait()
+                    self._cond.wait(_SLICE)  # in slices, for Ctrl-C (see `wait`)
                 index = given if self._ordered else self._arrived[given]
             given += 1
             yield index

@@ -22,16 +22,20 @@ __all__ = ["ParallelMagics"]
 
 class _LinePrinter:
     """Turns streamed pieces of output into ``[stdout:E] line`` lines, printed by the thread
-    that owns the cell (Jupyter routes a cell's output by the thread that prints it)."""
+    that owns the cell (Jupyter routes a cell's output by the thread that prints it). What
+    the stream missed (printed before the client started following the job) and unfinished
+    lines are printed from the results at the end: every line shows once, whole."""
 
     def __init__(self) -> None:
         self.pieces: queue.Queue[tuple[int | None, int, str]] = queue.Queue()
         self.partial: dict[tuple[int | None, int], str] = {}
+        # The whole lines printed so far, per engine and stream.
+        self.printed: dict[tuple[int | None, int], str] = {}
 
     def __call__(self, engine: int | None, stream: int, text: str) -> None:
         self.pieces.put((engine, stream, text))
 
-    def drain(self, final: bool = False) -> None:
+    def drain(self) -> None:
         while True:
             try:
                 engine, stream, text = self.pieces.get_nowait()
@@ -42,11 +46,19 @@ class _LinePrinter:
             self.partial[key] = lines.pop()
             for line in lines:
                 self._print(engine, stream, line)
-        if final:
-            for (engine, stream), rest in sorted(self.partial.items(), key=str):
-                if rest:
-                    self._print(engine, stream, rest)
-            self.partial.clear()
+                self.printed[key] = self.printed.get(key, "") + line + "\n"
+
+    def rest_of(self, ar: AsyncResult) -> None:
+        """Prints what each engine printed that the stream did not bring."""
+        for outputs, stream in ((ar.stdout, 1), (ar.stderr, 2)):
+            engines = ar.engine_id
+            if not isinstance(outputs, list):
+                outputs, engines = [outputs], [engines]
+            for text, engine in zip(outputs, engines):
+                done = self.printed.get((engine, stream), "")
+                rest = text[len(done) :] if text.startswith(done) else text
+                for line in rest.splitlines():
+                    self._print(engine, stream, line)
 
     @staticmethod
     def _print(engine: int | None, stream: int, line: str) -> None:
@@ -104,7 +116,8 @@ class ParallelMagics(Magics):
         except KeyboardInterrupt:
             ar.abort()
             raise
-        printer.drain(final=True)
+        printer.drain()
+        printer.rest_of(ar)
         ar.get()  # raises the engines' errors (shown as remote tracebacks)
         self._show_values(ar)
         return None

@@ -176,7 +176,7 @@ class DirectView(View):
             total,
             fname or _name(f),
             targets=targets,
-            single=self._single and reconstruct is None,
+            single=self._single,
             reconstruct=reconstruct,
             **extra,
         )

@@ -184,6 +184,12 @@ pub(super) fn status_json(rows: &[WorkerStatus]) -> serde_json::Result<String> {
                 "startup_error": t.and_then(|t| t.startup_error.as_ref()).map(|e| e.as_str()),
                 "speed": r.speed_milli.map(|s| f64::from(s) / 1000.0),
                 "draining": r.draining,
+                "engines": r.engines.iter().map(|e| e.0).collect::<Vec<_>>(),
+                "python": r.python.as_ref().map(|p| json!({
+                    "interpreter": p.interpreter,
+                    "version": p.version.map(|(a, b, c)| format!("{a}.{b}.{c}")),
+                    "problem": p.problem,
+                })),
             })
         })
         .collect();

@@ -105,6 +105,18 @@ fn table(rows: &[WorkerStatus]) -> String {
         if let Some(e) = r.telemetry.as_ref().and_then(|t| t.startup_error.as_ref()) {
             lines.push(format!("worker {}: startup command failed: {e}", r.id));
         }
+        if let Some(p) = &r.python {
+            let engines: Vec<String> = r.engines.iter().map(ToString::to_string).collect();
+            let version = p
+                .version
+                .map_or("-".into(), |(a, b, c)| format!("Python {a}.{b}.{c}"));
+            let state = p.problem.as_deref().unwrap_or("ready");
+            lines.push(format!(
+                "worker {}: engines {} ({version}): {state}",
+                r.id,
+                engines.join(",")
+            ));
+        }
     }
     lines.join("\n")
 }

@@ -52,6 +52,9 @@ fn start_host(
         revoked: profile.revoked_path(),
         reset_key: profile.reset_key()?,
     })?;
+    if listen.port() == 0 {
+        profile.settle_address(host.local_addr()?)?;
+    }
     info!(
         "bramble host listening on {} (policy {policy}, profile {})",
         host.local_addr()?,
@@ -109,9 +112,6 @@ pub(super) async fn cluster(profile: &Profile, local: Local) -> anyhow::Result<E
     // Give local-i its id now, so ids follow names rather than the order workers join.
     Store::open(&profile.store_path())?.reserve_ids(&names, slots)?;
     let host = start_host(profile, None, policy)?;
-    if profile.config()?.listen.ends_with(":0") {
-        profile.settle_address(host.local_addr()?)?;
-    }
     let mut children = Vec::new();
     for bundle in &bundles {
         let mut worker = tokio::process::Command::new(&worker_bin);
