@@ -214,6 +214,25 @@ impl Client {
         }
     }
 
+    /// Starts a job and follows it from its acceptance, in one round trip: the stream's first
+    /// event is [`crate::JobEvent::Accepted`] (and `stream.job()` is known at once).
+    pub async fn submit_and_follow(
+        &self,
+        spec: JobSpec,
+        order: Order,
+    ) -> Result<JobStream, ClientError> {
+        let (mut replies, conn) = self.request(&ClientRequest::SubmitAndFollow(spec)).await?;
+        match replies.next().await? {
+            Some(accepted @ ToClient::JobAccepted { .. }) => {
+                JobStream::accepted(self.clone(), order, accepted, replies, conn)
+            }
+            Some(other) => Err(unexpected(&other)),
+            None => Err(ClientError::Protocol(
+                "host closed the request without answering".into(),
+            )),
+        }
+    }
+
     /// Starts a job; returns its id and number of results. The job runs on without us.
     pub async fn submit(&self, spec: JobSpec) -> Result<(JobId, u64), ClientError> {
         match self.ask(&ClientRequest::Submit(spec)).await?.0 {

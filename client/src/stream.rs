@@ -27,6 +27,29 @@ impl JobStream {
         }
     }
 
+    /// Follows a job whose `SubmitAndFollow` request (`replies` on `conn`) was answered with
+    /// `accepted`.
+    pub(crate) fn accepted(
+        client: Client,
+        order: Order,
+        accepted: bramble_wire::ToClient,
+        replies: Replies,
+        conn: quinn::Connection,
+    ) -> Result<Self, ClientError> {
+        let bramble_wire::ToClient::JobAccepted { job, .. } = accepted else {
+            return Err(ClientError::Protocol(format!(
+                "expected JobAccepted, got {accepted:?}"
+            )));
+        };
+        let mut stream = Self::new(client, job, order, true);
+        stream
+            .core
+            .handle(accepted)
+            .map_err(ClientError::Protocol)?;
+        stream.open = Some((replies, conn));
+        Ok(stream)
+    }
+
     pub fn job(&self) -> JobId {
         self.job
     }

@@ -30,10 +30,8 @@ class AsyncResult(Future):
     def __init__(
         self,
         client: Any,
-        job: int,
-        total: int,
+        submitted: tuple[int, int, Any],
         fname: str,
-        targets: list[int] | None = None,
         single: bool = False,
         ordered: bool = True,
         reconstruct: Callable[[list[Any]], Any] | None = None,
@@ -42,10 +40,8 @@ class AsyncResult(Future):
     ) -> None:
         super().__init__()
         self._client = client
-        self.job = job
-        self._total = total
+        self.job, self._total, self._stream = submitted
         self._fname = fname
-        self._targets = targets
         self._single = single
         self._ordered = ordered
         self._reconstruct = reconstruct
@@ -62,8 +58,8 @@ class AsyncResult(Future):
         self._submitted = time.monotonic()
         self._finished_at: float | None = None
         self._cancelled_job = False
-        self._stream = client._native.follow(job, ordered)
-        threading.Thread(target=self._follow, name=f"bramble-job-{job}", daemon=True).start()
+        name = f"bramble-job-{self.job}"
+        threading.Thread(target=self._follow, name=name, daemon=True).start()
 
     # -- following the job (background thread) -------------------------------------------------
 

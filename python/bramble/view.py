@@ -55,7 +55,9 @@ class View:
         targets: list[int] | None = None,
         chunksize: int = 1,
         retries: int | None = None,
-    ) -> tuple[int, int]:
+        ordered: bool = True,
+    ) -> tuple[int, int, Any]:
+        """Submits a job and starts following it: ``(job, total, events)``."""
         function = _engine.pack((f, tuple(args), dict(kwargs or {})))
         return self.client._native.submit(
             kind,
@@ -67,6 +69,7 @@ class View:
             self.timeout,
             PYTHON,
             _name(f) if not isinstance(f, str) else f.split(":", 1)[-1],
+            ordered,
         )
 
     @staticmethod
@@ -148,12 +151,18 @@ class DirectView(View):
 
     def _engines(self) -> list[int]:
         """The engine ids this view means now (``c[:]`` means every engine up)."""
+        return self._ids() or self.client.ids
+
+    def _ids(self) -> list[int] | None:
+        """The engines to send work to: ``None`` for every usable engine (the host knows
+        which; ``c[:]`` costs no extra round trip)."""
         t = self._targets
         if isinstance(t, int):
             return [t]
-        if isinstance(t, slice) or t is None or t == "all":
-            ids = self.client.ids
-            return ids if isinstance(t, str) or t is None else ids[t]
+        if t is None or t == "all" or t == slice(None):
+            return None
+        if isinstance(t, slice):
+            return self.client.ids[t]
         return list(t)
 
     def _run(
@@ -168,14 +177,11 @@ class DirectView(View):
         result_class: type = AsyncResult,
         **extra: Any,
     ) -> AsyncResult:
-        targets = self._engines()
-        job, total = self._submit(kind, f, args, kwargs, items, targets, retries=0)
+        submitted = self._submit(kind, f, args, kwargs, items, self._ids(), retries=0)
         return result_class(
             self.client,
-            job,
-            total,
+            submitted,
             fname or _name(f),
-            targets=targets,
             single=self._single,
             reconstruct=reconstruct,
             **extra,
@@ -242,8 +248,8 @@ class DirectView(View):
         if flatten:
             parts = [p[0] if len(p) == 1 else p for p in parts]
         items = [_engine.pack(({key: part},)) for part in parts]
-        job, total = self._submit("scatter", "bramble:push", (), None, items, targets, retries=0)
-        ar = AsyncResult(self.client, job, total, "scatter", targets=targets)
+        submitted = self._submit("scatter", "bramble:push", (), None, items, targets, retries=0)
+        ar = AsyncResult(self.client, submitted, "scatter")
         if self.block if block is None else block:
             self._finish(ar, True)
             return None
@@ -269,15 +275,9 @@ class DirectView(View):
         targets = self._engines()
         args = list(zip(*seqs))
         items = [_engine.pack((chunk,)) for chunk in _partition(args, len(targets))]
-        job, total = self._submit("scatter", "bramble:map", (f,), None, items, targets, retries=0)
+        submitted = self._submit("scatter", "bramble:map", (f,), None, items, targets, retries=0)
         ar = AsyncMapResult(
-            self.client,
-            job,
-            total,
-            _name(f),
-            targets=targets,
-            reconstruct=concatenate,
-            flatten=True,
+            self.client, submitted, _name(f), reconstruct=concatenate, flatten=True
         )
         return self._finish(ar, self.block if block is None else block)
 
@@ -295,8 +295,8 @@ class LoadBalancedView(View):
     thermal policy: hot, throttled and slow Pis get less)."""
 
     def _apply(self, f: Callable, args: tuple, kwargs: dict, block: bool) -> Any:
-        job, total = self._submit("map", f, args, kwargs, [_engine.pack(())], self._targets)
-        ar = AsyncResult(self.client, job, total, _name(f), single=True)
+        submitted = self._submit("map", f, args, kwargs, [_engine.pack(())], self._targets)
+        ar = AsyncResult(self.client, submitted, _name(f), single=True)
         return self._finish(ar, block)
 
     def map(
@@ -312,11 +312,12 @@ class LoadBalancedView(View):
         """``f`` over the sequences, one item per call, ``chunksize`` items per task; results
         in input order (or, iterating with ``ordered=False``, as they finish)."""
         items = [_engine.pack(args) for args in zip(*seqs)]
-        job, total = self._submit("map", f, (), None, items, self._targets, chunksize)
+        submitted = self._submit(
+            "map", f, (), None, items, self._targets, chunksize, ordered=ordered
+        )
         ar = AsyncMapResult(
             self.client,
-            job,
-            total,
+            submitted,
             _name(f),
             ordered=ordered,
             return_exceptions=return_exceptions,

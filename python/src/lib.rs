@@ -116,9 +116,10 @@ impl NativeClient {
             .collect())
     }
 
-    /// Submits a Python job: `kind` is `map`, `apply` or `scatter`; `targets` engine ids (or
-    /// `None`: any engine for a map, every engine otherwise). Returns `(job, total)`.
-    #[pyo3(signature = (kind, function, items, targets, chunksize, retries, timeout, python, name))]
+    /// Submits a Python job and follows it: `kind` is `map`, `apply` or `scatter`; `targets`
+    /// engine ids (or `None`: any engine for a map, every usable engine otherwise). Returns
+    /// `(job, total, events)`; `ordered` puts results in input order.
+    #[pyo3(signature = (kind, function, items, targets, chunksize, retries, timeout, python, name, ordered))]
     #[allow(clippy::too_many_arguments)]
     fn submit(
         &self,
@@ -132,7 +133,8 @@ impl NativeClient {
         timeout: Option<f64>,
         python: (u8, u8),
         name: String,
-    ) -> PyResult<(u64, u64)> {
+        ordered: bool,
+    ) -> PyResult<(u64, u64, NativeStream)> {
         let kind = match kind {
             "map" => JobKind::Map,
             "apply" => JobKind::Apply,
@@ -154,22 +156,19 @@ impl NativeClient {
             }),
             retries,
         };
-        let (job, total) = py
-            .detach(|| runtime().block_on(self.client.submit(spec)))
-            .map_err(to_py)?;
-        Ok((job.0, total))
-    }
-
-    /// The job's events as they come, until it ends (`ordered`: results in input order).
-    fn follow(&self, job: u64, ordered: bool) -> NativeStream {
         let order = if ordered {
             Order::Input
         } else {
             Order::Completion
         };
-        NativeStream {
-            stream: tokio::sync::Mutex::new(self.client.follow(JobId(job), order)),
-        }
+        let stream = py
+            .detach(|| runtime().block_on(self.client.submit_and_follow(spec, order)))
+            .map_err(to_py)?;
+        let (job, total) = (stream.job().0, stream.total().unwrap_or(0));
+        let stream = NativeStream {
+            stream: tokio::sync::Mutex::new(stream),
+        };
+        Ok((job, total, stream))
     }
 
     /// Cancels a job: queued items dropped, running ones interrupted.

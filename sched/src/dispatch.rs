@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use bramble_wire::worker::AHEAD_PER_SLOT;
 use bramble_wire::{Attempt, TaskId, TaskSpec, ToWorker, Work, WorkerId};
 
 use super::placement::{self, Candidate, Policy, Projection};
@@ -155,11 +156,15 @@ impl Scheduler {
             slots.insert(*id, free);
         }
         let total_slots: usize = slots.values().map(Vec::len).sum();
-        let lookahead = total_slots * 4 + 16;
+        let lookahead = total_slots * (AHEAD_PER_SLOT as usize + 4) + 16;
         let mut i = 0;
         let mut looked = 0;
         let mut blocked = Blocked::default();
-        while i < self.queue.len() && looked < lookahead {
+        // Workers that could take a task now; once none can, the rest of the queue waits
+        // (what the pass would still learn only matters for tasks it could place).
+        let can_take = |w: &super::worker::WorkerEntry| w.has_free_slot() || w.can_take_ahead();
+        let mut takers = self.workers.values().filter(|w| can_take(w)).count();
+        while i < self.queue.len() && looked < lookahead && takers > 0 {
             looked += 1;
             let tid = self.queue[i];
             if blocked.holds(self, tid) {
@@ -203,6 +208,9 @@ impl Scheduler {
             if send_now {
                 self.queue.remove(i);
                 self.start(tid, best, now);
+                if self.workers.get(&best).is_none_or(|w| !can_take(w)) {
+                    takers -= 1;
+                }
             } else {
                 blocked.left_behind(self, tid);
                 i += 1;

@@ -9,7 +9,7 @@ use crate::Scheduler;
 
 impl Scheduler {
     /// `Err` with what is wrong if an invariant does not hold:
-    /// - a worker holds at most twice its slots (one running and one sent ahead per slot);
+    /// - a worker holds at most its capacity (running, and sent ahead to wait for a slot);
     /// - a task runs on one worker, or two while one attempt is a speculative backup, and
     ///   only where its books say;
     /// - every open task is queued or placed on a connected worker, never both, never twice,
@@ -17,7 +17,7 @@ impl Scheduler {
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut places: BTreeMap<TaskId, usize> = BTreeMap::new();
         for (id, w) in &self.workers {
-            if w.running() > 2 * w.slots() {
+            if w.running() > w.capacity() {
                 return Err(format!("worker {id} over its capacity"));
             }
             for t in &w.running {

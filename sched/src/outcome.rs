@@ -119,7 +119,11 @@ impl Scheduler {
                 });
             }
         }
-        self.queue.retain(|t| *t != result.task);
+        // Placed tasks are not queued: only a task waiting for another placement (its worker
+        // was lost) is looked for in the queue, which can hold a whole job.
+        if task.running_on.is_none() {
+            self.queue.retain(|t| *t != result.task);
+        }
         let worker = from
             .or(task.running_on.map(|(w, _)| w))
             .unwrap_or(WorkerId(u32::MAX));

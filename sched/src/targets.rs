@@ -61,16 +61,32 @@ pub(crate) fn resolve(
     if !python {
         return Ok(ids.into_iter().map(|id| (id, None)).collect());
     }
-    // Every engine of the targeted workers.
-    let mut pins = Vec::new();
+    // Every engine of the targeted workers, in engine id order (as clients list them, so a
+    // gather puts the parts of a scatter back in order); `All` means every engine that can
+    // run it.
+    let mut engines = Vec::new();
+    let mut unfit_reasons = Vec::new();
     for id in ids {
         let w = &workers[&id];
-        if let Some(why) = unfit(w, work) {
-            return Err(format!("worker {id}: {why}"));
+        match unfit(w, work) {
+            Some(why) if *targets == Targets::All => unfit_reasons.push(why),
+            Some(why) => return Err(format!("worker {id}: {why}")),
+            None => engines.extend(
+                w.engines
+                    .iter()
+                    .zip(0u16..)
+                    .map(|(engine, slot)| (*engine, (id, Some(slot)))),
+            ),
         }
-        pins.extend((0..w.engines.len()).map(|slot| (id, u16::try_from(slot).ok())));
     }
-    Ok(pins)
+    if engines.is_empty() {
+        return Err(format!(
+            "no engine can run this: {}",
+            unfit_reasons.join("; ")
+        ));
+    }
+    engines.sort();
+    Ok(engines.into_iter().map(|(_, pin)| pin).collect())
 }
 
 /// Checks a map job's targets: the ids and labels exist, named engines can run the work.
@@ -169,4 +185,65 @@ fn resolve_workers(
         return Err(why.into());
     }
     Ok(resolved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bramble_wire::{Hello, PythonReport, PythonWork};
+
+    fn python_worker(name: &str, engines: &[u32], version: (u8, u8, u8)) -> WorkerEntry {
+        let hello = Hello {
+            protocol_minor: 0,
+            capabilities: 3,
+            slots: engines.len() as u16,
+            boot_id: 0,
+            labels: vec![],
+            arch: "x".into(),
+            version: "0".into(),
+        };
+        let now = crate::test_clock::epoch();
+        let mut w = WorkerEntry::new(crate::SessionId(0), name.into(), "a".into(), hello, now);
+        w.engines = engines.iter().map(|e| EngineId(*e)).collect();
+        w.python = Some(PythonReport {
+            interpreter: "python3".into(),
+            version: Some(version),
+            problem: None,
+        });
+        w
+    }
+
+    fn python(minor: u8) -> Work {
+        Work::Python(PythonWork {
+            function: Some(vec![]),
+            python: (3, minor),
+            timeout_ms: 0,
+            name: "f".into(),
+        })
+    }
+
+    #[test]
+    fn every_engine_comes_in_engine_id_order_and_unfit_ones_are_left_out_of_all() {
+        // w0 grew a second slot after w1 joined: its engine 2 comes after w1's engine 1.
+        let workers = BTreeMap::from([
+            (WorkerId(0), python_worker("w0", &[0, 2], (3, 11, 2))),
+            (WorkerId(1), python_worker("w1", &[1], (3, 11, 7))),
+            (WorkerId(2), python_worker("w2", &[3], (3, 9, 16))),
+        ]);
+        let pins = resolve(&Targets::All, &python(11), &workers).unwrap();
+        let w = |id| WorkerId(id);
+        assert_eq!(
+            pins,
+            [(w(0), Some(0)), (w(1), Some(0)), (w(0), Some(1))],
+            "engines 0, 1, 2; w2's Python 3.9 left out"
+        );
+        let e = resolve(&Targets::Engines(vec![EngineId(3)]), &python(11), &workers);
+        let why = e.unwrap_err();
+        assert!(
+            why.contains("Python 3.9.16") && why.contains("Python 3.11"),
+            "{why}"
+        );
+        let e = resolve(&Targets::All, &python(12), &workers).unwrap_err();
+        assert!(e.starts_with("no engine can run this"), "{e}");
+    }
 }

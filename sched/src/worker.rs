@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
+use bramble_wire::worker::AHEAD_PER_SLOT;
 use bramble_wire::{
     EngineId, Hello, JobId, PythonReport, TaskId, Telemetry, WorkerId, WorkerStatus,
 };
@@ -78,10 +79,15 @@ impl WorkerEntry {
         !self.refusing && self.running() < self.slots()
     }
 
-    /// The thermal policy may send one task per slot ahead (it waits on the worker for a
-    /// slot), so a slot never idles for a round trip to the host.
+    /// The thermal policy may send tasks ahead, up to `AHEAD_PER_SLOT` per slot (they wait
+    /// on the worker for a slot), so a slot never idles for a round trip to the host.
     pub(crate) fn can_take_ahead(&self) -> bool {
-        !self.refusing && self.running() < 2 * self.slots()
+        !self.refusing && self.running() < self.capacity()
+    }
+
+    /// Tasks it may hold at once: running, and waiting for a slot.
+    pub(crate) fn capacity(&self) -> u32 {
+        (1 + AHEAD_PER_SLOT) * self.slots()
     }
 
     /// Its engine in `slot`, if it has engines.

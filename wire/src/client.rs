@@ -95,6 +95,10 @@ pub enum ClientRequest {
     Undrain { worker: String },
     /// Every Python engine of the connected workers, by id.
     Engines,
+    /// `Submit`, then the job's events as `Results { after: 0, follow: true }` gives them,
+    /// on this one stream: nothing the job does (not even early output) comes before the
+    /// client follows it, and it costs one round trip instead of two.
+    SubmitAndFollow(JobSpec),
 }
 
 /// One Python engine, as `Engines` lists it.

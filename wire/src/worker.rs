@@ -7,6 +7,12 @@ use crate::serde_bounded::{bytes, seq};
 use crate::task::{TaskResult, TaskSpec};
 use crate::telemetry::Telemetry;
 
+/// Tasks per slot a worker takes beyond the ones it runs, to start the moment a slot frees:
+/// the host sends tasks ahead (tiny ones many deep, long ones one at a time, see the
+/// scheduler's send-ahead horizon) so that no slot waits a round trip for its next task. A
+/// worker refuses (`TaskRefused`) what does not fit.
+pub const AHEAD_PER_SLOT: u32 = 16;
+
 /// Capability bit: the worker runs [`crate::Work::Command`] tasks.
 pub const CAP_COMMAND: u64 = 0x1;
 /// Capability bit: the worker may run [`crate::Work::Python`] tasks in engines (one per

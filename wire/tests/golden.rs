@@ -310,6 +310,22 @@ fn python() {
     );
     check(ClientRequest::Engines, "0a");
     check(
+        ClientRequest::SubmitAndFollow(JobSpec {
+            kind: JobKind::Apply,
+            work: Work::Python(PythonWork {
+                function: Some(vec![5]),
+                python: (3, 9),
+                timeout_ms: 0,
+                name: "g".into(),
+            }),
+            items: vec![],
+            chunksize: 1,
+            targets: Targets::All,
+            retries: 0,
+        }),
+        "0b0101010105030900016700010000",
+    );
+    check(
         ToClient::Engines(vec![EngineInfo {
             engine: EngineId(3),
             worker: WorkerId(1),

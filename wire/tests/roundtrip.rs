@@ -214,7 +214,7 @@ fn kind(r: &mut Rng) -> JobKind {
 }
 
 fn client_request(r: &mut Rng) -> ClientRequest {
-    match r.below(11) {
+    match r.below(12) {
         0 => ClientRequest::Ids,
         1 => ClientRequest::Status,
         2 => ClientRequest::Results {
@@ -233,6 +233,14 @@ fn client_request(r: &mut Rng) -> ClientRequest {
         7 => ClientRequest::Drain { worker: r.string() },
         8 => ClientRequest::Undrain { worker: r.string() },
         9 => ClientRequest::Engines,
+        10 => ClientRequest::SubmitAndFollow(JobSpec {
+            kind: kind(r),
+            work: work(r),
+            items: (0..r.below(3)).map(|_| r.bytes()).collect(),
+            chunksize: r.next() as u32,
+            targets: targets(r),
+            retries: r.next() as u32,
+        }),
         _ => ClientRequest::Submit(JobSpec {
             kind: kind(r),
             work: work(r),

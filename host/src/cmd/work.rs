@@ -120,9 +120,9 @@ pub(super) async fn run(client: Client, job: Job, json: bool) -> anyhow::Result<
     } else {
         Vec::new()
     };
-    let (id, total) = client.submit(job.spec).await?;
+    let stream = client.submit_and_follow(job.spec, job.order).await?;
+    let total = stream.total().unwrap_or(0);
     let mut printer = Printer::new(job.layout, json, items);
-    let stream = client.follow(id, job.order);
     print_until_end(&client, stream, total, &mut printer, true, json).await
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bramble_net::write_frame;
-use bramble_wire::{ClientRequest, JobId, JobState, ToClient};
+use bramble_wire::{ClientRequest, JobId, JobSpec, JobState, ToClient};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
@@ -106,7 +106,15 @@ async fn serve(answer: &mut Answer, req: ClientRequest, ctx: &Ctx, name: &str) -
             })
             .await
         }
-        ClientRequest::Submit(spec) => ask(ctx, |reply| ToDriver::Submit { spec, reply }).await,
+        ClientRequest::Submit(spec) => {
+            ask(ctx, |reply| ToDriver::Submit {
+                spec,
+                reply,
+                watch: None,
+            })
+            .await
+        }
+        ClientRequest::SubmitAndFollow(spec) => return submit_and_follow(answer, ctx, spec).await,
         ClientRequest::Cancel { job } => ask(ctx, |reply| ToDriver::Cancel { job, reply }).await,
         ClientRequest::Drain { worker } => drain(ctx, name, worker, true).await,
         ClientRequest::Undrain { worker } => drain(ctx, name, worker, false).await,
@@ -242,7 +250,7 @@ async fn results(
 ) -> Result<(), Gone> {
     // Watch first: the store then holds everything before, the watcher everything after
     // (and perhaps some of the same, which the cursor skips).
-    let Some((running, mut live)) = watch(ctx, job, follow).await else {
+    let Some((running, live)) = watch(ctx, job, follow).await else {
         return answer.write(&shutting_down()).await;
     };
     let mut reader = match Reader::open(ctx).await {
@@ -289,6 +297,16 @@ async fn results(
         };
     }
     drop(reader);
+    forward_live(answer, live, cursor).await
+}
+
+/// Passes a followed job's live events on (results with `seq` above `cursor`, output), then
+/// how it ended.
+async fn forward_live(
+    answer: &mut Answer,
+    mut live: mpsc::UnboundedReceiver<ToClient>,
+    mut cursor: u64,
+) -> Result<(), Gone> {
     loop {
         let msg = tokio::select! {
             msg = live.recv() => msg,
@@ -305,6 +323,23 @@ async fn results(
             None => return answer.write(&shutting_down()).await,
         }
     }
+}
+
+/// Submits a job and streams its events live from its acceptance (nothing is stored yet, so
+/// nothing is read from the store).
+async fn submit_and_follow(answer: &mut Answer, ctx: &Ctx, spec: JobSpec) -> Result<(), Gone> {
+    let (tx, live) = mpsc::unbounded_channel();
+    let accepted = ask(ctx, |reply| ToDriver::Submit {
+        spec,
+        reply,
+        watch: Some(tx),
+    })
+    .await;
+    let ToClient::JobAccepted { .. } = accepted else {
+        return answer.write(&accepted).await; // refused: nothing to follow
+    };
+    answer.write(&accepted).await?;
+    forward_live(answer, live, 0).await
 }
 
 /// Answers once the job has ended.

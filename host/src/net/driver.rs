@@ -51,6 +51,8 @@ pub(crate) enum ToDriver {
     Submit {
         spec: JobSpec,
         reply: oneshot::Sender<ToClient>,
+        /// `SubmitAndFollow`: watch the job from the moment it is accepted.
+        watch: Option<mpsc::UnboundedSender<ToClient>>,
     },
     Cancel {
         job: JobId,
@@ -92,6 +94,8 @@ struct Driver {
         mpsc::UnboundedSender<ToClient>,
         oneshot::Sender<bool>,
     )>,
+    /// Submits that follow their job: the watcher starts with the job's acceptance.
+    watched_submits: BTreeMap<RequestId, mpsc::UnboundedSender<ToClient>>,
     next_request: u64,
 }
 
@@ -104,6 +108,7 @@ pub(crate) async fn run(sched: Scheduler, store: Store, mut rx: mpsc::Receiver<T
         pending: BTreeMap::new(),
         watchers: BTreeMap::new(),
         deferred: Vec::new(),
+        watched_submits: BTreeMap::new(),
         next_request: 1,
     };
     // Jobs resumed from the store may have tasks to place as soon as workers join; a
@@ -148,8 +153,11 @@ impl Driver {
                 };
                 let _ = reply.send(answer);
             }
-            ToDriver::Submit { spec, reply } => {
+            ToDriver::Submit { spec, reply, watch } => {
                 let request = self.request(reply);
+                if let Some(tx) = watch {
+                    self.watched_submits.insert(request, tx);
+                }
                 self.sched
                     .handle(now(), Event::JobSubmitted { request, spec });
             }
@@ -259,6 +267,14 @@ impl Driver {
                 }
             }
             Action::Reply { request, msg } => {
+                // A followed submit watches its job before anything else of the job (even in
+                // this batch: an empty job ends at once) is carried out.
+                if let (Some(tx), ToClient::JobAccepted { job, .. }) =
+                    (self.watched_submits.remove(&request), &msg)
+                {
+                    let watcher = Watcher { items: true, tx };
+                    self.watchers.entry(*job).or_default().push(watcher);
+                }
                 if let Some(reply) = self.pending.remove(&request) {
                     let _ = reply.send(msg);
                 }

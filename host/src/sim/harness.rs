@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bramble_sched::{Action, Event, Known, Record, RequestId, SchedConfig, Scheduler, SessionId};
-use bramble_wire::worker::CAP_COMMAND;
+use bramble_wire::worker::{AHEAD_PER_SLOT, CAP_COMMAND};
 use bramble_wire::{
     Command, Hello, ItemOutput, JobId, JobKind, JobSpec, JobState, Megahertz, MilliCelsius,
     Outcome, Targets, TaskId, TaskResult, TaskSpec, Telemetry, ThrottleFlags, ToClient, ToWorker,
@@ -229,8 +229,8 @@ impl Sim {
                 let idx = items.iter().map(|i| i.index).collect();
                 if w.running.len() < usize::from(w.slots) {
                     w.begin(task, attempt, idx, per_item, now);
-                } else if w.waiting.len() < usize::from(w.slots) {
-                    // Like the real worker: one task per slot may wait for a slot.
+                } else if w.waiting.len() < usize::from(w.slots) * AHEAD_PER_SLOT as usize {
+                    // Like the real worker: tasks sent ahead wait for a slot.
                     w.waiting.push_back((task, attempt, idx, per_item));
                 } else {
                     // It still runs tasks the host's books do not show (a restarted host).

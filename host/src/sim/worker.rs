@@ -1,5 +1,5 @@
 //! One simulated worker process for the scheduler simulation: it runs tasks in virtual time,
-//! keeps results until the host confirms them, waits with one task per slot sent ahead,
+//! keeps results until the host confirms them, holds tasks sent ahead until a slot frees,
 //! refuses what it has no room for, and does not start a task it already holds, as the real
 //! worker's core does.
 
@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bramble_sched::SessionId;
+use bramble_wire::worker::AHEAD_PER_SLOT;
 use bramble_wire::{Attempt, TaskId, TaskResult};
 
 /// SplitMix64: seedable and tiny.
@@ -117,7 +118,8 @@ impl SimWorker {
     /// Fills every slot and the waiting room with tasks the host's books do not show (as a
     /// worker still busy from before a host restart), each taking `ms`.
     pub(crate) fn occupy_unknown(&mut self, ms: u64, now: Instant) {
-        let hidden = (0..u64::from(self.slots) * 2).map(|i| TaskId(1_000_000 + i));
+        let capacity = u64::from(self.slots) * (1 + u64::from(AHEAD_PER_SLOT));
+        let hidden = (0..capacity).map(|i| TaskId(1_000_000 + i));
         for (n, task) in hidden.enumerate() {
             if n < usize::from(self.slots) {
                 self.begin(task, Attempt(0), vec![1_000_000 + n as u64], ms, now);

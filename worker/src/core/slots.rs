@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use bramble_wire::worker::AHEAD_PER_SLOT;
 use bramble_wire::{Attempt, TaskId, TaskSpec, Work};
 
 /// See the module docs.
@@ -14,7 +15,7 @@ pub(super) struct Slots {
     slots: usize,
     /// Running tasks: the newest attempt given, and the engine (slot) of a Python task.
     running: BTreeMap<TaskId, (Attempt, Option<u16>)>,
-    /// Tasks sent ahead, waiting for room (at most one per slot), in the order they came.
+    /// Tasks sent ahead, waiting for room, in the order they came.
     waiting: VecDeque<TaskSpec>,
     engine_busy: Vec<bool>,
 }
@@ -76,9 +77,9 @@ impl Slots {
         self.running.insert(spec.task, (spec.attempt, engine));
     }
 
-    /// Room to wait for a slot: one task per slot.
+    /// Room to wait for a slot: `AHEAD_PER_SLOT` tasks per slot.
     pub(super) fn can_wait(&self) -> bool {
-        self.waiting.len() < self.slots
+        self.waiting.len() < self.slots * AHEAD_PER_SLOT as usize
     }
 
     pub(super) fn wait(&mut self, spec: TaskSpec) {

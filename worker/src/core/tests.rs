@@ -86,7 +86,7 @@ fn sent(actions: &[Action]) -> Vec<(u64, u32)> {
 }
 
 #[test]
-fn admits_up_to_slots_waits_one_per_slot_refuses_the_rest() {
+fn admits_up_to_slots_keeps_the_ones_sent_ahead_and_refuses_the_rest() {
     let mut c = Core::new(1, 1 << 20);
     run(&mut c, Input::Connected);
     assert_eq!(
@@ -105,11 +105,15 @@ fn admits_up_to_slots_waits_one_per_slot_refuses_the_rest() {
         run(&mut c, Input::Host(ToWorker::RunTask(spec(2, 1)))).is_empty(),
         "held"
     );
-    let refused = run(&mut c, Input::Host(ToWorker::RunTask(spec(3, 0))));
+    let full = 2 + u64::from(bramble_wire::worker::AHEAD_PER_SLOT);
+    for task in 3..full {
+        assert!(run(&mut c, Input::Host(ToWorker::RunTask(spec(task, 0)))).is_empty());
+    }
+    let refused = run(&mut c, Input::Host(ToWorker::RunTask(spec(full, 0))));
     assert_eq!(
         refused,
         [Action::Send(ToHost::TaskRefused {
-            task: TaskId(3),
+            task: TaskId(full),
             attempt: Attempt(0)
         })]
     );
