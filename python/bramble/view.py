@@ -276,9 +276,7 @@ class DirectView(View):
         args = list(zip(*seqs))
         items = [_engine.pack((chunk,)) for chunk in _partition(args, len(targets))]
         submitted = self._submit("scatter", "bramble:map", (f,), None, items, targets, retries=0)
-        ar = AsyncMapResult(
-            self.client, submitted, _name(f), reconstruct=concatenate, flatten=True
-        )
+        ar = AsyncMapResult(self.client, submitted, _name(f), reconstruct=concatenate, flatten=True)
         return self._finish(ar, self.block if block is None else block)
 
     def clear(self, block: bool | None = None) -> Any:

@@ -74,7 +74,7 @@ mod tests {
 
     use bramble_sched::{Record, TaskRow};
     use bramble_wire::{
-        Attempt, Command, ItemOutput, JobId, JobKind, JobSpec, JobState, Outcome, Targets, TaskId,
+        Attempt, EngineId, Command, ItemOutput, JobId, JobKind, JobSpec, JobState, Outcome, Targets, TaskId,
         Work, WorkerId,
     };
 
@@ -167,11 +167,15 @@ mod tests {
                         task: TaskId(2),
                         attempt: Attempt(0),
                     },
+                    // A Python item that returned succeeded.
                     Record::ResultRecorded {
                         job: j,
                         worker: w,
-                        engine: None,
-                        output: output(0, 0),
+                        engine: Some(EngineId(4)),
+                        output: ItemOutput {
+                            outcome: Outcome::Returned,
+                            ..output(0, 0)
+                        },
                     },
                     Record::ResultRecorded {
                         job: j,
@@ -210,6 +214,7 @@ mod tests {
         let results = store.results(j, 0, 10).unwrap();
         let seqs: Vec<(u64, u64)> = results.iter().map(|r| (r.seq, r.output.index)).collect();
         assert_eq!(seqs, [(1, 0), (2, 1)]);
+        assert_eq!(results[0].engine, Some(EngineId(4)));
         assert_eq!(
             results[1].output.outcome,
             Outcome::Exited(3),
@@ -219,7 +224,8 @@ mod tests {
         let summary = store.jobs(1500).unwrap();
         assert_eq!(
             (summary[0].done, summary[0].failed, summary[0].total),
-            (2, 1, 3)
+            (2, 1, 3),
+            "a return succeeded, an exit 3 failed"
         );
         assert_eq!(summary[0].state, JobState::Running);
 

@@ -17,11 +17,13 @@ pub struct StoredResult {
 }
 
 /// The summary columns of `jobs`, with the result counts, for `WHERE` clauses to extend.
+/// Failed results are those `Outcome::is_success` refuses: anything but an exit with status 0
+/// or a Python item that returned.
 const SUMMARY: &str =
     "SELECT j.id, j.kind, j.state, j.total, j.created_ms, j.finished_ms, j.command,
         (SELECT COUNT(*) FROM results r WHERE r.job = j.id),
         (SELECT COUNT(*) FROM results r WHERE r.job = j.id
-            AND NOT (r.outcome = 'exited' AND r.code = 0))
+            AND NOT ((r.outcome = 'exited' AND r.code = 0) OR r.outcome = 'returned'))
      FROM jobs j";
 
 impl Store {
