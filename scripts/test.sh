@@ -12,14 +12,15 @@ command -v python3 >/dev/null || { echo "scripts/test.sh: python3 is needed by t
 
 # End-to-end tests start the real `bramble` and `bramble-worker` binaries.
 cargo build --workspace --bins
-# One of them runs an aarch64 worker, cross-built with Debian's toolchain, under qemu-user.
-# The first run installs that toolchain with apt (root needed); later runs only rebuild.
-bash scripts/build-aarch64.sh debug
-# debugfs, mkfs.vfat and systemd-analyze for the deployment tests.
-bash scripts/setup-test-tools.sh
 # .venv with the Python test tools and the bramble package (its extension is built in the
 # shared target directory).
 bash scripts/setup-python.sh
+# One of them runs an aarch64 worker, cross-built with Debian's toolchain, under qemu-user
+# (this also proves the aarch64 wheel builds). The first run installs that toolchain with apt
+# (root needed); later runs only rebuild.
+bash scripts/build-aarch64.sh debug
+# debugfs, mkfs.vfat and systemd-analyze for the deployment tests.
+bash scripts/setup-test-tools.sh
 # The worker's engine tests run a real Python engine: one with cloudpickle.
 export BRAMBLE_TEST_PYTHON=$PWD/.venv/bin/python
 
