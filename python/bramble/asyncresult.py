@@ -1,7 +1,7 @@
 """``AsyncResult``: a running job's results as a ``concurrent.futures.Future``, shaped like
-ipyparallel's. A background thread follows the job (in the native module, without the GIL)
-and fills the result in as items finish; the job itself lives on the host, so a result
-survives a lost connection or a host restart (the native stream reconnects and resumes)."""
+ipyparallel's. The client's pump (``pump.py``) fills it in as items finish; the job itself
+lives on the host, so a result survives a lost connection or a host restart (the native
+client reconnects and resumes)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class AsyncResult(Future):
     def __init__(
         self,
         client: Any,
-        submitted: tuple[int, int, Any],
+        submitted: tuple[int, int],
         fname: str,
         single: bool = False,
         ordered: bool = True,
@@ -40,7 +40,7 @@ class AsyncResult(Future):
     ) -> None:
         super().__init__()
         self._client = client
-        self.job, self._total, self._stream = submitted
+        self.job, self._total = submitted
         self._fname = fname
         self._single = single
         self._ordered = ordered
@@ -58,26 +58,28 @@ class AsyncResult(Future):
         self._submitted = time.monotonic()
         self._finished_at: float | None = None
         self._cancelled_job = False
-        name = f"bramble-job-{self.job}"
-        threading.Thread(target=self._follow, name=name, daemon=True).start()
+        client._pump.follow(self.job, self)
 
-    # -- following the job (background thread) -------------------------------------------------
+    # -- following the job (the client's pump thread) ------------------------------------------
 
-    def _follow(self) -> None:
-        try:
-            while True:
-                event = self._stream.next()
-                if event is None or event[0] in ("finished", "cancelled"):
-                    self._cancelled_job = event is not None and event[0] == "cancelled"
-                    break
-                if event[0] == "item":
-                    self._take_item(*event[1:])
-                elif event[0] == "output" and self._on_output is not None:
-                    _, index, engine, _worker, stream, data = event
-                    self._on_output(engine, stream, data.decode("utf-8", "replace"))
+    def _on_event(self, event: tuple) -> bool:
+        """Takes one of the job's events; True after its last."""
+        kind = event[0]
+        if kind == "item":
+            self._take_item(*event[1:])
+        elif kind == "output":
+            if self._on_output is not None:
+                _, _index, engine, _worker, stream, data = event
+                self._on_output(engine, stream, data.decode("utf-8", "replace"))
+        elif kind in ("finished", "cancelled"):
+            self._cancelled_job = kind == "cancelled"
             self._finish(None)
-        except BaseException as e:  # the connection is gone for good, or the client closed
-            self._finish(e)
+            return True
+        elif kind == "error":  # the connection is gone for good, or the client closed
+            _, message, connection = event
+            self._finish(ConnectionError(message) if connection else error.BrambleError(message))
+            return True
+        return False
 
     def _take_item(
         self,

@@ -8,9 +8,13 @@ from typing import Any
 
 from ._native import NativeClient
 from .error import NoEnginesRegistered
+from .pump import Pump
 from .view import PYTHON, DirectView, LoadBalancedView
 
 __all__ = ["Client"]
+
+#: How long an engine list is used for cutting a scatter before the host is asked again.
+_RECENT = 1.0
 
 
 class Client:
@@ -29,6 +33,8 @@ class Client:
         **_ignored: Any,
     ) -> None:
         self._native = NativeClient(profile, bundle or url_file, float(timeout))
+        self._pump = Pump(self._native)
+        self._known: tuple[float, list[int]] = (-1e9, [])
         self._warned_versions: set[tuple[int, int]] = set()
         self._register_magics()
 
@@ -60,7 +66,15 @@ class Client:
             if problem is None and version is not None and not draining:
                 up.append(engine)
                 self._check_version(name, version)
-        return sorted(up)
+        up.sort()
+        self._known = (time.monotonic(), up)
+        return up
+
+    def _recent_ids(self) -> list[int]:
+        """``ids`` as the host gave them within the last second: a scatter must know how
+        many engines to cut for, and asking every time would cost a round trip."""
+        at, ids = self._known
+        return ids if time.monotonic() - at < _RECENT else self.ids
 
     def _check_version(self, name: str, version: tuple[int, int, int]) -> None:
         if tuple(version[:2]) != PYTHON and tuple(version[:2]) not in self._warned_versions:
@@ -114,8 +128,10 @@ class Client:
         return [dict(zip(keys, row)) for row in self._native.jobs()]
 
     def close(self) -> None:
-        """Disconnects (jobs keep running on the host)."""
+        """Disconnects (jobs keep running on the host); results still pending fail with
+        ``ConnectionError``."""
         self._native.close()
+        self._pump.close("the client closed")
 
     def __enter__(self) -> Client:
         return self

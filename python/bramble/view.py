@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Any, Callable
 
-from . import _engine
+from . import _engine, error
 from .asyncresult import AsyncMapResult, AsyncResult, concatenate
 
 __all__ = ["DirectView", "LoadBalancedView", "View"]
@@ -56,8 +56,8 @@ class View:
         chunksize: int = 1,
         retries: int | None = None,
         ordered: bool = True,
-    ) -> tuple[int, int, Any]:
-        """Submits a job and starts following it: ``(job, total, events)``."""
+    ) -> tuple[int, int]:
+        """Submits a job; the client's pump follows it. Returns ``(job, total)``."""
         function = _engine.pack((f, tuple(args), dict(kwargs or {})))
         return self.client._native.submit(
             kind,
@@ -240,16 +240,33 @@ class DirectView(View):
     def get(self, key: str) -> Any:
         return self.pull(key, block=True)
 
+    def _cut(self, f: Any, args: tuple, cut: Callable[[int], list[bytes]]) -> tuple[int, int]:
+        """Submits a scatter job of one part per engine, ``cut(engines)`` making the parts.
+        ``c[:]`` cuts for the engines the host listed within the last second; should that
+        list be out of date (the host refuses the job), it asks again and cuts again."""
+        targets = self._ids()
+        if targets is not None:
+            return self._submit("scatter", f, args, None, cut(len(targets)), targets, retries=0)
+        targets = self.client._recent_ids()
+        try:
+            return self._submit("scatter", f, args, None, cut(len(targets)), targets, retries=0)
+        except error.BrambleError:
+            if self.client.ids == targets:
+                raise
+            targets = self.client._recent_ids()
+            return self._submit("scatter", f, args, None, cut(len(targets)), targets, retries=0)
+
     def scatter(self, key: str, seq: Any, block: bool | None = None, flatten: bool = False) -> Any:
         """Gives each engine a contiguous slice of ``seq`` as ``key``. Blocking returns
         None, as ipyparallel's does."""
-        targets = self._engines()
-        parts = _partition(seq, len(targets))
-        if flatten:
-            parts = [p[0] if len(p) == 1 else p for p in parts]
-        items = [_engine.pack(({key: part},)) for part in parts]
-        submitted = self._submit("scatter", "bramble:push", (), None, items, targets, retries=0)
-        ar = AsyncResult(self.client, submitted, "scatter")
+
+        def cut(engines: int) -> list[bytes]:
+            parts = _partition(seq, engines)
+            if flatten:
+                parts = [p[0] if len(p) == 1 else p for p in parts]
+            return [_engine.pack(({key: part},)) for part in parts]
+
+        ar = AsyncResult(self.client, self._cut("bramble:push", (), cut), "scatter")
         if self.block if block is None else block:
             self._finish(ar, True)
             return None
@@ -272,10 +289,12 @@ class DirectView(View):
     def map(self, f: Callable, *seqs: Any, block: bool | None = None, **kwargs: Any) -> Any:
         """``f`` over the sequences, one contiguous block per engine (not load-balanced);
         the results come back as one list."""
-        targets = self._engines()
         args = list(zip(*seqs))
-        items = [_engine.pack((chunk,)) for chunk in _partition(args, len(targets))]
-        submitted = self._submit("scatter", "bramble:map", (f,), None, items, targets, retries=0)
+
+        def cut(engines: int) -> list[bytes]:
+            return [_engine.pack((chunk,)) for chunk in _partition(args, engines)]
+
+        submitted = self._cut("bramble:map", (f,), cut)
         ar = AsyncMapResult(self.client, submitted, _name(f), reconstruct=concatenate, flatten=True)
         return self._finish(ar, self.block if block is None else block)
 

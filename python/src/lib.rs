@@ -1,7 +1,11 @@
 //! `bramble._native`: the IO half of the `bramble` Python package, over `bramble-client` only
-//! (no SQLite, no scheduler, no CLI). It connects, submits jobs and yields their events; the
+//! (no SQLite, no scheduler, no CLI). It connects, submits jobs and follows them; the
 //! pure-Python modules shape ipyparallel's API on top. Every call that waits releases the GIL,
 //! so other Python threads (and Ctrl-C in the main thread) carry on meanwhile.
+//!
+//! A client's jobs are followed by tasks on the runtime, which put every job's events into one
+//! queue; `next_event` takes them out. So a thousand `apply_async` calls cost a thousand small
+//! tasks here and one Python thread (the client's pump), not a thousand threads.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -10,11 +14,12 @@ use std::time::Duration;
 use bramble_client::wire::{
     EngineId, JobId, JobKind, JobSpec, JobState, PythonWork, Targets, Work,
 };
-use bramble_client::{Client, ClientError, JobEnd, JobEvent, JobStream, Order};
+use bramble_client::{Client, ClientError, JobEnd, JobEvent, Order};
 use pyo3::exceptions::{PyConnectionError, PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyTuple};
 use pyo3::{IntoPyObjectExt, create_exception};
+use tokio::sync::mpsc;
 
 create_exception!(
     _native,
@@ -46,10 +51,16 @@ fn to_py(e: ClientError) -> PyErr {
     }
 }
 
+/// One event of one of a client's jobs; `Err` ends that job's stream (the connection is gone
+/// for good, or the client closed).
+type Event = (JobId, Result<JobEvent, ClientError>);
+
 /// A connection to a bramble host (see `bramble.Client`).
 #[pyclass(module = "bramble._native", frozen)]
 struct NativeClient {
     client: Client,
+    events: mpsc::UnboundedSender<Event>,
+    queue: tokio::sync::Mutex<mpsc::UnboundedReceiver<Event>>,
 }
 
 #[pymethods]
@@ -78,8 +89,11 @@ impl NativeClient {
                     })
             })
         });
+        let (events, queue) = mpsc::unbounded_channel();
         Ok(Self {
             client: client.map_err(to_py)?,
+            events,
+            queue: tokio::sync::Mutex::new(queue),
         })
     }
 
@@ -118,7 +132,8 @@ impl NativeClient {
 
     /// Submits a Python job and follows it: `kind` is `map`, `apply` or `scatter`; `targets`
     /// engine ids (or `None`: any engine for a map, every usable engine otherwise). Returns
-    /// `(job, total, events)`; `ordered` puts results in input order.
+    /// `(job, total)`; the job's events come out of `next_event`, its results in input order
+    /// with `ordered`, else as they finish.
     #[pyo3(signature = (kind, function, items, targets, chunksize, retries, timeout, python, name, ordered))]
     #[allow(clippy::too_many_arguments)]
     fn submit(
@@ -134,7 +149,7 @@ impl NativeClient {
         python: (u8, u8),
         name: String,
         ordered: bool,
-    ) -> PyResult<(u64, u64, NativeStream)> {
+    ) -> PyResult<(u64, u64)> {
         let kind = match kind {
             "map" => JobKind::Map,
             "apply" => JobKind::Apply,
@@ -161,14 +176,63 @@ impl NativeClient {
         } else {
             Order::Completion
         };
-        let stream = py
+        let mut stream = py
             .detach(|| runtime().block_on(self.client.submit_and_follow(spec, order)))
             .map_err(to_py)?;
-        let (job, total) = (stream.job().0, stream.total().unwrap_or(0));
-        let stream = NativeStream {
-            stream: tokio::sync::Mutex::new(stream),
+        let (job, total) = (stream.job(), stream.total().unwrap_or(0));
+        let events = self.events.clone();
+        runtime().spawn(async move {
+            loop {
+                let event = match stream.next().await {
+                    Ok(Some(event)) => event,
+                    Ok(None) => break, // after `Ended`, which was passed on
+                    Err(e) => {
+                        let _ = events.send((job, Err(e)));
+                        break;
+                    }
+                };
+                if events.send((job, Ok(event))).is_err() {
+                    break; // the client is gone
+                }
+            }
+        });
+        Ok((job.0, total))
+    }
+
+    /// The next event of any of this client's jobs, as `(job, event)`, or `None` when none
+    /// came within `timeout` seconds. Events are tuples:
+    /// `("accepted", total)`,
+    /// `("item", index, engine, worker, outcome, message, stdout, stderr, value, ms, truncated)`,
+    /// `("output", index, engine, worker, stream, data)`, `("reconnecting", reason)`,
+    /// `("finished", failed)`, `("cancelled",)`, and `("error", message, connection)`: the
+    /// job cannot be followed any more (`connection`: the host is gone for good, or this
+    /// client closed). A job's last event is `finished`, `cancelled` or `error`.
+    fn next_event(&self, py: Python<'_>, timeout: f64) -> PyResult<Option<(u64, Py<PyTuple>)>> {
+        let limit = Duration::from_secs_f64(timeout.max(0.0));
+        let event = py.detach(|| {
+            runtime().block_on(async {
+                let mut queue = self.queue.lock().await;
+                tokio::time::timeout(limit, queue.recv())
+                    .await
+                    .ok()
+                    .flatten()
+            })
+        });
+        let Some((job, event)) = event else {
+            return Ok(None);
         };
-        Ok((job, total, stream))
+        let tuple = match event {
+            Ok(e) => event_tuple(py, e)?,
+            Err(e) => PyTuple::new(
+                py,
+                [
+                    "error".into_bound_py_any(py)?,
+                    e.to_string().into_bound_py_any(py)?,
+                    e.is_connection().into_bound_py_any(py)?,
+                ],
+            )?,
+        };
+        Ok(Some((job.0, tuple.unbind())))
     }
 
     /// Cancels a job: queued items dropped, running ones interrupted.
@@ -217,33 +281,6 @@ impl NativeClient {
     /// Disconnects; jobs keep running on the host. Streams of this client end.
     fn close(&self, py: Python<'_>) {
         py.detach(|| runtime().block_on(self.client.close()));
-    }
-}
-
-/// The events of one job (see `NativeClient.follow`).
-#[pyclass(module = "bramble._native", frozen)]
-struct NativeStream {
-    stream: tokio::sync::Mutex<JobStream>,
-}
-
-#[pymethods]
-impl NativeStream {
-    /// The next event, or `None` after the job's end. Events are tuples:
-    /// `("accepted", total)`,
-    /// `("item", index, engine, worker, outcome, message, stdout, stderr, value, ms, truncated)`,
-    /// `("output", index, engine, worker, stream, data)`, `("reconnecting", reason)`,
-    /// `("finished", failed)`, `("cancelled",)`.
-    fn next(&self, py: Python<'_>) -> PyResult<Option<Py<PyTuple>>> {
-        let event = py.detach(|| {
-            runtime().block_on(async {
-                let mut stream = self.stream.lock().await;
-                stream.next().await
-            })
-        });
-        match event.map_err(to_py)? {
-            None => Ok(None),
-            Some(e) => Ok(Some(event_tuple(py, e)?.unbind())),
-        }
     }
 }
 
@@ -300,7 +337,6 @@ fn event_tuple(py: Python<'_>, event: JobEvent) -> PyResult<Bound<'_, PyTuple>> 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeClient>()?;
-    m.add_class::<NativeStream>()?;
     m.add("BrambleError", m.py().get_type::<BrambleError>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

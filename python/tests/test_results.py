@@ -4,6 +4,7 @@ them, interrupts, and the GIL released while waiting."""
 from __future__ import annotations
 
 import _thread
+import concurrent.futures
 import os
 import signal
 import threading
@@ -147,3 +148,41 @@ def test_the_gil_is_released_while_waiting(client: ipp.Client) -> None:
     stop.set()
     t.join()
     assert ticks >= 20, f"another thread ran only {ticks} times in 0.5 s"
+
+
+def wait_for(path: str) -> str:
+    import os
+    import time
+
+    while not os.path.exists(path):
+        time.sleep(0.01)
+    return path
+
+
+def test_many_pending_results_need_no_thread_each_and_complete_as_futures(
+    cluster: ipp.Cluster, tmp_path
+) -> None:
+    client = cluster.connect_client_sync()
+    gate = str(tmp_path / "open")
+    # Every engine waits for the gate, so everything below is still pending when counted.
+    blockers = client[:].apply_async(wait_for, gate)
+    threads = threading.active_count()
+    lview = client.load_balanced_view()
+    ars = [lview.apply_async(lambda i=i: i * i) for i in range(100)]
+    assert threading.active_count() <= threads + 1, "one pump thread for every job"
+    assert not any(ar.ready() for ar in ars)
+    # A done-callback may submit more work (the pump calls it).
+    chained: Future = Future()
+    ars[0].add_done_callback(lambda ar: chained.set_result(lview.apply_async(lambda: "next")))
+    open(gate, "w").close()
+    assert blockers.get(timeout=30) == [gate] * 4
+    done = {ar.result() for ar in concurrent.futures.as_completed(ars, timeout=30)}
+    assert done == {i * i for i in range(100)}
+    assert chained.result(timeout=30).get(timeout=30) == "next"
+    # Closing the client fails what is still pending, at once.
+    os.remove(gate)
+    pending = client[:].apply_async(wait_for, gate)
+    client.close()
+    with pytest.raises(ConnectionError, match="client closed"):
+        pending.get(timeout=5)
+    open(gate, "w").close()  # let the engines go

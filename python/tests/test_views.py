@@ -3,10 +3,14 @@ real local cluster of four engines."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 import numpy as np
 import pytest
 
 import bramble as ipp
+from bramble.cluster import _bramble
 
 
 def test_ids_and_views_on_one_some_and_all_engines(client: ipp.Client) -> None:
@@ -71,6 +75,24 @@ def test_scatter_and_gather_cut_contiguously_and_put_back_in_order(client: ipp.C
     ar = dv.gather("y")
     assert isinstance(ar, ipp.AsyncMapResult)
     assert list(ar) == [i * 2 for i in range(10)], "iterating a gather gives the elements"
+
+
+def test_a_scatter_right_after_engines_change_is_cut_for_the_engines_now(
+    cluster: ipp.Cluster, client: ipp.Client
+) -> None:
+    dv = client[:]
+    dv.scatter("x", range(8), block=True)  # the client now knows four engines
+    bramble = [_bramble(), "drain", "local-3"]
+    env = dict(os.environ, BRAMBLE_HOME=cluster.home)
+    try:
+        subprocess.run(bramble, env=env, check=True, capture_output=True)
+        dv.scatter("x", range(9), block=True)  # the host refuses four parts; cut for three
+        assert dv.pull("x", block=True) == [range(0, 3), range(3, 6), range(6, 9)]
+        assert dv.gather("x", block=True) == list(range(9))
+    finally:
+        bramble[1] = "undrain"
+        subprocess.run(bramble, env=env, check=True, capture_output=True)
+    client.wait_for_engines(4, timeout=30)
 
 
 def test_numpy_arrays_pushed_scattered_and_gathered_element_wise(client: ipp.Client) -> None:

@@ -198,21 +198,14 @@ impl Driver {
     /// Commits the records of everything handled so far, then carries out the rest.
     fn flush(&mut self) {
         let actions: Vec<Action> = std::iter::from_fn(|| self.sched.poll_action()).collect();
-        let records: Vec<&Record> = actions
-            .iter()
-            .filter_map(|a| {
-                if let Action::Record(r) = a {
-                    Some(r)
-                } else {
-                    None
-                }
-            })
-            .collect();
+        let records = actions.iter().filter_map(|a| match a {
+            Action::Record(r) => Some(r),
+            _ => None,
+        });
         let mut seqs = Vec::new().into_iter();
-        if !records.is_empty() {
-            let records: Vec<Record> = records.into_iter().cloned().collect();
+        if records.clone().next().is_some() {
             let store = &mut self.store;
-            match tokio::task::block_in_place(|| store.apply(&records, wall_ms())) {
+            match tokio::task::block_in_place(|| store.apply(records, wall_ms())) {
                 Ok(written) => seqs = written.into_iter(),
                 // Nothing can be promised durable any more; keep serving, loudly.
                 Err(e) => error!("cannot write the job store: {e}"),

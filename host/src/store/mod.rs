@@ -74,8 +74,8 @@ mod tests {
 
     use bramble_sched::{Record, TaskRow};
     use bramble_wire::{
-        Attempt, EngineId, Command, ItemOutput, JobId, JobKind, JobSpec, JobState, Outcome, Targets, TaskId,
-        Work, WorkerId,
+        Attempt, Command, EngineId, ItemOutput, JobId, JobKind, JobSpec, JobState, Outcome,
+        Targets, TaskId, Work, WorkerId,
     };
 
     use super::Store;

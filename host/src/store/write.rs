@@ -10,9 +10,9 @@ use super::{Store, StoreError};
 impl Store {
     /// Writes a batch of records in one transaction. Returns the `seq` given to each
     /// `ResultRecorded` record, in order (`None` for a copy of a result already stored).
-    pub fn apply(
+    pub fn apply<'a>(
         &mut self,
-        records: &[Record],
+        records: impl IntoIterator<Item = &'a Record>,
         now_ms: u64,
     ) -> Result<Vec<Option<u64>>, StoreError> {
         let tx = self.conn.transaction()?;
@@ -76,18 +76,18 @@ fn write_record(
         Record::JobCreated { job, spec, tasks } => {
             let blob = postcard::to_stdvec(spec).map_err(|e| StoreError::Spec(job.0, e))?;
             let total: u64 = tasks.iter().map(|t| t.count).sum();
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO jobs (id, kind, command, spec, total, state, created_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6)",
-                params![
-                    job.0,
-                    super::read::kind_word(spec.kind),
-                    spec.work.describe(),
-                    blob,
-                    total,
-                    now_ms
-                ],
-            )?;
+            )?
+            .execute(params![
+                job.0,
+                super::read::kind_word(spec.kind),
+                spec.work.describe(),
+                blob,
+                total,
+                now_ms
+            ])?;
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO tasks (id, job, first_index, count, pin, slot)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
