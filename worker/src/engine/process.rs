@@ -1,11 +1,14 @@
 //! One engine process: `python -c <engine source>` in its own process group, frames written
 //! to its stdin and read from its stdout, the tail of its own stderr kept for when it dies.
+//!
+//! Frames to the engine are queued and written together (a job's FORGETs, LOAD and RUN in one
+//! write, so the engine wakes once for them); frames from it are read through a buffer.
 
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
 use super::frames::{self, FromEngine, MAX_FROM_ENGINE, ToEngine};
@@ -23,9 +26,10 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) struct Engine {
     child: Child,
     stdin: ChildStdin,
-    stdout: ChildStdout,
+    stdout: BufReader<ChildStdout>,
     stderr: StderrTail,
-    scratch: Vec<u8>,
+    /// Frames queued for the next write.
+    queued: Vec<u8>,
     sim: Option<Arc<crate::sim::SimHooks>>,
 }
 
@@ -58,9 +62,9 @@ impl Engine {
         let mut engine = Self {
             child,
             stdin,
-            stdout,
+            stdout: BufReader::new(stdout),
             stderr: StderrTail::follow(stderr),
-            scratch: Vec::new(),
+            queued: Vec::new(),
             sim: limits.sim.clone(),
         };
         match tokio::time::timeout(HELLO_TIMEOUT, engine.next()).await {
@@ -74,11 +78,17 @@ impl Engine {
         }
     }
 
-    /// Sends one frame; `Err` if the engine is gone.
+    /// Queues one frame for the next [`Engine::send`].
+    pub(crate) fn queue(&mut self, msg: &ToEngine<'_>) {
+        frames::encode(msg, &mut self.queued);
+    }
+
+    /// Sends `msg` after what is queued, in one write; `Err` if the engine is gone.
     pub(crate) async fn send(&mut self, msg: &ToEngine<'_>) -> Result<(), ()> {
-        self.scratch.clear();
-        frames::encode(msg, &mut self.scratch);
-        self.stdin.write_all(&self.scratch).await.map_err(drop)?;
+        self.queue(msg);
+        let written = self.stdin.write_all(&self.queued).await;
+        self.queued.clear();
+        written.map_err(drop)?;
         self.stdin.flush().await.map_err(drop)
     }
 

@@ -64,34 +64,26 @@ pub(crate) async fn run_task(
                 continue;
             }
         };
-        let mut alive = true;
         for job in forget.drain(..) {
-            alive &= e.send(&ToEngine::Forget { job }).await.is_ok();
+            e.queue(&ToEngine::Forget { job });
             loaded.remove(&job);
         }
-        if alive && !loaded.contains(&spec.job.0) {
+        if !loaded.contains(&spec.job.0) {
             let Some(function) = &run.function else {
                 let why = "the job's function never reached this worker".to_owned();
                 outputs.push(ItemOutput::ended(item.index, Outcome::StartFailed(why), 0));
                 engine = Some(e);
                 continue;
             };
-            alive = e
-                .send(&ToEngine::Load {
-                    job: spec.job.0,
-                    function,
-                })
-                .await
-                .is_ok();
+            e.queue(&ToEngine::Load {
+                job: spec.job.0,
+                function,
+            });
             loaded.insert(spec.job.0);
         }
         let deadline = (timeout_ms > 0).then(|| started + Duration::from_millis(timeout_ms));
-        let (output, survived) = if alive {
-            run_item(e, &spec, item, &run, deadline, &mut cancel, started).await
-        } else {
-            let why = e.death().await;
-            (died(item.index, why, started), None)
-        };
+        let (output, survived) =
+            run_item(e, &spec, item, &run, deadline, &mut cancel, started).await;
         outputs.push(output);
         engine = survived;
     }
@@ -118,6 +110,7 @@ async fn run_item(
         job: spec.job.0,
         item: item.value.as_deref(),
     };
+    // With the FORGETs and LOAD queued before it.
     if e.send(&msg).await.is_err() {
         let why = e.death().await;
         return (died(item.index, why, started), None);
