@@ -2,9 +2,10 @@
 //! starting attempts. `leastload`/`roundrobin` fill free slots; `thermal` projects when each
 //! worker's slots free up and how long a task takes there, and places a task only on the
 //! worker that would finish it first, so a slow worker is not handed work a fast one would
-//! finish sooner (the end-of-job straggler problem). It sends a task up to one task-time
-//! ahead (at most one per slot waits on a worker) to hide the round trip, and near the end it
-//! re-runs stragglers on idle workers.
+//! finish sooner (the end-of-job straggler problem). It sends a task ahead to a slot that
+//! frees within `SEND_AHEAD`, counting the tasks already waiting there (tiny tasks queue many
+//! deep, up to `AHEAD_PER_SLOT`; long ones go when their predecessor is nearly done), to hide
+//! the round trip, and near the end it re-runs stragglers on idle workers.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
