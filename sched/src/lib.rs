@@ -170,10 +170,7 @@ impl Scheduler {
                 // worker forgets only what is on disk; duplicates are acknowledged too. Queued
                 // ahead of anything the result leads to (a retry), so the worker hears of it
                 // first.
-                if from
-                    .and_then(|id| self.workers.get(&id))
-                    .is_some_and(|w| w.hello.protocol_minor >= 2)
-                {
+                if from.is_some() {
                     let msg = ToWorker::ResultRecorded {
                         task: result.task,
                         attempt: result.attempt,

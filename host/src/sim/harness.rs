@@ -437,8 +437,19 @@ impl Sim {
         }
     }
 
-    /// Asserts every finished job got each item exactly once, with nothing lost.
+    /// Asserts every finished job got each item exactly once, with nothing lost, and that
+    /// the host confirmed every result a connected worker sent (a worker keeps what is not
+    /// confirmed, and sends it all again after a reconnect).
     pub(crate) fn assert_all_results_once(&self) {
+        for w in self.workers.iter().filter(|w| w.session.is_some()) {
+            assert!(
+                w.unacked.is_empty(),
+                "{} holds {} results the host never confirmed (seed {})",
+                w.name,
+                w.unacked.len(),
+                self.seed
+            );
+        }
         for (request, log) in &self.jobs {
             let total = log
                 .total
