@@ -260,6 +260,9 @@ impl Worker {
     /// Gives the core an input and carries out the local actions it asks for (starting and
     /// killing processes, ending jobs); returns the frames it wants sent.
     fn step(&mut self, input: Input) -> Vec<ToHost> {
+        if let Input::TaskEnded(result) = &input {
+            self.cancels.remove(&result.task);
+        }
         self.core.handle(input);
         let mut to_send = Vec::new();
         while let Some(action) = self.core.poll_action() {
