@@ -45,7 +45,7 @@ pub struct HostOptions {
 pub struct Host {
     endpoint: quinn::Endpoint,
     to_driver: mpsc::Sender<ToDriver>,
-    driver: tokio::task::JoinHandle<()>,
+    driver: driver::Running,
 }
 
 impl Host {
@@ -78,7 +78,7 @@ impl Host {
                 .with_context(|| format!("reading {}", opts.revoked.display()))?,
         );
         let (to_driver, rx) = mpsc::channel(4096);
-        let driver = tokio::spawn(driver::run(sched, store, rx));
+        let driver = driver::spawn(sched, store, rx).context("starting the driver thread")?;
         let ctx = client_peer::Ctx {
             to_driver: to_driver.clone(),
             store_path: opts.store,
@@ -102,7 +102,7 @@ impl Host {
         self.endpoint
             .close(close::SHUTDOWN.into(), b"host shutting down");
         drop(self.to_driver);
-        self.driver.abort();
+        self.driver.stop().await;
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
     }
 }
