@@ -245,8 +245,7 @@ impl Driver {
         });
         let mut seqs = Vec::new().into_iter();
         if records.clone().next().is_some() {
-            let store = &mut self.store;
-            match store.apply(records, wall_ms()) {
+            match self.store.apply(records, wall_ms()) {
                 Ok(written) => seqs = written.into_iter(),
                 // Nothing can be promised durable any more; keep serving, loudly.
                 Err(e) => error!("cannot write the job store: {e}"),
