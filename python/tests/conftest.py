@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from rig import Rig
+from signals import Gate, Signals
 
 import bramble
 
@@ -34,3 +35,19 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
     r = Rig(tmp_path)
     yield r
     r.close()
+
+
+@pytest.fixture
+def gate(tmp_path: Path) -> Iterator[Gate]:
+    """A gate engines wait at (``signals.through``); closed, releasing them, after the test."""
+    g = Gate(tmp_path / "gate")
+    yield g
+    g.close()
+
+
+@pytest.fixture
+def signals(tmp_path: Path) -> Iterator[Signals]:
+    """Lines engines send the test (``signals.signal``)."""
+    s = Signals(tmp_path / "signals")
+    yield s
+    s.close()

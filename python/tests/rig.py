@@ -103,6 +103,8 @@ class Rig:
             return ""
 
     def wait_until(self, what: str, check: Any, timeout: float = 30) -> None:
+        """Waits until ``check()`` (a question to the host: its status rows, its engines) is
+        true. The host has no way to push those, so this asks again every 50 ms."""
         deadline = time.monotonic() + timeout
         while not check():
             assert time.monotonic() < deadline, f"timed out waiting for {what}"

@@ -8,12 +8,13 @@ import shutil
 import signal
 import stat
 import sys
-import time
 from pathlib import Path
 
 import cloudpickle
 import pytest
 from rig import Rig
+from signals import Gate, Signals, through
+from signals import signal as reached
 
 import bramble as ipp
 
@@ -28,18 +29,16 @@ def wrapper(path: Path, body: str) -> str:
 
 
 def test_an_engine_killed_mid_task_fails_it_loses_its_namespace_and_comes_back(
-    client: ipp.Client, tmp_path: Path
+    client: ipp.Client, gate: Gate, signals: Signals
 ) -> None:
     dv = client[:]
     dv["kept"] = "before"
-    pidfile = tmp_path / "pid"
-    code = f"import os, time\nopen({str(pidfile)!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)"
-    ar = client[2].execute(code)
-    deadline = time.monotonic() + 30
-    while not pidfile.exists() or not pidfile.read_text():
-        assert time.monotonic() < deadline, "the task never started"
-        time.sleep(0.05)
-    os.kill(int(pidfile.read_text()), signal.SIGKILL)
+    # The engine says its pid, then waits at a gate that never opens.
+    ar = client[2].apply_async(
+        lambda g=gate.path, s=signals.path: through(g, reached(s, str(__import__("os").getpid())))
+    )
+    (pid,) = signals.wait(1)
+    os.kill(int(pid), signal.SIGKILL)
     with pytest.raises(ipp.EngineError) as e:
         ar.get(timeout=30)
     message = str(e.value)
@@ -51,27 +50,29 @@ def test_an_engine_killed_mid_task_fails_it_loses_its_namespace_and_comes_back(
     assert kept == [True, True, False, True]
 
 
-def test_a_host_killed_mid_map_restarts_and_every_result_comes_once(rig: Rig, tmp_path) -> None:
+def test_a_host_killed_mid_map_restarts_and_every_result_comes_once(
+    rig: Rig, tmp_path: Path, gate: Gate
+) -> None:
     rig.serve()
     for i in range(3):
         rig.worker(i)
     c = rig.client()
     c.wait_for_engines(3, timeout=30)
     c[:]["survives"] = "namespace"
-    runs = tmp_path / "runs"
+    runs, gate_path = tmp_path / "runs", gate.path
 
     def work(x: int) -> int:
-        import time
-
         with open(str(runs), "a") as f:
             f.write(f"{x}\n")
-        time.sleep(0.2)
-        return x * x
+        # Items from 6 on wait at the gate: the host dies while they run or wait.
+        return through(gate_path, x * x) if x >= 6 else x * x
 
     ar = c.load_balanced_view().map_async(work, range(30))
-    rig.wait_until("some results", lambda: ar.progress >= 6)
+    arrived = iter(ar)
+    assert [next(arrived) for _ in range(6)] == [x * x for x in range(6)]
     rig.signal("host", signal.SIGKILL)
     rig.serve()
+    gate.open()
     assert ar.get(timeout=120) == [x * x for x in range(30)]
     ran = runs.read_text().split()
     assert sorted(map(int, ran)) == list(range(30)), f"ran {len(ran)} times for 30 items"

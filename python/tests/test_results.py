@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import _thread
 import concurrent.futures
+import faulthandler
 import os
 import signal
 import threading
-import time
 from concurrent.futures import Future
 
 import cloudpickle
 import pytest
+from signals import Gate, Signals, through
+from signals import signal as reached
 
 import bramble as ipp
 
@@ -21,43 +23,65 @@ import bramble as ipp
 cloudpickle.register_pickle_by_value(__import__(__name__))
 
 
-def slow(x: float) -> float:
+def held(gate: str, signals: str, x: object) -> object:
+    """An item that says it started, then waits for the gate."""
+    reached(signals)
+    return through(gate, x)
+
+
+def busy(seconds: float) -> float:
+    """An item that runs for ``seconds``: its run time is what ``serial_time`` and ``elapsed``
+    add up (nothing waits on it)."""
     import time
 
-    time.sleep(x)
-    return x
+    time.sleep(seconds)
+    return seconds
 
 
-def test_async_result_is_a_future_with_ipyparallels_api(client: ipp.Client, capsys) -> None:
+def test_async_result_is_a_future_with_ipyparallels_api(
+    client: ipp.Client, capsys, gate: Gate, signals: Signals
+) -> None:
     lview = client.load_balanced_view()
-    ar = lview.map_async(slow, [0.3] * 8)
+    ar = lview.map_async(lambda x, g=gate.path, s=signals.path: held(g, s, x), [1] * 8)
     assert isinstance(ar, Future) and isinstance(ar, ipp.AsyncMapResult)
     assert len(ar) == 8
-    assert not ar.ready() and ar.progress < 8
+    signals.wait(4)  # every engine holds an item; nothing can finish before the gate opens
+    assert not ar.ready() and ar.progress == 0
     with pytest.raises(RuntimeError):
         ar.successful()
     with pytest.raises(TimeoutError):
         ar.get(timeout=0.01)
     assert ar.wait(timeout=0.01) is False
+    gate.open()
     ar.wait_interactive(interval=0.1)
     shown = capsys.readouterr().out
     assert "8/   8 tasks finished" in shown and shown.rstrip().endswith("done")
     assert ar.ready() and ar.successful() and ar.progress == 8
-    assert ar.get() == [0.3] * 8 and ar.result() == [0.3] * 8
-    assert ar.elapsed >= 0.3 and ar.serial_time >= 8 * 0.3
+    assert ar.get() == [1] * 8 and ar.result() == [1] * 8
     assert sorted(set(ar.engine_id)) == [0, 1, 2, 3]
-    assert repr(ar) == "<AsyncMapResult(slow): finished>"
+    assert repr(ar) == "<AsyncMapResult(<lambda>): finished>"
+    timed = lview.map_async(busy, [0.3] * 8)
+    timed.get()
+    assert timed.elapsed >= 0.3 and timed.serial_time >= 8 * 0.3
 
 
-def test_iteration_gives_results_as_they_arrive(client: ipp.Client) -> None:
+def test_iteration_gives_results_as_they_arrive(
+    client: ipp.Client, gate: Gate, signals: Signals
+) -> None:
     lview = client.load_balanced_view()
-    # Item 0 is slow: in order, nothing comes before it; unordered, the fast ones come first.
-    ar = lview.map_async(slow, [1.0, 0.0, 0.0, 0.0], ordered=False)
-    first = next(iter(ar))
-    assert first == 0.0 and not ar.ready()
-    ar = lview.map_async(slow, [0.6, 0.0, 0.0])
-    started = time.monotonic()
-    assert next(iter(ar)) == 0.6 and time.monotonic() - started >= 0.5
+    # Item 0 waits for the gate: unordered, the others come first.
+    first = lambda x, g=gate.path: through(g, x) if x == 0 else x  # noqa: E731
+    ar = lview.map_async(first, [0, 1, 2, 3], ordered=False)
+    assert next(iter(ar)) in (1, 2, 3) and not ar.ready()
+    gate.open(1)
+    assert sorted(ar) == [0, 1, 2, 3]
+    # In order, item 0 comes first although it finishes last (released only once the others
+    # have returned).
+    last = lambda x, g=gate.path, s=signals.path: through(g, x) if x == 0 else reached(s) or x  # noqa: E731
+    ar = lview.map_async(last, [0, 1, 2])
+    signals.wait(2)
+    gate.open(1)
+    assert list(ar) == [0, 1, 2]
 
 
 def test_output_per_target_and_display(client: ipp.Client, capsys) -> None:
@@ -99,10 +123,12 @@ def test_an_exception_from_each_engine_is_shown_together(client: ipp.Client) -> 
     assert all(isinstance(r, ipp.RemoteError) for r in results)
 
 
-def test_abort_cancels_queued_and_running_work(client: ipp.Client) -> None:
+def test_abort_cancels_queued_and_running_work(
+    client: ipp.Client, gate: Gate, signals: Signals
+) -> None:
     lview = client.load_balanced_view()
-    ar = lview.map_async(slow, [30] * 8)
-    time.sleep(0.3)  # the first four start (not asserted: abort works either way)
+    ar = lview.map_async(lambda x, g=gate.path, s=signals.path: held(g, s, x), range(8))
+    signals.wait(4)  # four run, four wait
     ar.abort()
     with pytest.raises(ipp.CompositeError) as e:
         ar.get(timeout=20)
@@ -111,61 +137,65 @@ def test_abort_cancels_queued_and_running_work(client: ipp.Client) -> None:
     assert client.jobs()[-2]["state"] == "cancelled"
 
 
-def test_ctrl_c_stops_a_blocking_call_and_cancels_its_job(client: ipp.Client) -> None:
-    # A real SIGINT, as Ctrl-C or a Jupyter interrupt sends: the kernel may deliver it to any
-    # thread of the process.
-    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
-    started = time.monotonic()
+def test_ctrl_c_stops_a_blocking_call_and_cancels_its_job(
+    client: ipp.Client, gate: Gate, signals: Signals
+) -> None:
+    # A real SIGINT, as Ctrl-C or a Jupyter interrupt sends (the kernel may deliver it to any
+    # thread of the process), once every engine runs the call.
+    def interrupt_when(started: int, how: object) -> threading.Thread:
+        def run() -> None:
+            signals.wait(started)
+            how()  # type: ignore[operator]
+
+        t = threading.Thread(target=run)
+        t.start()
+        return t
+
+    t = interrupt_when(4, lambda: os.kill(os.getpid(), signal.SIGINT))
     with pytest.raises(KeyboardInterrupt):
-        client[:].apply_sync(slow, 30)
-    assert time.monotonic() - started < 20
+        client[:].apply_sync(held, gate.path, signals.path, 1)
+    t.join()
     job = client.jobs()[-1]
-    assert job["command"] == "python: slow" and job["state"] == "cancelled"
+    assert job["command"] == "python: held" and job["state"] == "cancelled"
     assert client[:].apply_sync(lambda: 1) == [1] * 4, "the engines were interrupted"
     # An interrupt without a signal (some front ends raise it with interrupt_main).
-    threading.Timer(0.5, _thread.interrupt_main).start()
-    started = time.monotonic()
+    t = interrupt_when(1, _thread.interrupt_main)
     with pytest.raises(KeyboardInterrupt):
-        client.load_balanced_view().apply_sync(slow, 30)
-    assert time.monotonic() - started < 20
+        client.load_balanced_view().apply_sync(held, gate.path, signals.path, 1)
+    t.join()
     assert client.jobs()[-1]["state"] == "cancelled"
 
 
-def test_the_gil_is_released_while_waiting(client: ipp.Client) -> None:
-    ticks = 0
-    stop = threading.Event()
+def test_the_gil_is_released_while_waiting(
+    client: ipp.Client, gate: Gate, signals: Signals
+) -> None:
+    # The call returns only once another Python thread has run and opened the gate: were the
+    # GIL held while waiting, that thread could not run, and the watchdog (a C thread, which
+    # needs no GIL) would end the test run with every thread's traceback.
+    ran = []
 
-    def count() -> None:
-        nonlocal ticks
-        while not stop.is_set():
-            ticks += 1
-            time.sleep(0.01)
+    def opener() -> None:
+        signals.wait(4)
+        ran.append(sum(range(1000)))
+        gate.open()
 
-    t = threading.Thread(target=count)
+    t = threading.Thread(target=opener)
     t.start()
-    client[:].apply_sync(slow, 0.5)
-    stop.set()
+    faulthandler.dump_traceback_later(120, exit=True)
+    try:
+        assert client[:].apply_sync(held, gate.path, signals.path, 7) == [7] * 4
+    finally:
+        faulthandler.cancel_dump_traceback_later()
     t.join()
-    assert ticks >= 20, f"another thread ran only {ticks} times in 0.5 s"
-
-
-def wait_for(path: str) -> str:
-    import os
-    import time
-
-    while not os.path.exists(path):
-        time.sleep(0.01)
-    return path
+    assert ran == [499500]
 
 
 def test_many_pending_results_need_no_thread_each_and_complete_as_futures(
-    cluster: ipp.Cluster, tmp_path
+    cluster: ipp.Cluster, gate: Gate
 ) -> None:
     client = cluster.connect_client_sync()
-    gate = str(tmp_path / "open")
     # Every engine waits for the gate, so everything below is still pending when counted.
-    blockers = client[:].apply_async(wait_for, gate)
+    blockers = client[:].apply_async(through, gate.path, "went")
     threads = threading.active_count()
     lview = client.load_balanced_view()
     ars = [lview.apply_async(lambda i=i: i * i) for i in range(100)]
@@ -174,15 +204,14 @@ def test_many_pending_results_need_no_thread_each_and_complete_as_futures(
     # A done-callback may submit more work (the pump calls it).
     chained: Future = Future()
     ars[0].add_done_callback(lambda ar: chained.set_result(lview.apply_async(lambda: "next")))
-    open(gate, "w").close()
-    assert blockers.get(timeout=30) == [gate] * 4
+    gate.open(4)
+    assert blockers.get(timeout=30) == ["went"] * 4
     done = {ar.result() for ar in concurrent.futures.as_completed(ars, timeout=30)}
     assert done == {i * i for i in range(100)}
     assert chained.result(timeout=30).get(timeout=30) == "next"
-    # Closing the client fails what is still pending, at once.
-    os.remove(gate)
-    pending = client[:].apply_async(wait_for, gate)
+    # Closing the client fails what is still pending, at once (the gate's closing at the end
+    # of the test lets the engines go).
+    pending = client[:].apply_async(through, gate.path)
     client.close()
     with pytest.raises(ConnectionError, match="client closed"):
         pending.get(timeout=5)
-    open(gate, "w").close()  # let the engines go

@@ -8,6 +8,7 @@ import subprocess
 
 import numpy as np
 import pytest
+from signals import Gate, through
 
 import bramble as ipp
 from bramble.cluster import _bramble
@@ -144,7 +145,7 @@ def test_load_balanced_map_in_order_unordered_and_in_chunks(client: ipp.Client) 
     assert lview.apply_sync(lambda a: a + 1, 41) == 42
 
 
-def test_load_balanced_retries_and_timeout(client: ipp.Client, tmp_path) -> None:
+def test_load_balanced_retries_and_timeout(client: ipp.Client, tmp_path, gate: Gate) -> None:
     lview = client.load_balanced_view()
     marker = str(tmp_path / "failed-once")
 
@@ -161,7 +162,7 @@ def test_load_balanced_retries_and_timeout(client: ipp.Client, tmp_path) -> None
     lview.retries = 0
     lview.timeout = 0.5
     with pytest.raises(ipp.TaskTimeout):
-        lview.apply_sync(__import__("time").sleep, 30)
+        lview.apply_sync(through, gate.path)  # a gate that never opens
 
 
 def test_remote_and_parallel_decorators(client: ipp.Client) -> None:

@@ -194,25 +194,32 @@ fn a_dead_engine_fails_its_item_says_how_and_the_next_item_gets_a_fresh_one() {
 
 #[test]
 fn cancel_interrupts_the_item_and_the_engine_lives_on() {
-    let rig = Rig::new();
+    let mut rig = Rig::new();
     rig.run_once(spec(1, vec![None], 0), "('bramble:push', ({'x': 5},), {})");
+    // Cancelled once the item says it runs (its output streams as printed).
     let (tx, rx) = watch::channel(false);
+    let (_, none) = mpsc::unbounded_channel();
+    let mut output = std::mem::replace(&mut rig.output, none);
     let cancel = std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        tx.send(true).unwrap();
+        while let Some(chunk) = output.blocking_recv() {
+            if chunk.data.starts_with(b"started") {
+                tx.send(true).unwrap();
+                return;
+            }
+        }
     });
     let r = rig.run(
         spec(2, vec![None, None], 0),
-        "((lambda: time.sleep(60)), (), {})",
+        "((lambda: print('started', flush=True) or time.sleep(60)), (), {})",
         rx,
     );
-    cancel.join().unwrap();
     assert_eq!(r.outputs[0].outcome, Outcome::Cancelled);
     assert_eq!(
         r.outputs[1].outcome,
         Outcome::Cancelled,
         "the rest is not run"
     );
+    cancel.join().unwrap();
     let r = rig.run_once(spec(3, vec![None], 0), "('bramble:pull', ('x',), {})");
     returned(&r.outputs[0], "5");
 }
