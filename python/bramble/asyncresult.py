@@ -30,7 +30,6 @@ class AsyncResult(Future):
     def __init__(
         self,
         client: Any,
-        submitted: tuple[int, int],
         fname: str,
         single: bool = False,
         ordered: bool = True,
@@ -40,7 +39,9 @@ class AsyncResult(Future):
     ) -> None:
         super().__init__()
         self._client = client
-        self.job, self._total = submitted
+        # Filled in by the native submit (see `_launch`).
+        self.job: int | None = None
+        self._total = 0
         self._fname = fname
         self._single = single
         self._ordered = ordered
@@ -58,7 +59,26 @@ class AsyncResult(Future):
         self._submitted = time.monotonic()
         self._finished_at: float | None = None
         self._cancelled_job = False
-        client._pump.follow(self.job, self)
+
+    def _launch(
+        self, submit: Callable[[AsyncResult], None], wait: bool | Callable[[Any], Any] = False
+    ) -> AsyncResult:
+        """Submits the job (``submit(self)``), follows it and, with ``wait``, waits for it
+        (``wait`` may be the waiting itself, as ``%px`` does it). The native submit fills in
+        ``job`` before it returns, with no Python code in between, so Ctrl-C (or a Jupyter
+        interrupt) at any moment after the host took the job cancels it: none is left running
+        that the caller never got a result for."""
+        try:
+            submit(self)
+            self._client._pump.follow(self.job, self)
+            if callable(wait):
+                wait(self)
+            elif wait:
+                self.wait()
+        except KeyboardInterrupt:
+            self.abort()
+            raise
+        return self
 
     # -- following the job (the client's pump thread) ------------------------------------------
 
@@ -203,7 +223,7 @@ class AsyncResult(Future):
 
     def abort(self) -> None:
         """Cancels the job on the host: queued items are dropped, running ones interrupted."""
-        if not self.ready():
+        if self.job is not None and not self.ready():
             self._client._native.cancel(self.job)
 
     def cancel(self) -> bool:

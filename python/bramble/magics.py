@@ -106,16 +106,16 @@ class ParallelMagics(Magics):
     def _run(self, code: str, targets: list[int] | None, block: bool) -> Any:
         view = self.client[targets if targets is not None else slice(None)]
         printer = _LinePrinter()
-        ar = view._execute(code, on_output=printer)
+
+        def wait(ar: AsyncResult) -> None:
+            while not ar.wait(0.05):
+                printer.drain()
+
+        # Ctrl-C while waiting cancels the job (AsyncResult._launch).
+        ar = view._execute(code, on_output=printer, wait=wait if block else False)
         self.last_result = ar
         if not block:
             return ar
-        try:
-            while not ar.wait(0.05):
-                printer.drain()
-        except KeyboardInterrupt:
-            ar.abort()
-            raise
         printer.drain()
         printer.rest_of(ar)
         ar.get()  # raises the engines' errors (shown as remote tracebacks)

@@ -47,6 +47,7 @@ class View:
 
     def _submit(
         self,
+        ar: AsyncResult,
         kind: str,
         f: Any,
         args: tuple = (),
@@ -56,10 +57,11 @@ class View:
         chunksize: int = 1,
         retries: int | None = None,
         ordered: bool = True,
-    ) -> tuple[int, int]:
-        """Submits a job; the client's pump follows it. Returns ``(job, total)``."""
+    ) -> None:
+        """Submits the job of ``ar``; the native call fills in its ``job`` and total."""
         function = _engine.pack((f, tuple(args), dict(kwargs or {})))
-        return self.client._native.submit(
+        self.client._native.submit(
+            ar,
             kind,
             function,
             items or [],
@@ -73,16 +75,10 @@ class View:
         )
 
     @staticmethod
-    def _finish(ar: AsyncResult, block: bool) -> Any:
-        """A blocking call waits for the result; Ctrl-C (or a Jupyter interrupt) stops the
-        wait and cancels the job."""
-        if not block:
-            return ar
-        try:
-            return ar.get()
-        except KeyboardInterrupt:
-            ar.abort()
-            raise
+    def _result(ar: AsyncResult, block: bool) -> Any:
+        """What a call returns: the result of a blocking one (``ar`` has waited for it), else
+        ``ar``."""
+        return ar.get() if block else ar
 
     def apply(self, f: Callable, *args: Any, **kwargs: Any) -> Any:
         """Calls ``f(*args, **kwargs)``; blocks if ``self.block``."""
@@ -171,23 +167,30 @@ class DirectView(View):
         f: Any,
         args: tuple = (),
         kwargs: dict | None = None,
-        items: list[bytes] | None = None,
         fname: str | None = None,
         reconstruct: Callable | None = None,
         result_class: type = AsyncResult,
+        wait: bool | Callable[[Any], Any] = False,
         **extra: Any,
     ) -> AsyncResult:
-        submitted = self._submit(kind, f, args, kwargs, items, self._ids(), retries=0)
-        return result_class(
+        """Runs ``f`` once on each engine of the view (see ``AsyncResult._launch``)."""
+        ar = result_class(
             self.client,
-            submitted,
             fname or _name(f),
             single=self._single,
             reconstruct=reconstruct,
             **extra,
         )
+        return ar._launch(
+            lambda a: self._submit(a, kind, f, args, kwargs, None, self._ids(), retries=0), wait
+        )
 
-    def _execute(self, code: str, on_output: Callable | None = None) -> AsyncResult:
+    def _execute(
+        self,
+        code: str,
+        on_output: Callable | None = None,
+        wait: bool | Callable[[Any], Any] = False,
+    ) -> AsyncResult:
         """``execute``, streaming output to ``on_output(engine, stream, text)``."""
         return self._run(
             "apply",
@@ -195,38 +198,40 @@ class DirectView(View):
             (code,),
             fname="execute",
             reconstruct=lambda results: None,
+            wait=wait,
             on_output=on_output,
         )
 
     def _apply(self, f: Callable, args: tuple, kwargs: dict, block: bool) -> Any:
-        return self._finish(self._run("apply", f, args, kwargs), block)
+        return self._result(self._run("apply", f, args, kwargs, wait=block), block)
 
     def execute(self, code: str, silent: bool = True, block: bool | None = None) -> AsyncResult:
         """Runs ``code`` in each engine's namespace; returns the AsyncResult (after waiting if
         blocking). The value of a final expression is in ``ar.execute_result``."""
-        ar = self._execute(code)
-        if self.block if block is None else block:
-            self._finish(ar, True)
+        block = self.block if block is None else block
+        ar = self._execute(code, wait=block)
+        self._result(ar, block)  # raises the engines' errors
         return ar
 
     def run(self, filename: str, block: bool | None = None) -> AsyncResult:
         """Runs a local Python file in each engine's namespace."""
         with open(filename) as f:
             code = f.read()
-        ar = self._run("apply", "bramble:run", (code, os.path.basename(filename)), fname="run")
-        if self.block if block is None else block:
-            self._finish(ar, True)
+        block = self.block if block is None else block
+        args = (code, os.path.basename(filename))
+        ar = self._run("apply", "bramble:run", args, fname="run", wait=block)
+        self._result(ar, block)
         return ar
 
     def push(self, ns: dict, block: bool | None = None) -> Any:
         """Sets names in each engine's namespace."""
-        ar = self._run("apply", "bramble:push", (dict(ns),), fname="push")
-        return self._finish(ar, self.block if block is None else block)
+        block = self.block if block is None else block
+        return self._result(self._run("apply", "bramble:push", (dict(ns),), wait=block), block)
 
     def pull(self, names: str | list[str], block: bool | None = None) -> Any:
         """Gets a name (or a list of names) from each engine's namespace."""
-        ar = self._run("apply", "bramble:pull", (names,), fname="pull")
-        return self._finish(ar, self.block if block is None else block)
+        block = self.block if block is None else block
+        return self._result(self._run("apply", "bramble:pull", (names,), wait=block), block)
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.push({key: value}, block=True)
@@ -240,21 +245,24 @@ class DirectView(View):
     def get(self, key: str) -> Any:
         return self.pull(key, block=True)
 
-    def _cut(self, f: Any, args: tuple, cut: Callable[[int], list[bytes]]) -> tuple[int, int]:
-        """Submits a scatter job of one part per engine, ``cut(engines)`` making the parts.
-        ``c[:]`` cuts for the engines the host listed within the last second; should that
-        list be out of date (the host refuses the job), it asks again and cuts again."""
+    def _cut(self, ar: AsyncResult, f: Any, args: tuple, cut: Callable[[int], list[bytes]]) -> None:
+        """Submits ``ar``'s scatter job of one part per engine, ``cut(engines)`` making the
+        parts. ``c[:]`` cuts for the engines the host listed within the last second; should
+        that list be out of date (the host refuses the job), it asks again and cuts again."""
+
+        def submit(targets: list[int]) -> None:
+            self._submit(ar, "scatter", f, args, None, cut(len(targets)), targets, retries=0)
+
         targets = self._ids()
         if targets is not None:
-            return self._submit("scatter", f, args, None, cut(len(targets)), targets, retries=0)
+            return submit(targets)
         targets = self.client._recent_ids()
         try:
-            return self._submit("scatter", f, args, None, cut(len(targets)), targets, retries=0)
+            submit(targets)
         except error.BrambleError:
             if self.client.ids == targets:
                 raise
-            targets = self.client._recent_ids()
-            return self._submit("scatter", f, args, None, cut(len(targets)), targets, retries=0)
+            submit(self.client._recent_ids())
 
     def scatter(self, key: str, seq: Any, block: bool | None = None, flatten: bool = False) -> Any:
         """Gives each engine a contiguous slice of ``seq`` as ``key``. Blocking returns
@@ -266,15 +274,16 @@ class DirectView(View):
                 parts = [p[0] if len(p) == 1 else p for p in parts]
             return [_engine.pack(({key: part},)) for part in parts]
 
-        ar = AsyncResult(self.client, self._cut("bramble:push", (), cut), "scatter")
-        if self.block if block is None else block:
-            self._finish(ar, True)
-            return None
-        return ar
+        block = self.block if block is None else block
+        ar = AsyncResult(self.client, "scatter")
+        ar._launch(lambda a: self._cut(a, "bramble:push", (), cut), block)
+        self._result(ar, block)
+        return None if block else ar
 
     def gather(self, key: str, block: bool | None = None) -> Any:
         """Each engine's ``key``, put back together in target order (numpy arrays
         concatenated)."""
+        block = self.block if block is None else block
         ar = self._run(
             "apply",
             "bramble:pull",
@@ -282,9 +291,10 @@ class DirectView(View):
             fname="gather",
             reconstruct=concatenate,
             result_class=AsyncMapResult,
+            wait=block,
             flatten=True,
         )
-        return self._finish(ar, self.block if block is None else block)
+        return self._result(ar, block)
 
     def map(self, f: Callable, *seqs: Any, block: bool | None = None, **kwargs: Any) -> Any:
         """``f`` over the sequences, one contiguous block per engine (not load-balanced);
@@ -294,14 +304,15 @@ class DirectView(View):
         def cut(engines: int) -> list[bytes]:
             return [_engine.pack((chunk,)) for chunk in _partition(args, engines)]
 
-        submitted = self._cut("bramble:map", (f,), cut)
-        ar = AsyncMapResult(self.client, submitted, _name(f), reconstruct=concatenate, flatten=True)
-        return self._finish(ar, self.block if block is None else block)
+        block = self.block if block is None else block
+        ar = AsyncMapResult(self.client, _name(f), reconstruct=concatenate, flatten=True)
+        ar._launch(lambda a: self._cut(a, "bramble:map", (f,), cut), block)
+        return self._result(ar, block)
 
     def clear(self, block: bool | None = None) -> Any:
         """Empties each engine's namespace."""
-        ar = self._run("apply", "bramble:clear", fname="clear")
-        return self._finish(ar, self.block if block is None else block)
+        block = self.block if block is None else block
+        return self._result(self._run("apply", "bramble:clear", fname="clear", wait=block), block)
 
     def __repr__(self) -> str:
         return f"<DirectView {self._targets if self._single else self._engines()}>"
@@ -312,9 +323,10 @@ class LoadBalancedView(View):
     thermal policy: hot, throttled and slow Pis get less)."""
 
     def _apply(self, f: Callable, args: tuple, kwargs: dict, block: bool) -> Any:
-        submitted = self._submit("map", f, args, kwargs, [_engine.pack(())], self._targets)
-        ar = AsyncResult(self.client, submitted, _name(f), single=True)
-        return self._finish(ar, block)
+        ar = AsyncResult(self.client, _name(f), single=True)
+        items = [_engine.pack(())]
+        ar._launch(lambda a: self._submit(a, "map", f, args, kwargs, items, self._targets), block)
+        return self._result(ar, block)
 
     def map(
         self,
@@ -328,18 +340,17 @@ class LoadBalancedView(View):
     ) -> Any:
         """``f`` over the sequences, one item per call, ``chunksize`` items per task; results
         in input order (or, iterating with ``ordered=False``, as they finish)."""
+        block = self.block if block is None else block
         items = [_engine.pack(args) for args in zip(*seqs)]
-        submitted = self._submit(
-            "map", f, (), None, items, self._targets, chunksize, ordered=ordered
-        )
         ar = AsyncMapResult(
-            self.client,
-            submitted,
-            _name(f),
-            ordered=ordered,
-            return_exceptions=return_exceptions,
+            self.client, _name(f), ordered=ordered, return_exceptions=return_exceptions
         )
-        return self._finish(ar, self.block if block is None else block)
+
+        def submit(a: AsyncResult) -> None:
+            self._submit(a, "map", f, (), None, items, self._targets, chunksize, ordered=ordered)
+
+        ar._launch(submit, block)
+        return self._result(ar, block)
 
     def imap(self, f: Callable, *seqs: Any, ordered: bool = True, **kwargs: Any) -> Any:
         """An iterator over ``f``'s results as they arrive."""

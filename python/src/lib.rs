@@ -131,14 +131,17 @@ impl NativeClient {
     }
 
     /// Submits a Python job and follows it: `kind` is `map`, `apply` or `scatter`; `targets`
-    /// engine ids (or `None`: any engine for a map, every usable engine otherwise). Returns
-    /// `(job, total)`; the job's events come out of `next_event`, its results in input order
-    /// with `ordered`, else as they finish.
-    #[pyo3(signature = (kind, function, items, targets, chunksize, retries, timeout, python, name, ordered))]
+    /// engine ids (or `None`: any engine for a map, every usable engine otherwise). Sets the
+    /// job's id and total on `into` (its `AsyncResult`: `job`, `_total`) before returning,
+    /// with no Python code in between, so an interrupt that follows finds the job to cancel.
+    /// The job's events come out of `next_event`, its results in input order with `ordered`,
+    /// else as they finish.
+    #[pyo3(signature = (into, kind, function, items, targets, chunksize, retries, timeout, python, name, ordered))]
     #[allow(clippy::too_many_arguments)]
     fn submit(
         &self,
         py: Python<'_>,
+        into: &Bound<'_, PyAny>,
         kind: &str,
         function: &[u8],
         items: Vec<Bound<'_, PyBytes>>,
@@ -149,7 +152,7 @@ impl NativeClient {
         python: (u8, u8),
         name: String,
         ordered: bool,
-    ) -> PyResult<(u64, u64)> {
+    ) -> PyResult<()> {
         let kind = match kind {
             "map" => JobKind::Map,
             "apply" => JobKind::Apply,
@@ -196,7 +199,8 @@ impl NativeClient {
                 }
             }
         });
-        Ok((job.0, total))
+        into.setattr("job", job.0)?;
+        into.setattr("_total", total)
     }
 
     /// The next event of any of this client's jobs, as `(job, event)`, or `None` when none
