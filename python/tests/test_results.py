@@ -24,8 +24,8 @@ cloudpickle.register_pickle_by_value(__import__(__name__))
 
 
 def held(gate: str, signals: str, x: object) -> object:
-    """An item that says it started, then waits for the gate."""
-    reached(signals)
+    """An item that says it started (with its engine's pid), then waits for the gate."""
+    reached(signals, str(os.getpid()))
     return through(gate, x)
 
 
@@ -45,7 +45,8 @@ def test_async_result_is_a_future_with_ipyparallels_api(
     ar = lview.map_async(lambda x, g=gate.path, s=signals.path: held(g, s, x), [1] * 8)
     assert isinstance(ar, Future) and isinstance(ar, ipp.AsyncMapResult)
     assert len(ar) == 8
-    signals.wait(4)  # every engine holds an item; nothing can finish before the gate opens
+    # Four items held at once: one on each engine, and none can finish before the gate opens.
+    assert len(set(signals.wait(4))) == 4
     assert not ar.ready() and ar.progress == 0
     with pytest.raises(RuntimeError):
         ar.successful()
@@ -58,7 +59,8 @@ def test_async_result_is_a_future_with_ipyparallels_api(
     assert "8/   8 tasks finished" in shown and shown.rstrip().endswith("done")
     assert ar.ready() and ar.successful() and ar.progress == 8
     assert ar.get() == [1] * 8 and ar.result() == [1] * 8
-    assert sorted(set(ar.engine_id)) == [0, 1, 2, 3]
+    # (Which engine's copy of an item came first is the scheduler's: it re-runs stragglers.)
+    assert set(ar.engine_id) <= {0, 1, 2, 3}
     assert repr(ar) == "<AsyncMapResult(<lambda>): finished>"
     timed = lview.map_async(busy, [0.3] * 8)
     timed.get()
@@ -134,7 +136,7 @@ def test_abort_cancels_queued_and_running_work(
         ar.get(timeout=20)
     assert {en for en, _, _, _ in e.value.elist} == {"TaskAborted"}
     assert client[:].apply_sync(lambda: "free again") == ["free again"] * 4
-    assert client.jobs()[-2]["state"] == "cancelled"
+    assert client.jobs()[-2]["state"] == "cancelled", client.jobs()[-3:]
 
 
 def test_ctrl_c_stops_a_blocking_call_and_cancels_its_job(
