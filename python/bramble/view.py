@@ -163,7 +163,6 @@ class DirectView(View):
 
     def _run(
         self,
-        kind: str,
         f: Any,
         args: tuple = (),
         kwargs: dict | None = None,
@@ -182,7 +181,7 @@ class DirectView(View):
             **extra,
         )
         return ar._launch(
-            lambda a: self._submit(a, kind, f, args, kwargs, None, self._ids(), retries=0), wait
+            lambda a: self._submit(a, "apply", f, args, kwargs, None, self._ids(), retries=0), wait
         )
 
     def _execute(
@@ -193,7 +192,6 @@ class DirectView(View):
     ) -> AsyncResult:
         """``execute``, streaming output to ``on_output(engine, stream, text)``."""
         return self._run(
-            "apply",
             "bramble:execute",
             (code,),
             fname="execute",
@@ -203,7 +201,7 @@ class DirectView(View):
         )
 
     def _apply(self, f: Callable, args: tuple, kwargs: dict, block: bool) -> Any:
-        return self._result(self._run("apply", f, args, kwargs, wait=block), block)
+        return self._result(self._run(f, args, kwargs, wait=block), block)
 
     def execute(self, code: str, silent: bool = True, block: bool | None = None) -> AsyncResult:
         """Runs ``code`` in each engine's namespace; returns the AsyncResult (after waiting if
@@ -219,19 +217,19 @@ class DirectView(View):
             code = f.read()
         block = self.block if block is None else block
         args = (code, os.path.basename(filename))
-        ar = self._run("apply", "bramble:run", args, fname="run", wait=block)
+        ar = self._run("bramble:run", args, fname="run", wait=block)
         self._result(ar, block)
         return ar
 
     def push(self, ns: dict, block: bool | None = None) -> Any:
         """Sets names in each engine's namespace."""
         block = self.block if block is None else block
-        return self._result(self._run("apply", "bramble:push", (dict(ns),), wait=block), block)
+        return self._result(self._run("bramble:push", (dict(ns),), fname="push", wait=block), block)
 
     def pull(self, names: str | list[str], block: bool | None = None) -> Any:
         """Gets a name (or a list of names) from each engine's namespace."""
         block = self.block if block is None else block
-        return self._result(self._run("apply", "bramble:pull", (names,), wait=block), block)
+        return self._result(self._run("bramble:pull", (names,), fname="pull", wait=block), block)
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.push({key: value}, block=True)
@@ -285,7 +283,6 @@ class DirectView(View):
         concatenated)."""
         block = self.block if block is None else block
         ar = self._run(
-            "apply",
             "bramble:pull",
             (key,),
             fname="gather",
@@ -312,7 +309,7 @@ class DirectView(View):
     def clear(self, block: bool | None = None) -> Any:
         """Empties each engine's namespace."""
         block = self.block if block is None else block
-        return self._result(self._run("apply", "bramble:clear", fname="clear", wait=block), block)
+        return self._result(self._run("bramble:clear", fname="clear", wait=block), block)
 
     def __repr__(self) -> str:
         return f"<DirectView {self._targets if self._single else self._engines()}>"

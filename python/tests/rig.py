@@ -69,8 +69,8 @@ class Rig:
         )
         log.close()
 
-    def serve(self) -> None:
-        self.spawn("host", [self.bin, "serve"])
+    def serve(self, *extra: str) -> None:
+        self.spawn("host", [self.bin, "serve", *extra])
 
     def worker(self, i: int, python: str | None = None, *extra: str) -> None:
         """Enrolls ``w{i}`` (once) and starts it with one slot (its engine runs ``python``)."""
