@@ -11,7 +11,8 @@ use bramble_certs::Bundle;
 use bramble_net::{FrameReader, Side};
 use bramble_wire::codec::encode_frame;
 use bramble_wire::{
-    ClientRequest, EngineInfo, JobId, JobSpec, JobSummary, ToClient, WorkerId, WorkerStatus,
+    ClientRequest, EngineInfo, HostHealth, JobId, JobSpec, JobSummary, ToClient, WorkerId,
+    WorkerStatus,
 };
 
 use crate::stream::JobStream;
@@ -194,6 +195,14 @@ impl Client {
     pub async fn status(&self) -> Result<Vec<WorkerStatus>, ClientError> {
         match self.ask_again_if_lost(&ClientRequest::Status).await? {
             ToClient::Status(rows) => Ok(rows),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The host's own state (its job store's free space, a failing write).
+    pub async fn health(&self) -> Result<HostHealth, ClientError> {
+        match self.ask_again_if_lost(&ClientRequest::Health).await? {
+            ToClient::Health(health) => Ok(health),
             other => Err(unexpected(&other)),
         }
     }

@@ -54,6 +54,9 @@ pub enum JobEvent {
         stream: u8,
         data: Vec<u8>,
     },
+    /// Something about the host worth saying while the job runs (its job store stopped
+    /// being writable, or is again), in words.
+    HostNote { message: String },
     /// The connection was lost (`reason`); reconnecting and resuming.
     Reconnecting { reason: String },
     /// The job ended; nothing follows.
@@ -158,6 +161,7 @@ impl Follow {
                     });
                 }
             }
+            ToClient::HostNote { message } => self.events.push_back(JobEvent::HostNote { message }),
             ToClient::JobFinished { failed, .. } => self.end(Some(JobEnd::Finished { failed })),
             ToClient::JobCancelled { .. } => self.end(Some(JobEnd::Cancelled)),
             other => return Err(format!("unexpected answer in a results stream: {other:?}")),

@@ -9,6 +9,7 @@ import itertools
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from concurrent.futures import Future
 from typing import Any, Callable
@@ -91,6 +92,8 @@ class AsyncResult(Future):
             if self._on_output is not None:
                 _, _index, engine, _worker, stream, data = event
                 self._on_output(engine, stream, data.decode("utf-8", "replace"))
+        elif kind == "host":  # e.g. its job store stopped being writable, or is again
+            warnings.warn(f"bramble host: {event[1]}", RuntimeWarning, stacklevel=1)
         elif kind in ("finished", "cancelled"):
             self._cancelled_job = kind == "cancelled"
             self._finish(None)

@@ -329,6 +329,10 @@ fn event_tuple(py: Python<'_>, event: JobEvent) -> PyResult<Bound<'_, PyTuple>> 
             "reconnecting".into_bound_py_any(py)?,
             reason.into_bound_py_any(py)?,
         ],
+        JobEvent::HostNote { message } => vec![
+            "host".into_bound_py_any(py)?,
+            message.into_bound_py_any(py)?,
+        ],
         JobEvent::Ended(JobEnd::Finished { failed }) => vec![
             "finished".into_bound_py_any(py)?,
             failed.into_bound_py_any(py)?,

@@ -141,8 +141,9 @@ impl Cluster {
             }
             assert!(
                 Instant::now() < deadline,
-                "{n} workers never joined; log:\n{}",
-                self.log()
+                "{n} workers never joined; log:\n{}{}",
+                self.log(),
+                self.log_of("host")
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -213,14 +214,19 @@ impl Cluster {
     pub fn start_split(n: usize, extra: impl Fn(usize) -> Vec<String>) -> Self {
         let mut c = Self::init();
         c.spawn_host();
+        c.add_workers(n, extra);
+        c
+    }
+
+    /// Enrolls and starts workers `w0`..`w<n-1>` (the host is up), waiting for each.
+    pub fn add_workers(&mut self, n: usize, extra: impl Fn(usize) -> Vec<String>) {
         // One at a time: ids follow the order workers first join, so w<i> gets id i.
         for i in 0..n {
-            let out = c.bramble(&["enroll", &format!("w{i}")]);
+            let out = self.bramble(&["enroll", &format!("w{i}")]);
             assert!(out.status.success(), "enroll: {}", stderr(&out));
-            c.spawn_worker(i, &extra(i));
-            c.wait_for_workers(i + 1);
+            self.spawn_worker(i, &extra(i));
+            self.wait_for_workers(i + 1);
         }
-        c
     }
 
     /// Starts `cmd` as process `name` of the cluster, logging to `<name>.log`.
@@ -241,7 +247,13 @@ impl Cluster {
 
     /// Starts `bramble serve` on the profile.
     pub fn spawn_host(&mut self) {
-        let cmd = self.command("bramble", &["serve"]);
+        self.spawn_host_with(&[]);
+    }
+
+    /// Starts `bramble serve EXTRA..` on the profile.
+    pub fn spawn_host_with(&mut self, extra: &[&str]) {
+        let mut cmd = self.command("bramble", &["serve"]);
+        cmd.args(extra);
         self.spawn_logged("host", cmd);
     }
 

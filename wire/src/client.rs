@@ -99,6 +99,23 @@ pub enum ClientRequest {
     /// on this one stream: nothing the job does (not even early output) comes before the
     /// client follows it, and it costs one round trip instead of two.
     SubmitAndFollow(JobSpec),
+    /// The host's own state: its job store's free space and whether writing it fails.
+    Health,
+}
+
+/// The host's own state, as `Health` answers it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostHealth {
+    /// The job store file.
+    pub store: String,
+    /// Bytes free to the host on the job store's filesystem (`None` if it cannot tell).
+    pub store_free_bytes: Option<u64>,
+    /// While writing the job store fails: why, the newest time. Nothing that waits for the
+    /// failed write has been acknowledged or reported; the host retries every second and
+    /// carries on where it stopped once a write succeeds.
+    pub store_error: Option<String>,
+    /// For how long writing has been failing (0 while it works).
+    pub stalled_ms: u64,
 }
 
 /// One Python engine, as `Engines` lists it.
@@ -221,5 +238,11 @@ pub enum ToClient {
         stream: u8,
         #[serde(with = "bytes")]
         data: Vec<u8>,
+    },
+    Health(HostHealth),
+    /// Something about the host a person following a job should know (its job store stopped
+    /// being writable, and when it is again), in words.
+    HostNote {
+        message: String,
     },
 }

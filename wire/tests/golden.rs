@@ -348,4 +348,20 @@ fn python() {
         "0a050301010301026869",
     );
     check(Targets::Engines(vec![EngineId(0), EngineId(5)]), "03020005");
+    check(ClientRequest::Health, "0c");
+    check(
+        ToClient::Health(HostHealth {
+            store: "j".into(),
+            store_free_bytes: Some(300),
+            store_error: Some("full".into()),
+            stalled_ms: 2,
+        }),
+        "0b016a01ac02010466756c6c02",
+    );
+    check(
+        ToClient::HostNote {
+            message: "ok".into(),
+        },
+        "0c026f6b",
+    );
 }

@@ -214,8 +214,9 @@ fn kind(r: &mut Rng) -> JobKind {
 }
 
 fn client_request(r: &mut Rng) -> ClientRequest {
-    match r.below(12) {
+    match r.below(13) {
         0 => ClientRequest::Ids,
+        12 => ClientRequest::Health,
         1 => ClientRequest::Status,
         2 => ClientRequest::Results {
             job: JobId(r.int()),
@@ -253,7 +254,16 @@ fn client_request(r: &mut Rng) -> ClientRequest {
 }
 
 fn to_client(r: &mut Rng) -> ToClient {
-    match r.below(11) {
+    match r.below(13) {
+        11 => ToClient::Health(HostHealth {
+            store: r.string(),
+            store_free_bytes: r.opt(|r| r.int()),
+            store_error: r.opt(|r| r.string()),
+            stalled_ms: r.int(),
+        }),
+        12 => ToClient::HostNote {
+            message: r.string(),
+        },
         9 => ToClient::Engines(vec![EngineInfo {
             engine: EngineId(r.next() as u32),
             worker: WorkerId(r.next() as u32),

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use bramble_client::Client;
-use bramble_wire::WorkerStatus;
+use bramble_wire::{HostHealth, WorkerStatus};
 
 use super::output::{jobs_json, jobs_table};
 
@@ -35,7 +35,7 @@ pub(super) async fn status(client: Client, json: bool, watch: bool) -> anyhow::R
         let text = if json {
             super::output::status_json(&rows)?
         } else {
-            table(&rows)
+            format!("{}\n{}", table(&rows), host_line(&client.health().await?))
         };
         let mut out = std::io::stdout().lock();
         if watch {
@@ -119,6 +119,34 @@ fn table(rows: &[WorkerStatus]) -> String {
         }
     }
     lines.join("\n")
+}
+
+/// Below this much free space the job store's disk is shown as low.
+const LOW_DISK: u64 = 64 << 20;
+
+/// The host's own line under the table: its job store, free space, and a failing write.
+fn host_line(h: &HostHealth) -> String {
+    if let Some(e) = &h.store_error {
+        return format!(
+            "host: CANNOT WRITE THE JOB STORE {} for {}: {e}. Results wait, unacknowledged, \
+             until it can; new jobs are refused. Free space there.",
+            h.store,
+            uptime(h.stalled_ms)
+        );
+    }
+    match h.store_free_bytes {
+        Some(free) if free < LOW_DISK => format!(
+            "host: job store {}: only {} free; when the disk is full, results wait",
+            h.store,
+            mib(free)
+        ),
+        Some(free) => format!("host: job store {}: {} free", h.store, mib(free)),
+        None => format!("host: job store {}", h.store),
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
 }
 
 fn uptime(ms: u64) -> String {

@@ -15,7 +15,7 @@ use bramble_sched::{Policy, SchedConfig};
 use tracing::info;
 
 /// Starts the host from the profile, with optional overrides.
-fn start_host(
+async fn start_host(
     profile: &Profile,
     listen: Option<SocketAddr>,
     policy: Option<String>,
@@ -51,7 +51,8 @@ fn start_host(
         store: profile.store_path(),
         revoked: profile.revoked_path(),
         reset_key: profile.reset_key()?,
-    })?;
+    })
+    .await?;
     if listen.port() == 0 {
         profile.settle_address(host.local_addr()?)?;
     }
@@ -68,7 +69,11 @@ pub(super) async fn serve(
     listen: Option<SocketAddr>,
     policy: Option<String>,
 ) -> anyhow::Result<ExitCode> {
-    let host = start_host(profile, listen, policy)?;
+    // Stoppable while it waits for a full disk.
+    let host = tokio::select! {
+        host = start_host(profile, listen, policy) => host?,
+        stop = stop_signal() => return stop.map(|()| ExitCode::SUCCESS),
+    };
     stop_signal().await?;
     info!("shutting down");
     host.shutdown().await;
@@ -111,7 +116,7 @@ pub(super) async fn cluster(profile: &Profile, local: Local) -> anyhow::Result<E
     }
     // Give local-i its id now, so ids follow names rather than the order workers join.
     Store::open(&profile.store_path())?.reserve_ids(&names, slots)?;
-    let host = start_host(profile, None, policy)?;
+    let host = start_host(profile, None, policy).await?;
     let mut children = Vec::new();
     for bundle in &bundles {
         let mut worker = tokio::process::Command::new(&worker_bin);

@@ -155,6 +155,7 @@ pub(super) async fn results(
         match event {
             JobEvent::Item(item) => printer.push(item.worker, item.output)?,
             JobEvent::Ended(_) => ended = true,
+            JobEvent::HostNote { message } => eprintln!("bramble: host: {message}"),
             JobEvent::Accepted { .. } | JobEvent::Reconnecting { .. } | JobEvent::Output { .. } => {
             }
         }
@@ -199,6 +200,9 @@ async fn print_until_end(
             Some(JobEvent::Item(item)) => {
                 progress.suspend(|| printer.push(item.worker, item.output))?;
                 progress.inc(1);
+            }
+            Some(JobEvent::HostNote { message }) => {
+                progress.suspend(|| eprintln!("bramble: host: {message}"));
             }
             Some(JobEvent::Reconnecting { reason }) => {
                 progress.suspend(|| eprintln!("bramble: lost the host ({reason}); reconnecting"));

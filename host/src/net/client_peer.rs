@@ -106,6 +106,13 @@ async fn serve(answer: &mut Answer, req: ClientRequest, ctx: &Ctx, name: &str) -
             })
             .await
         }
+        ClientRequest::Health => {
+            ask(ctx, |reply| ToDriver::Query {
+                query: Query::Health,
+                reply,
+            })
+            .await
+        }
         ClientRequest::Submit(spec) => {
             ask(ctx, |reply| ToDriver::Submit {
                 spec,
@@ -318,7 +325,9 @@ async fn forward_live(
                 cursor = seq;
                 answer.write(&msg).await?;
             }
-            Some(msg @ ToClient::Output { .. }) => answer.write(&msg).await?,
+            Some(msg @ (ToClient::Output { .. } | ToClient::HostNote { .. })) => {
+                answer.write(&msg).await?
+            }
             Some(end) => return answer.write(&end).await,
             None => return answer.write(&shutting_down()).await,
         }

@@ -9,17 +9,24 @@
 //! kept growing the host to four times its heap).
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use bramble_sched::{Action, DisconnectReason, Event, Record, RequestId, Scheduler, SessionId};
-use bramble_wire::{JobId, JobSpec, JobState, ToClient, ToWorker, close};
+use bramble_wire::{HostHealth, JobId, JobSpec, JobState, ToClient, ToWorker, close};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::store::Store;
 
 /// Messages handled per batch at most, so a flood cannot starve the flush.
 const BATCH: usize = 512;
+
+/// While writing the job store fails, it is tried again this often.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// A failing write is logged again this often while it keeps failing.
+const LOG_AGAIN: Duration = Duration::from_secs(60);
 
 /// What a worker connection task is told to do.
 #[derive(Debug)]
@@ -34,6 +41,7 @@ pub(crate) enum Query {
     Ids,
     Status,
     Engines,
+    Health,
 }
 
 /// Messages to the driver.
@@ -84,10 +92,23 @@ struct Watcher {
     tx: mpsc::UnboundedSender<ToClient>,
 }
 
+/// Writing the job store fails: since when, why, and when to try and to log again.
+struct Stall {
+    since: Instant,
+    error: String,
+    retry_at: Instant,
+    logged_at: Instant,
+}
+
 /// The driver's state besides the scheduler.
 struct Driver {
     sched: Scheduler,
     store: Store,
+    store_path: PathBuf,
+    /// What the scheduler asked for and the store has not written yet: carried out in order
+    /// once it is (empty between batches while writing works).
+    unwritten: Vec<Action>,
+    stall: Option<Stall>,
     // Unbounded channels: what goes to a worker is bounded by its slots (the scheduler never
     // places more); what goes to a watcher is bounded by its job's results.
     workers: BTreeMap<SessionId, mpsc::UnboundedSender<PeerCmd>>,
@@ -122,6 +143,7 @@ impl Running {
 pub(crate) fn spawn(
     sched: Scheduler,
     store: Store,
+    store_path: PathBuf,
     rx: mpsc::Receiver<ToDriver>,
 ) -> std::io::Result<Running> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -130,7 +152,7 @@ pub(crate) fn spawn(
     let (stop, stopped) = oneshot::channel();
     let thread = std::thread::Builder::new()
         .name("bramble-driver".into())
-        .spawn(move || runtime.block_on(run(sched, store, rx, stopped)))?;
+        .spawn(move || runtime.block_on(run(sched, store, store_path, rx, stopped)))?;
     Ok(Running { stop, thread })
 }
 
@@ -138,12 +160,16 @@ pub(crate) fn spawn(
 async fn run(
     sched: Scheduler,
     store: Store,
+    store_path: PathBuf,
     mut rx: mpsc::Receiver<ToDriver>,
     mut stop: oneshot::Receiver<()>,
 ) {
     let mut d = Driver {
         sched,
         store,
+        store_path,
+        unwritten: Vec::new(),
+        stall: None,
         workers: BTreeMap::new(),
         pending: BTreeMap::new(),
         watchers: BTreeMap::new(),
@@ -156,12 +182,14 @@ async fn run(
     d.flush();
     loop {
         let deadline = d.sched.poll_timeout();
+        let retry = d.stall.as_ref().map(|s| s.retry_at);
         tokio::select! {
             msg = rx.recv() => match msg {
                 Some(msg) => d.handle(msg),
                 None => return,
             },
             () = sleep_until(deadline) => d.sched.handle_timeout(now()),
+            () = sleep_until(retry) => {}
             _ = &mut stop => return,
         }
         for _ in 0..BATCH {
@@ -191,10 +219,21 @@ impl Driver {
                     Query::Ids => ToClient::Ids(self.sched.ids()),
                     Query::Status => ToClient::Status(self.sched.status(now())),
                     Query::Engines => ToClient::Engines(self.sched.engines()),
+                    Query::Health => ToClient::Health(self.health()),
                 };
                 let _ = reply.send(answer);
             }
             ToDriver::Submit { spec, reply, watch } => {
+                if let Some(stall) = &self.stall {
+                    // Nothing new while the store refuses what is already running.
+                    let message = format!(
+                        "not accepting jobs: the host cannot write its job store ({}): {}",
+                        self.store_path.display(),
+                        stall.error
+                    );
+                    let _ = reply.send(ToClient::Error { message });
+                    return;
+                }
                 let request = self.request(reply);
                 if let Some(tx) = watch {
                     self.watched_submits.insert(request, tx);
@@ -225,7 +264,13 @@ impl Driver {
                 items,
                 tx,
                 reply,
-            } => self.deferred.push((job, items, tx, reply)),
+            } => {
+                if let (Some(stall), true) = (&self.stall, items) {
+                    let message = self.stall_message(stall);
+                    let _ = tx.send(ToClient::HostNote { message });
+                }
+                self.deferred.push((job, items, tx, reply));
+            }
         }
     }
 
@@ -236,10 +281,17 @@ impl Driver {
         id
     }
 
-    /// Commits the records of everything handled so far, then carries out the rest.
+    /// Commits the records of everything handled so far, then carries out the rest. If the
+    /// store refuses, nothing is carried out (no acknowledgement, answer or result leaves the
+    /// host) and the batch waits, growing with what follows, until a write succeeds.
     fn flush(&mut self) {
-        let actions: Vec<Action> = std::iter::from_fn(|| self.sched.poll_action()).collect();
-        let records = actions.iter().filter_map(|a| match a {
+        self.unwritten
+            .extend(std::iter::from_fn(|| self.sched.poll_action()));
+        let now = now();
+        if self.stall.as_ref().is_some_and(|s| now < s.retry_at) {
+            return;
+        }
+        let records = self.unwritten.iter().filter_map(|a| match a {
             Action::Record(r) => Some(r),
             _ => None,
         });
@@ -247,11 +299,18 @@ impl Driver {
         if records.clone().next().is_some() {
             match self.store.apply(records, wall_ms()) {
                 Ok(written) => seqs = written.into_iter(),
-                // Nothing can be promised durable any more; keep serving, loudly.
-                Err(e) => error!("cannot write the job store: {e}"),
+                Err(e) => return self.stalled(now, e.to_string()),
             }
         }
-        for action in actions {
+        if let Some(stall) = self.stall.take() {
+            let message = format!(
+                "the job store is writable again after {} s; carrying on",
+                stall.since.elapsed().as_secs()
+            );
+            info!("{message}");
+            self.note(&message);
+        }
+        for action in std::mem::take(&mut self.unwritten) {
             let seq = match &action {
                 Action::Record(Record::ResultRecorded { .. }) => seqs.next().flatten(),
                 _ => None,
@@ -267,6 +326,74 @@ impl Driver {
                     .push(Watcher { items, tx });
             }
             let _ = reply.send(running);
+        }
+    }
+
+    /// A write failed: hold everything, say so (once to followers, now and then in the log)
+    /// and try again in a moment.
+    fn stalled(&mut self, now: Instant, error: String) {
+        let retry_at = now + RETRY;
+        match &mut self.stall {
+            Some(stall) => {
+                if now.duration_since(stall.logged_at) >= LOG_AGAIN {
+                    warn!(
+                        "still cannot write the job store after {} s: {error}",
+                        now.duration_since(stall.since).as_secs()
+                    );
+                    stall.logged_at = now;
+                }
+                stall.error = error;
+                stall.retry_at = retry_at;
+            }
+            None => {
+                let stall = Stall {
+                    since: now,
+                    error,
+                    retry_at,
+                    logged_at: now,
+                };
+                let message = self.stall_message(&stall);
+                error!("{message}");
+                self.note(&message);
+                self.stall = Some(stall);
+            }
+        }
+    }
+
+    fn stall_message(&self, stall: &Stall) -> String {
+        format!(
+            "the host cannot write its job store ({}): {}. Nothing is lost: results wait, \
+             unacknowledged, until it can; free space there and it carries on by itself",
+            self.store_path.display(),
+            stall.error
+        )
+    }
+
+    /// Tells everyone following a job's items about the host (also those waiting for the
+    /// store to catch up before they follow).
+    fn note(&mut self, message: &str) {
+        let msg = ToClient::HostNote {
+            message: message.to_owned(),
+        };
+        for ws in self.watchers.values_mut() {
+            ws.retain(|w| !w.items || w.tx.send(msg.clone()).is_ok());
+        }
+        for (_, items, tx, _) in &self.deferred {
+            if *items {
+                let _ = tx.send(msg.clone());
+            }
+        }
+    }
+
+    fn health(&self) -> HostHealth {
+        let dir = self.store_path.parent().unwrap_or(&self.store_path);
+        HostHealth {
+            store: self.store_path.display().to_string(),
+            store_free_bytes: free_bytes(dir),
+            store_error: self.stall.as_ref().map(|s| s.error.clone()),
+            stalled_ms: self.stall.as_ref().map_or(0, |s| {
+                u64::try_from(s.since.elapsed().as_millis()).unwrap_or(u64::MAX)
+            }),
         }
     }
 
@@ -351,6 +478,12 @@ impl Driver {
 /// The driver's clock. Only IO code reads clocks; the scheduler gets `now` passed in.
 fn now() -> Instant {
     tokio::time::Instant::now().into_std()
+}
+
+/// Bytes free to unprivileged users on the filesystem holding `dir`.
+pub(crate) fn free_bytes(dir: &std::path::Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(dir).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// Wall-clock milliseconds for the store's timestamps.

@@ -17,7 +17,7 @@ use bramble_certs::{Identity, Role};
 use bramble_sched::{SchedConfig, Scheduler};
 use bramble_wire::close;
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::store::Store;
 pub(crate) use driver::ToDriver;
@@ -49,8 +49,9 @@ pub struct Host {
 }
 
 impl Host {
-    /// Binds the endpoint and starts the driver and the accept loop.
-    pub fn start(opts: HostOptions) -> anyhow::Result<Self> {
+    /// Binds the endpoint and starts the driver and the accept loop (after waiting for a full
+    /// disk, see [`open_store`]).
+    pub async fn start(opts: HostOptions) -> anyhow::Result<Self> {
         let server = bramble_net::server_config(&opts.ca_pem, &opts.cert_pem, &opts.key_pem)?;
         let socket = std::net::UdpSocket::bind(opts.listen)
             .with_context(|| format!("cannot listen on {}", opts.listen))?;
@@ -60,8 +61,7 @@ impl Host {
             socket,
             Arc::new(quinn::TokioRuntime),
         )?;
-        let store = Store::open(&opts.store)
-            .with_context(|| format!("opening {}", opts.store.display()))?;
+        let store = open_store(&opts.store).await?;
         let mut sched = Scheduler::new(opts.sched, store.known()?);
         let (next_job, next_task) = store.next_ids()?;
         let unfinished = store.unfinished_jobs()?;
@@ -78,7 +78,8 @@ impl Host {
                 .with_context(|| format!("reading {}", opts.revoked.display()))?,
         );
         let (to_driver, rx) = mpsc::channel(4096);
-        let driver = driver::spawn(sched, store, rx).context("starting the driver thread")?;
+        let driver = driver::spawn(sched, store, opts.store.clone(), rx)
+            .context("starting the driver thread")?;
         let ctx = client_peer::Ctx {
             to_driver: to_driver.clone(),
             store_path: opts.store,
@@ -104,6 +105,28 @@ impl Host {
         drop(self.to_driver);
         self.driver.stop().await;
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+    }
+}
+
+/// Opens the job store. While its disk is too full for that (SQLite recovers its write-ahead
+/// log on open), says so once and tries again every second: the workers keep their results
+/// until the host is back, and a restart loop would say nothing more.
+async fn open_store(path: &std::path::Path) -> anyhow::Result<Store> {
+    let mut said = false;
+    loop {
+        match Store::open(path) {
+            Err(e) if e.is_disk_full() => {
+                if !said {
+                    error!(
+                        "cannot open the job store {}: {e}; waiting for free space",
+                        path.display()
+                    );
+                    said = true;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            other => return other.with_context(|| format!("opening {}", path.display())),
+        }
     }
 }
 

@@ -29,6 +29,14 @@ pub enum StoreError {
     Version(i64),
 }
 
+impl StoreError {
+    /// The disk holding the store is full.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, Self::Sqlite(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::DiskFull)
+    }
+}
+
 /// A connection to the store.
 pub struct Store {
     conn: Connection,

@@ -9,6 +9,8 @@ mod aarch64;
 mod deploy;
 /// Draining a worker: running tasks finish, no new work, kept across restarts.
 mod drain;
+/// Hostile conditions: a full disk, greedy and confused peers, huge jobs.
+mod hostile;
 /// Async jobs, scatter, cancel, co-processes, worker config.
 mod jobs;
 /// Nothing lost: host and worker crashes, stops, retries, revocation.
