@@ -64,6 +64,10 @@ impl Bundle {
                 return Err(format!("field {field:?} holds no PEM"));
             }
         }
+        let field = |name: &str, e: CertsError| format!("field {name:?}: {e}");
+        crate::tls::certs_from_pem(&b.ca).map_err(|e| field("ca", e))?;
+        crate::tls::certs_from_pem(&b.cert).map_err(|e| field("cert", e))?;
+        crate::tls::key_from_pem(&b.key).map_err(|e| field("key", e))?;
         Ok(b)
     }
 
@@ -107,15 +111,17 @@ mod tests {
     use super::*;
 
     fn sample() -> Bundle {
+        let ca = crate::ca::Ca::generate("test").unwrap();
+        let issued = ca.issue_peer(Role::Worker, "pi-01").unwrap();
         Bundle {
             version: 1,
             role: Role::Worker,
             name: "pi-01".into(),
             hosts: vec!["127.0.0.1:7707".into()],
             server_name: "bramble-host".into(),
-            ca: "-----BEGIN CERTIFICATE-----".into(),
-            cert: "-----BEGIN CERTIFICATE-----".into(),
-            key: "-----BEGIN PRIVATE KEY-----".into(),
+            ca: ca.cert_pem().to_owned(),
+            cert: issued.cert_pem,
+            key: issued.key_pem,
         }
     }
 
@@ -123,8 +129,9 @@ mod tests {
     fn round_trip_and_mode() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.json");
-        sample().save(&path).unwrap();
-        assert_eq!(Bundle::load(&path).unwrap(), sample());
+        let b = sample();
+        b.save(&path).unwrap();
+        assert_eq!(Bundle::load(&path).unwrap(), b);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -145,5 +152,17 @@ mod tests {
         let mut b = sample();
         b.role = Role::Host;
         assert!(Bundle::parse(&serde_json::to_string(&b).unwrap()).is_err());
+    }
+
+    #[test]
+    fn a_cut_short_pem_names_its_field_and_what_is_missing() {
+        let mut b = sample();
+        b.cert.truncate(b.cert.len() / 2);
+        let err = Bundle::parse(&serde_json::to_string(&b).unwrap()).unwrap_err();
+        assert_eq!(
+            err,
+            "field \"cert\": bad PEM (certificate): cut short: the CERTIFICATE has no \
+             \"-----END CERTIFICATE-----\" line"
+        );
     }
 }

@@ -24,7 +24,7 @@ pub fn certs_from_pem(pem: &str) -> Result<Vec<CertificateDer<'static>>, CertsEr
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| CertsError::Pem {
             what: "certificate",
-            reason: e.to_string(),
+            reason: pem_reason(e),
         })?;
     if certs.is_empty() {
         return Err(CertsError::Pem {
@@ -39,8 +39,24 @@ pub fn certs_from_pem(pem: &str) -> Result<Vec<CertificateDer<'static>>, CertsEr
 pub fn key_from_pem(pem: &str) -> Result<PrivateKeyDer<'static>, CertsError> {
     PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| CertsError::Pem {
         what: "private key",
-        reason: e.to_string(),
+        reason: pem_reason(e),
     })
+}
+
+/// A PEM error in words (rustls shows the markers as arrays of bytes).
+fn pem_reason(e: rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error as E;
+    let text = |b: &[u8]| String::from_utf8_lossy(b).trim().to_owned();
+    match e {
+        E::MissingSectionEnd { end_marker } => format!(
+            "cut short: the {0} has no \"-----END {0}-----\" line",
+            text(&end_marker)
+        ),
+        E::IllegalSectionStart { line } => format!("malformed BEGIN line {:?}", text(&line)),
+        E::Base64Decode(why) => format!("damaged base64 ({why})"),
+        E::NoItemsFound => "none found".into(),
+        other => other.to_string(),
+    }
 }
 
 fn roots(ca_pem: &str) -> Result<Arc<RootCertStore>, CertsError> {

@@ -48,16 +48,43 @@ struct Link {
 /// The answers to one request, in order.
 pub(crate) struct Replies {
     reader: FrameReader,
+    conn: quinn::Connection,
 }
 
 impl Replies {
     /// The next answer; `None` when the host finished the stream. A host-side error comes
     /// back as [`ClientError::Refused`].
     pub(crate) async fn next(&mut self) -> Result<Option<ToClient>, ClientError> {
-        match self.reader.next().await.map_err(ClientError::protocol)? {
+        match self
+            .reader
+            .next()
+            .await
+            .map_err(|e| failure(&self.conn, e))?
+        {
             Some(ToClient::Error { message }) => Err(ClientError::Refused(message)),
             other => Ok(other),
         }
+    }
+}
+
+/// A failure on `conn`: [`ClientError::Refused`] if the host closed it as a refusal (a
+/// revoked certificate: redialling cannot help), else a connection failure.
+fn failure(conn: &quinn::Connection, e: impl std::fmt::Display) -> ClientError {
+    refusal(conn).unwrap_or_else(|| ClientError::protocol(e))
+}
+
+/// Why the host refused `conn`, if it did.
+fn refusal(conn: &quinn::Connection) -> Option<ClientError> {
+    match conn.close_reason()? {
+        quinn::ConnectionError::ApplicationClosed(c)
+            if c.error_code == quinn::VarInt::from_u32(bramble_wire::close::REJECTED) =>
+        {
+            Some(ClientError::Refused(format!(
+                "the host refused this client: {}",
+                String::from_utf8_lossy(&c.reason)
+            )))
+        }
+        _ => None,
     }
 }
 
@@ -138,21 +165,24 @@ impl Client {
             .link()
             .ok_or_else(|| ClientError::Protocol("client state poisoned".into()))?;
         if link.conn.close_reason().is_some() {
+            if let Some(refused) = refusal(&link.conn) {
+                return Err(refused);
+            }
             self.redial(&link.conn).await?;
             link = self
                 .link()
                 .ok_or_else(|| ClientError::Protocol("client state poisoned".into()))?;
         }
-        let (mut send, recv) = link.conn.open_bi().await.map_err(ClientError::protocol)?;
+        let conn = &link.conn;
+        let (mut send, recv) = conn.open_bi().await.map_err(|e| failure(conn, e))?;
         let mut frame = Vec::new();
         encode_frame(req, &mut frame).map_err(ClientError::protocol)?;
-        send.write_all(&frame)
-            .await
-            .map_err(ClientError::protocol)?;
-        send.finish().map_err(ClientError::protocol)?;
+        send.write_all(&frame).await.map_err(|e| failure(conn, e))?;
+        send.finish().map_err(|e| failure(conn, e))?;
         Ok((
             Replies {
                 reader: FrameReader::new(recv),
+                conn: conn.clone(),
             },
             link.conn,
         ))

@@ -108,7 +108,13 @@ pub(crate) enum Command {
     /// Stop a job: queued tasks dropped, running ones killed.
     Cancel { job: u64 },
     /// Refuse a worker or client certificate name from now on; live connections are dropped.
-    Revoke { name: String },
+    Revoke {
+        /// The certificate name (a worker's or a client bundle's).
+        name: String,
+        /// Revoke even the certificate this command itself connects with.
+        #[arg(long)]
+        force: bool,
+    },
     /// Place no new work on a worker (by name or id); its running tasks finish. Shown as
     /// `draining` in status; kept across reconnects and host restarts.
     Drain { worker: String },

@@ -22,6 +22,9 @@ pub enum Side {
     Client,
 }
 
+/// Bytes a peer may have in flight to the host on one connection, unread.
+const HOST_RECEIVE_WINDOW: u32 = 8 << 20;
+
 /// The transport settings of `side`.
 pub fn transport(side: Side) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
@@ -32,6 +35,10 @@ pub fn transport(side: Side) -> quinn::TransportConfig {
         Side::Host => {
             t.max_concurrent_uni_streams(256u32.into());
             t.max_concurrent_bidi_streams(256u32.into());
+            // What a peer may send ahead of the host's reading, over all its streams
+            // (quinn's default is unlimited): a peer that sends and sends while the host
+            // waits for room in its read budget fills this much and then stalls.
+            t.receive_window(HOST_RECEIVE_WINDOW.into());
         }
         Side::Worker => {
             t.keep_alive_interval(Some(Duration::from_secs(3)));

@@ -68,7 +68,7 @@ async fn dial(
         .map_err(|e| (e.to_string(), false))?;
     match tokio::time::timeout(timeout, connecting).await {
         Ok(Ok(conn)) => Ok((conn, endpoint)),
-        Ok(Err(e)) => Err((e.to_string(), is_refusal(&e))),
+        Ok(Err(e)) => Err((explain(&e), is_refusal(&e))),
         Err(_) => Err((
             format!(
                 "no answer within {}s (is `bramble serve` running?)",
@@ -77,6 +77,20 @@ async fn dial(
             false,
         )),
     }
+}
+
+/// A failed handshake in words: a host whose certificate the bundle's CA did not sign is
+/// another bramble (or this one before its profile was re-created).
+fn explain(e: &quinn::ConnectionError) -> String {
+    let text = e.to_string();
+    if text.contains("invalid peer certificate") {
+        return format!(
+            "this host is not the bramble the bundle was made for ({text}): the bundle \
+             belongs to another bramble, or to this one before `bramble init --force`; get a \
+             new bundle from this host (`bramble enroll NAME`, `bramble client-bundle NAME`)"
+        );
+    }
+    text
 }
 
 /// A TLS alert (bad or unknown certificate, no common protocol version) or the host's

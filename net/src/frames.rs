@@ -1,10 +1,14 @@
 //! Frames on QUIC streams: a reader that yields whole messages from a long-lived stream, a
-//! one-shot read of a stream that carries exactly one frame, and a write.
+//! bounded one-shot read of a stream that carries exactly one frame, and a write.
 
-use bramble_wire::codec::{HEADER_LEN, encode_frame};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bramble_wire::codec::{HEADER_LEN, decode_body, encode_frame};
 use bramble_wire::{DecodeError, EncodeError, FrameDecoder, MAX_FRAME_LEN};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// Reading a frame failed.
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +19,9 @@ pub enum ReadError {
     /// The stream or connection failed.
     #[error("{0}")]
     Stream(String),
+    /// The peer sent nothing for this long in the middle of a frame.
+    #[error("nothing received for {} s", .0.as_secs())]
+    Idle(Duration),
 }
 
 /// Whole messages from one stream.
@@ -56,19 +63,84 @@ impl FrameReader {
     }
 }
 
-/// Reads a stream that carries exactly one frame and then ends.
-pub async fn read_one<T: DeserializeOwned>(recv: &mut quinn::RecvStream) -> Result<T, ReadError> {
-    let bytes = recv
-        .read_to_end(MAX_FRAME_LEN + HEADER_LEN)
-        .await
-        .map_err(|e| ReadError::Stream(e.to_string()))?;
-    let mut decoder = FrameDecoder::default();
-    decoder.push(&bytes);
-    let msg = decoder
-        .next_msg()?
-        .ok_or(ReadError::Decode(DecodeError::Truncated(bytes.len())))?;
-    decoder.finish()?;
-    Ok(msg)
+/// Memory for one-frame streams being read (requests, large results), shared by the
+/// streams of one connection and by every connection: a reader takes a frame's length from
+/// both before it allocates the body and gives it back once the frame is decoded. A greedy
+/// peer then waits for its own connection's share, and all peers together for the total.
+#[derive(Clone, Debug)]
+pub struct Budget {
+    conn: Arc<Semaphore>,
+    total: Arc<Semaphore>,
+}
+
+impl Budget {
+    /// A budget of `total` bytes for everyone; [`Budget::connection`] gives each connection
+    /// its share.
+    pub fn new(total: usize) -> Self {
+        Self {
+            conn: Arc::new(Semaphore::new(total)),
+            total: Arc::new(Semaphore::new(total)),
+        }
+    }
+
+    /// The budget of one new connection: at most `bytes` of it, out of the shared total.
+    pub fn connection(&self, bytes: usize) -> Self {
+        Self {
+            conn: Arc::new(Semaphore::new(bytes)),
+            total: self.total.clone(),
+        }
+    }
+
+    async fn take(&self, bytes: usize) -> (SemaphorePermit<'_>, SemaphorePermit<'_>) {
+        // Never more than a budget holds (the frame limit keeps it far below).
+        let n = u32::try_from(bytes).unwrap_or(u32::MAX);
+        let closed = "budget semaphores are never closed";
+        let conn = self.conn.acquire_many(n).await.expect(closed);
+        let total = self.total.acquire_many(n).await.expect(closed);
+        (conn, total)
+    }
+}
+
+/// Reads a stream that carries exactly one frame (the end of the stream is not waited for).
+/// Every read must make progress within `idle`, and the body is allocated only once the
+/// budget has room for it.
+pub async fn read_one<T: DeserializeOwned>(
+    recv: &mut quinn::RecvStream,
+    budget: &Budget,
+    idle: Duration,
+) -> Result<T, ReadError> {
+    let mut header = [0u8; HEADER_LEN];
+    read_exact(recv, &mut header, idle).await?;
+    let len = u32::from_le_bytes(header) as usize;
+    if len > MAX_FRAME_LEN {
+        return Err(DecodeError::TooLong {
+            len,
+            max: MAX_FRAME_LEN,
+        }
+        .into());
+    }
+    let _room = budget.take(len).await;
+    let mut body = vec![0; len];
+    read_exact(recv, &mut body, idle).await?;
+    Ok(decode_body(&body)?)
+}
+
+/// Fills `buf`, each read within `idle`.
+async fn read_exact(
+    recv: &mut quinn::RecvStream,
+    buf: &mut [u8],
+    idle: Duration,
+) -> Result<(), ReadError> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match tokio::time::timeout(idle, recv.read(&mut buf[filled..])).await {
+            Ok(Ok(Some(n))) => filled += n,
+            Ok(Ok(None)) => return Err(DecodeError::Truncated(filled).into()),
+            Ok(Err(e)) => return Err(ReadError::Stream(e.to_string())),
+            Err(_) => return Err(ReadError::Idle(idle)),
+        }
+    }
+    Ok(())
 }
 
 /// Writing a frame failed.

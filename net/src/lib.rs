@@ -11,4 +11,4 @@ pub mod logging;
 
 pub use config::{Side, client_config, server_config, transport};
 pub use dial::{DialError, connect, is_refusal};
-pub use frames::{FrameReader, ReadError, WriteError, read_one, write_frame};
+pub use frames::{Budget, FrameReader, ReadError, WriteError, read_one, write_frame};

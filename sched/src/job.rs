@@ -172,6 +172,11 @@ pub(crate) fn chunk_bounds(n: usize, parts: usize, k: usize) -> (usize, usize) {
     (start.min(n), (start + len).min(n))
 }
 
+/// Items per task at most: a task's result is one frame, and a frame may only decode to a
+/// few times its size (`bramble_wire::codec::EXPANSION`), which ten thousand results of a
+/// few bytes each stay far within.
+pub const MAX_CHUNKSIZE: u32 = 10_000;
+
 /// Checks what the host must refuse before accepting a job.
 pub(crate) fn validate(spec: &JobSpec) -> Result<(), String> {
     match &spec.work {
@@ -194,8 +199,8 @@ pub(crate) fn validate(spec: &JobSpec) -> Result<(), String> {
             }
         }
     }
-    if spec.chunksize == 0 {
-        return Err("chunksize must be at least 1".into());
+    if spec.chunksize == 0 || spec.chunksize > MAX_CHUNKSIZE {
+        return Err(format!("chunksize must be 1 to {MAX_CHUNKSIZE}"));
     }
     if spec.kind == JobKind::Apply && !spec.items.is_empty() {
         return Err("apply takes no items".into());

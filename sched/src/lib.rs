@@ -39,6 +39,7 @@ use bramble_wire::{
 };
 
 pub use event::{Action, DisconnectReason, Event, Record, RequestId, SessionId, TaskRow};
+pub use job::MAX_CHUNKSIZE;
 pub use placement::Policy;
 
 use job::{Job, Task};

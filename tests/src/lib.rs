@@ -67,6 +67,16 @@ pub fn lines(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Resident memory of a process, in KiB (`VmRSS`).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
 /// `stdout` of a command as text.
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -290,6 +300,11 @@ impl Cluster {
         if sig == rustix::process::Signal::KILL {
             let _ = child.wait();
         }
+    }
+
+    /// The process id of `host` or `w<i>`.
+    pub fn pid(&mut self, name: &str) -> u32 {
+        self.proc(name).id()
     }
 
     /// The log of `host` or `w<i>` so far.

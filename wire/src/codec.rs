@@ -36,6 +36,9 @@ pub enum DecodeError {
     /// The body decoded but bytes were left over.
     #[error("{0} trailing bytes after message")]
     Trailing(usize),
+    /// The body holds more elements than its size justifies (many empty ones).
+    #[error("a frame of {0} bytes decodes to more than {EXPANSION} times its size")]
+    Inflated(usize),
     /// The stream ended inside a frame.
     #[error("stream ended inside a frame ({0} bytes buffered)")]
     Truncated(usize),
@@ -77,9 +80,21 @@ pub fn encode_frame_to_slice<'b, T: Serialize>(
     Ok(&buf[..HEADER_LEN + len])
 }
 
-/// Decodes exactly one value from a whole frame body.
+/// A frame body may decode to at most this many times its size in sequence elements...
+pub const EXPANSION: usize = 8;
+/// ... plus this much (small frames of many tiny elements, e.g. a chunk of empty results).
+pub const EXPANSION_SLACK: usize = 4 << 20;
+
+/// Decodes exactly one value from a whole frame body, in at most [`EXPANSION`] times its size
+/// (plus [`EXPANSION_SLACK`]) of sequence elements.
 pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
-    let (msg, rest) = postcard::take_from_bytes(body)?;
+    let allowance = EXPANSION * body.len() + EXPANSION_SLACK;
+    let (decoded, exhausted) =
+        crate::serde_bounded::with_allowance(allowance, || postcard::take_from_bytes::<T>(body));
+    let (msg, rest) = match decoded {
+        Err(_) if exhausted => return Err(DecodeError::Inflated(body.len())),
+        other => other?,
+    };
     if !rest.is_empty() {
         return Err(DecodeError::Trailing(rest.len()));
     }

@@ -6,7 +6,12 @@
 //! byte), and byte strings are read as one slice of the input. The encodings are unchanged:
 //! postcard writes a byte string exactly like a `Vec<u8>` or a `String` (a varint length,
 //! then the bytes), so these are attributes on fields, not new formats.
+//!
+//! Element counts are bounded too ([`with_allowance`]): a frame may decode to at most a few
+//! times its own size, however its elements are shaped (an empty element costs one input byte
+//! and a whole struct in memory).
 
+use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -112,6 +117,39 @@ impl<'de> Visitor<'de> for BytesVisitor {
     }
 }
 
+thread_local! {
+    /// Bytes the current decode may still spend on sequence elements (`None`: no limit).
+    static ALLOWANCE: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// Runs one decode, `f`, in which sequences may spend at most `bytes` on their elements (each
+/// element costs its size in memory, charged as the sequence grows). Returns `f`'s result and
+/// whether the allowance ran out (then `f` failed because of it).
+pub fn with_allowance<R>(bytes: usize, f: impl FnOnce() -> R) -> (R, bool) {
+    let outer = ALLOWANCE.replace(Some(bytes));
+    let result = f();
+    let exhausted = ALLOWANCE.replace(outer) == Some(usize::MAX);
+    (result, exhausted)
+}
+
+/// Takes `bytes` from the allowance; false (and marks it exhausted) if there is not enough.
+fn charge(bytes: usize) -> bool {
+    ALLOWANCE.with(|a| match a.get() {
+        None => true,
+        Some(left) => match left.checked_sub(bytes) {
+            // usize::MAX marks "exhausted"; a real allowance never gets there.
+            Some(rest) if rest != usize::MAX => {
+                a.set(Some(rest));
+                true
+            }
+            _ => {
+                a.set(Some(usize::MAX));
+                false
+            }
+        },
+    })
+}
+
 struct SeqVisitor<T>(PhantomData<T>);
 
 impl<'de, T: Deserialize<'de>> Visitor<'de> for SeqVisitor<T> {
@@ -122,9 +160,25 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for SeqVisitor<T> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
-        let room = FIRST_RESERVE / std::mem::size_of::<T>().max(1);
-        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(room.max(1)));
+        let size = std::mem::size_of::<T>().max(1);
+        let first = seq
+            .size_hint()
+            .unwrap_or(0)
+            .min((FIRST_RESERVE / size).max(1));
+        let too_many = || serde::de::Error::custom("more elements than the frame justifies");
+        if !charge(first * size) {
+            return Err(too_many());
+        }
+        let mut out = Vec::with_capacity(first);
         while let Some(v) = seq.next_element()? {
+            if out.len() == out.capacity() {
+                // Growth is charged as it happens: doubling, as `push` would.
+                let more = out.capacity().max(4);
+                if !charge(more * size) {
+                    return Err(too_many());
+                }
+                out.reserve_exact(more);
+            }
             out.push(v);
         }
         Ok(out)
@@ -172,6 +226,28 @@ mod tests {
         let bytes = postcard::to_allocvec(&plain).unwrap();
         assert_eq!(postcard::to_allocvec(&bounded).unwrap(), bytes);
         assert_eq!(postcard::from_bytes::<Bounded>(&bytes).unwrap(), bounded);
+    }
+
+    #[test]
+    fn elements_beyond_the_allowance_are_an_error() {
+        // 100,000 empty byte strings: 100 KB of input, 2.4 MB of Vec headers.
+        let c: Vec<Vec<u8>> = vec![Vec::new(); 100_000];
+        let bytes = postcard::to_allocvec(&Bounded {
+            a: vec![],
+            b: None,
+            c,
+            d: vec![],
+        })
+        .unwrap();
+        let decode = |allowance| {
+            super::with_allowance(allowance, || postcard::from_bytes::<Bounded>(&bytes))
+        };
+        let (decoded, exhausted) = decode(4 << 20);
+        assert_eq!(decoded.unwrap().c.len(), 100_000);
+        assert!(!exhausted);
+        let (decoded, exhausted) = decode(1 << 20);
+        assert!(decoded.is_err());
+        assert!(exhausted);
     }
 
     #[test]

@@ -509,3 +509,73 @@ mod alloc {
         PEAK.with(|p| (p.get() - base).max(0) as usize)
     }
 }
+
+/// Issue 11, item 4: big frames of empty elements (a result of a million empty outputs, a job
+/// of four million empty items) used to decode into 16-32 times their size. Now at most
+/// [`codec::EXPANSION`] times their size (plus a constant) goes to elements: they are refused
+/// once they reach it, and what they allocated on the way stays within it.
+#[test]
+fn frames_of_empty_elements_are_refused_before_they_inflate() {
+    use bramble_wire::codec::{EXPANSION, EXPANSION_SLACK};
+    let bound = |len: usize| EXPANSION * len + EXPANSION_SLACK + 2 * len;
+    let outputs = ToHost::TaskFinished(TaskResult {
+        task: TaskId(1),
+        attempt: Attempt(0),
+        outputs: vec![ItemOutput::ended(0, Outcome::Exited(0), 0); 1_000_000],
+        engine: None,
+    });
+    let items = ClientRequest::Submit(JobSpec {
+        kind: JobKind::Map,
+        work: Work::Command {
+            command: Command {
+                argv: vec!["true".into()],
+                shell: false,
+                timeout_ms: 0,
+            },
+            persistent: false,
+        },
+        items: vec![Vec::new(); 4_000_000],
+        chunksize: 1,
+        targets: Targets::All,
+        retries: 0,
+    });
+    for (what, body) in [
+        ("1M empty outputs", postcard::to_allocvec(&outputs).unwrap()),
+        ("4M empty items", postcard::to_allocvec(&items).unwrap()),
+    ] {
+        alloc::reset();
+        let decoded = match what {
+            "1M empty outputs" => decode_body::<ToHost>(&body).map(drop),
+            _ => decode_body::<ClientRequest>(&body).map(drop),
+        };
+        let peak = alloc::peak();
+        eprintln!(
+            "{what}: {} KiB frame, refused after {} KiB of allocations",
+            body.len() >> 10,
+            peak >> 10
+        );
+        assert!(
+            matches!(decoded, Err(bramble_wire::DecodeError::Inflated(_))),
+            "{what}: {decoded:?}"
+        );
+        assert!(peak <= bound(body.len()), "{what}: {peak} bytes");
+    }
+
+    // What real work sends still decodes: a chunk of 10,000 empty results, a million items.
+    let chunk = ToHost::TaskFinished(TaskResult {
+        task: TaskId(1),
+        attempt: Attempt(0),
+        outputs: vec![ItemOutput::ended(0, Outcome::Exited(0), 0); 10_000],
+        engine: None,
+    });
+    let body = postcard::to_allocvec(&chunk).unwrap();
+    assert_eq!(decode_body::<ToHost>(&body).unwrap(), chunk);
+    let ClientRequest::Submit(mut spec) = items else {
+        unreachable!()
+    };
+    spec.items = (0..1_000_000u32)
+        .map(|i| i.to_string().into_bytes())
+        .collect();
+    let body = postcard::to_allocvec(&ClientRequest::Submit(spec)).unwrap();
+    assert!(decode_body::<ClientRequest>(&body).is_ok());
+}

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bramble_net::Side;
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
 use crate::config::WorkerConfig;
@@ -24,10 +24,17 @@ pub(crate) async fn run(config: WorkerConfig) -> anyhow::Result<()> {
     let seed = boot_id();
     let mut worker = Worker::new(&config, seed, shutdown.clone());
     let mut backoff = Backoff::new(seed);
+    let mut stop = shutdown.clone();
     watchdog::ready();
     loop {
         let started = Instant::now();
-        let fatal = match bramble_net::connect(&config.bundle, &client, CONNECT_TIMEOUT).await {
+        debug!("dialling {}", config.bundle.hosts.join(", "));
+        // A SIGTERM while dialling an unreachable host ends the worker at once.
+        let dialed = tokio::select! {
+            dialed = bramble_net::connect(&config.bundle, &client, CONNECT_TIMEOUT) => dialed,
+            _ = stop.wait_for(|stop| *stop) => return Ok(()),
+        };
+        let fatal = match dialed {
             Ok((conn, _endpoint)) => {
                 info!("connected to {}", conn.remote_address());
                 match worker.serve(conn).await {

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::bail;
 use bramble_certs::{Role, check_name};
 use bramble_client::Client;
 use bramble_host::net::append_revoked;
@@ -57,14 +58,24 @@ pub(super) fn revoke(
     profile: &Profile,
     bundle: Option<&Path>,
     name: &str,
+    force: bool,
 ) -> anyhow::Result<ExitCode> {
     check_name(name)?;
-    let local = bundle.is_none() && profile.exists();
+    let bundle_path = bundle;
+    let bundle = bramble_client::locate::load_bundle(Some(profile.name()), bundle_path)?;
+    if bundle.name == name && !force {
+        bail!(
+            "{name} is the certificate this command connects with: once revoked, every \
+             command with it is refused (--force to revoke it anyway, after `bramble \
+             client-bundle OTHER` for a new one)"
+        );
+    }
+    let local = bundle_path.is_none() && profile.exists();
     if local {
         append_revoked(&profile.revoked_path(), name)?;
     }
     bramble_net::logging::init(tracing::Level::WARN);
-    let bundle = bramble_client::locate::load_bundle(Some(profile.name()), bundle)?;
+    let own = bundle.name == name;
     let told = super::current_thread()?.block_on(async {
         let client = Client::connect(bundle).await?;
         let r = client.revoke(name).await;
@@ -73,6 +84,10 @@ pub(super) fn revoke(
     });
     match (told, local) {
         (Ok(()), _) => println!("revoked {name}"),
+        // The host drops the revoked name's connections: this one too, before it answers.
+        (Err(bramble_client::ClientError::Refused(_)), _) if own => {
+            println!("revoked {name} (the certificate of this command: it is refused from now on)")
+        }
         (Err(e), true) if e.is_connection() => {
             println!(
                 "revoked {name} in {} (host not reachable: applies when it starts)",

@@ -56,7 +56,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             multi_thread()?.block_on(serve::cluster(&profile, local))
         }
-        Command::Revoke { name } => admin::revoke(&profile, bundle, &name),
+        Command::Revoke { name, force } => admin::revoke(&profile, bundle, &name, force),
         Command::Ids => client_command(&profile, bundle, query::ids),
         Command::Status { watch } => {
             client_command(&profile, bundle, |c| query::status(c, json, watch))

@@ -81,8 +81,8 @@ pub(super) fn apply_job(args: &ApplyArgs) -> anyhow::Result<Job> {
 pub(super) fn map_job(args: &MapArgs) -> anyhow::Result<Job> {
     let (argv, trailing) = split_command(&args.command)?;
     let items = items(&args.input, trailing)?;
-    if args.chunksize == 0 {
-        bail!("--chunksize must be at least 1");
+    if args.chunksize == 0 || args.chunksize > bramble_sched::MAX_CHUNKSIZE {
+        bail!("--chunksize must be 1 to {}", bramble_sched::MAX_CHUNKSIZE);
     }
     let spec = spec(
         JobKind::Map,

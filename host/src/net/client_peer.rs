@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bramble_net::write_frame;
-use bramble_wire::{ClientRequest, JobId, JobSpec, JobState, ToClient};
+use bramble_net::{Budget, ReadError, write_frame};
+use bramble_wire::{ClientRequest, JobId, JobSpec, JobState, ToClient, close};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
@@ -17,6 +17,9 @@ use crate::store::{Store, StoreError};
 /// Stored results are sent in pages of this many.
 const PAGE: u32 = 512;
 
+/// A request whose sender sends nothing for this long, before it is all there, is dropped.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What a request handler needs.
 #[derive(Clone)]
 pub(super) struct Ctx {
@@ -25,11 +28,12 @@ pub(super) struct Ctx {
     pub(super) revocations: Arc<Revocations>,
 }
 
-pub(super) async fn run(conn: quinn::Connection, name: String, ctx: Ctx) {
+pub(super) async fn run(conn: quinn::Connection, name: String, ctx: Ctx, budget: Budget) {
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
-                tokio::spawn(request(send, recv, ctx.clone(), name.clone()));
+                let (ctx, name, budget) = (ctx.clone(), name.clone(), budget.clone());
+                tokio::spawn(async move { request(send, recv, &ctx, &name, &budget).await });
             }
             Err(e) => {
                 debug!("client {name:?} gone: {e}");
@@ -66,16 +70,32 @@ impl Answer {
     }
 }
 
-async fn request(send: quinn::SendStream, mut recv: quinn::RecvStream, ctx: Ctx, name: String) {
+async fn request(
+    send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    ctx: &Ctx,
+    name: &str,
+    budget: &Budget,
+) {
     let mut answer = Answer {
         send,
         scratch: Vec::new(),
     };
-    let answered = match bramble_net::read_one::<ClientRequest>(&mut recv).await {
-        Ok(req) => serve(&mut answer, req, &ctx, &name).await,
-        Err(why) => {
-            warn!("bad request from client {name:?}: {why}");
-            answer.error(why.to_string()).await
+    let answered = match bramble_net::read_one::<ClientRequest>(&mut recv, budget, IDLE).await {
+        Ok(req) => serve(&mut answer, req, ctx, name).await,
+        Err(ReadError::Stream(why)) => return debug!("request of client {name:?} lost: {why}"),
+        Err(why @ ReadError::Idle(_)) => {
+            warn!("dropping a request of client {name:?}: {why}");
+            let _ = recv.stop(close::TIMEOUT.into());
+            answer.error(format!("request incomplete: {why}")).await
+        }
+        Err(ReadError::Decode(why)) => {
+            // Not a request of this protocol (a worker's Hello, garbage): say why and end
+            // the stream, reading no more of it.
+            let reason = format!("not a client request: {why}");
+            warn!("refused a request of client {name:?}: {reason}");
+            let _ = recv.stop(close::PROTOCOL.into());
+            answer.error(reason).await
         }
     };
     if answered.is_ok() {

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bramble_certs::{Identity, Role};
+use bramble_net::Budget;
 use bramble_sched::{SchedConfig, Scheduler};
 use bramble_wire::close;
 use tokio::sync::mpsc;
@@ -22,6 +23,11 @@ use tracing::{error, info, warn};
 use crate::store::Store;
 pub(crate) use driver::ToDriver;
 pub use revoke::{Revocations, append_name as append_revoked};
+
+/// Bytes of one-frame streams (requests, large results) being read at once, by everyone...
+const READ_BUDGET: usize = 256 << 20;
+/// ... and by one connection: two frames of the largest size.
+const CONNECTION_READ_BUDGET: usize = 2 * bramble_wire::MAX_FRAME_LEN;
 
 /// What the host needs to serve.
 pub struct HostOptions {
@@ -85,7 +91,7 @@ impl Host {
             store_path: opts.store,
             revocations,
         };
-        tokio::spawn(accept_loop(endpoint.clone(), ctx));
+        tokio::spawn(accept_loop(endpoint.clone(), ctx, Budget::new(READ_BUDGET)));
         Ok(Self {
             endpoint,
             to_driver,
@@ -147,11 +153,12 @@ fn endpoint_config(secret: &[u8]) -> quinn::EndpointConfig {
     config
 }
 
-async fn accept_loop(endpoint: quinn::Endpoint, ctx: client_peer::Ctx) {
+async fn accept_loop(endpoint: quinn::Endpoint, ctx: client_peer::Ctx, budget: Budget) {
     let ids = Arc::new(AtomicU64::new(1));
     while let Some(incoming) = endpoint.accept().await {
         let ctx = ctx.clone();
         let ids = ids.clone();
+        let budget = budget.connection(CONNECTION_READ_BUDGET);
         tokio::spawn(async move {
             let remote = incoming.remote_address();
             let conn = match incoming.await {
@@ -181,9 +188,9 @@ async fn accept_loop(endpoint: quinn::Endpoint, ctx: client_peer::Ctx) {
             match identity.role {
                 Role::Worker => {
                     let id = ids.fetch_add(1, Ordering::Relaxed);
-                    worker_peer::run(conn, identity.name, id, ctx.to_driver).await;
+                    worker_peer::run(conn, identity.name, id, ctx.to_driver, budget).await;
                 }
-                Role::Client => client_peer::run(conn, identity.name, ctx).await,
+                Role::Client => client_peer::run(conn, identity.name, ctx, budget).await,
                 Role::Host => {
                     warn!("refused connection from {remote}: a host certificate is not a peer");
                     conn.close(

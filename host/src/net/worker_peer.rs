@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use bramble_net::{FrameReader, ReadError, write_frame};
+use bramble_net::{Budget, FrameReader, ReadError, write_frame};
 use bramble_sched::{Event, SessionId};
 use bramble_wire::{ToHost, close};
 use tokio::sync::mpsc;
@@ -28,10 +28,11 @@ pub(super) async fn run(
     name: String,
     id: u64,
     to_driver: mpsc::Sender<ToDriver>,
+    budget: Budget,
 ) {
     let session = SessionId(id);
     let address = conn.remote_address().to_string();
-    let end = serve(&conn, &name, session, address, &to_driver).await;
+    let end = serve(&conn, &name, session, address, &to_driver, &budget).await;
     match end {
         End::Gone(why) => info!("worker {name:?} gone: {why}"),
         End::Protocol(why) => {
@@ -51,6 +52,7 @@ async fn serve(
     session: SessionId,
     address: String,
     to_driver: &mpsc::Sender<ToDriver>,
+    budget: &Budget,
 ) -> End {
     let (mut send, recv) = match tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await {
         Ok(Ok(streams)) => streams,
@@ -97,7 +99,7 @@ async fn serve(
             }
             uni = conn.accept_uni() => match uni {
                 Ok(stream) => {
-                    tokio::spawn(read_result_stream(stream, session, to_driver.clone(), name.to_owned()));
+                    tokio::spawn(read_result_stream(stream, session, to_driver.clone(), name.to_owned(), budget.clone()));
                 }
                 Err(e) => return End::Gone(e.to_string()),
             },
@@ -124,6 +126,7 @@ fn ended(e: ReadError) -> End {
     match e {
         ReadError::Decode(e) => End::Protocol(format!("bad frame: {e}")),
         ReadError::Stream(e) => End::Gone(e),
+        ReadError::Idle(_) => End::Gone(e.to_string()),
     }
 }
 
@@ -159,8 +162,9 @@ async fn read_result_stream(
     session: SessionId,
     to_driver: mpsc::Sender<ToDriver>,
     name: String,
+    budget: Budget,
 ) {
-    match bramble_net::read_one::<ToHost>(&mut stream).await {
+    match bramble_net::read_one::<ToHost>(&mut stream, &budget, HELLO_TIMEOUT).await {
         Ok(ToHost::TaskFinished(result)) => {
             let _ = to_driver
                 .send(ToDriver::Event(Event::TaskFinished { session, result }))

@@ -1,7 +1,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use bramble_tests::{Cluster, Signal, lines, stderr, stdout};
+use bramble_certs::Bundle;
+use bramble_tests::{Cluster, Signal, lines, rss_kib, stderr, stdout};
+use bramble_wire::{ClientRequest, Hello, ToClient, ToHost};
+use quinn::crypto::rustls::QuicClientConfig;
 
 /// A tmpfs of `size` mounted over `dir` (which keeps its files), unmounted when dropped.
 /// Needs root, like the deployment tests' tools (CI runs as root).
@@ -126,4 +132,193 @@ fn a_full_disk_holds_results_back_until_they_are_written() {
     assert_eq!(stdout(&results).lines().count(), 200);
     let status = stdout(&c.bramble(&["status"]));
     assert!(status.contains(" MiB free"), "{status}");
+}
+
+/// A QUIC connection to the cluster's host with the profile's own client bundle.
+async fn connect_as_client(c: &Cluster) -> quinn::Connection {
+    let bundle = Bundle::load(&c.profile_path("security/client.json")).unwrap();
+    let mut tls = bramble_certs::tls::client_config(&bundle).unwrap();
+    tls.alpn_protocols = vec![bramble_wire::ALPN.to_vec()];
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(
+        QuicClientConfig::try_from(tls).unwrap(),
+    )));
+    let addr = format!("127.0.0.1:{}", c.port).parse().unwrap();
+    endpoint
+        .connect(addr, bramble_certs::HOST_SERVER_NAME)
+        .unwrap()
+        .await
+        .unwrap()
+}
+
+/// Issue 11, items 2 and 5: a client that opens every stream it may and sends 16 MiB
+/// requests without ever finishing them gets a bounded share of the host's memory (it was
+/// 4.45 GB); its requests time out with a reason; everyone else is served meanwhile. A client
+/// certificate that sends a worker's Hello is told why, and that stream is closed.
+#[tokio::test]
+async fn a_greedy_client_gets_a_bounded_share_and_a_confused_one_a_reason() {
+    let mut c = Cluster::start_split(1, |_| vec![]);
+    let host = c.pid("host");
+    let before = rss_kib(host);
+
+    let conn = connect_as_client(&c).await;
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut first = None;
+    for i in 0..256 {
+        let (mut send, recv) = conn.open_bi().await.unwrap();
+        if i == 0 {
+            first = Some(recv);
+        }
+        let sent = sent.clone();
+        tokio::spawn(async move {
+            let len = bramble_wire::MAX_FRAME_LEN as u32;
+            if send.write_all(&len.to_le_bytes()).await.is_err() {
+                return;
+            }
+            let chunk = vec![0u8; 64 << 10];
+            // One byte short of the frame, and never finished.
+            for _ in 0..255 {
+                if send.write_all(&chunk).await.is_err() {
+                    return;
+                }
+                sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            }
+            std::future::pending::<()>().await;
+        });
+    }
+    // Flow control stops the sender once the host's share for it is full.
+    let mut last = 0;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = sent.load(Ordering::Relaxed);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let greedy = rss_kib(host);
+    eprintln!(
+        "greedy client: 256 streams, {} MiB accepted, host RSS {} → {} MiB",
+        last >> 20,
+        before >> 10,
+        greedy >> 10
+    );
+    assert!(last <= 48 << 20, "the host took {} MiB", last >> 20);
+    assert!(
+        greedy - before < 128 << 10,
+        "host grew by {} MiB",
+        (greedy - before) >> 10
+    );
+
+    // Everyone else is served meanwhile.
+    let cli = tokio::task::spawn_blocking({
+        let ids = c.command("bramble", &["ids"]);
+        let map = c.command("bramble", &["map", "--range", "0..4", "--", "echo", "{}"]);
+        move || [ids, map].map(|mut cmd| cmd.output().unwrap())
+    })
+    .await
+    .unwrap();
+    assert_eq!(stdout(&cli[0]).trim(), "[0]", "{}", stderr(&cli[0]));
+    assert_eq!(stdout(&cli[1]), "0\n1\n2\n3\n", "{}", stderr(&cli[1]));
+
+    // The first request, all there but its last byte, times out with a reason.
+    let answer = first.unwrap().read_to_end(1 << 20).await.unwrap();
+    let reply: ToClient = bramble_wire::codec::decode_body(&answer[4..]).unwrap();
+    assert!(
+        matches!(&reply, ToClient::Error { message } if message.contains("request incomplete: nothing received for 10 s")),
+        "{reply:?}"
+    );
+    conn.close(0u32.into(), b"done");
+
+    // A client certificate speaking worker: one answer that says why, then closed.
+    let conn = connect_as_client(&c).await;
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let hello = ToHost::Hello(Hello {
+        protocol_minor: bramble_wire::PROTOCOL_MINOR,
+        capabilities: 0,
+        slots: 1,
+        boot_id: 7,
+        labels: vec![],
+        arch: "aarch64".into(),
+        version: "0.2.0".into(),
+    });
+    let mut frame = Vec::new();
+    bramble_wire::codec::encode_frame(&hello, &mut frame).unwrap();
+    send.write_all(&frame).await.unwrap(); // and no FIN, like a worker
+    let answer = tokio::time::timeout(Duration::from_secs(10), recv.read_to_end(1 << 20))
+        .await
+        .expect("no answer")
+        .unwrap();
+    let reply: ToClient = bramble_wire::codec::decode_body(&answer[4..]).unwrap();
+    assert!(
+        matches!(&reply, ToClient::Error { message } if message.contains("not a client request")),
+        "{reply:?}"
+    );
+    // The host reads no more of that stream; the connection serves on.
+    assert!(send.stopped().await.unwrap().is_some());
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let mut frame = Vec::new();
+    bramble_wire::codec::encode_frame(&ClientRequest::Ids, &mut frame).unwrap();
+    send.write_all(&frame).await.unwrap();
+    send.finish().unwrap();
+    let answer = recv.read_to_end(1 << 20).await.unwrap();
+    let reply: ToClient = bramble_wire::codec::decode_body(&answer[4..]).unwrap();
+    assert!(matches!(reply, ToClient::Ids(_)), "{reply:?}");
+}
+
+/// Issue 11, item 6: revoking the certificate the CLI itself uses is refused unless forced,
+/// and a revoked client is told so instead of "host not reachable".
+#[test]
+fn revoking_your_own_cli_needs_force_and_then_says_revoked() {
+    let c = Cluster::start(1);
+    let out = c.bramble(&["revoke", "local-cli"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("local-cli is the certificate this command connects with"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stdout(&c.bramble(&["ids"])).trim(), "[0]");
+
+    let out = c.bramble(&["revoke", "local-cli", "--force"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = c.bramble(&["ids"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out).trim(),
+        "bramble: the host refused this client: certificate revoked"
+    );
+}
+
+/// Issue 11, item 7: a worker told to stop while it dials a host that does not answer stops
+/// at once, not after the dial's 10 s timeout.
+#[test]
+fn a_worker_stops_at_once_while_the_host_is_unreachable() {
+    let c = Cluster::init();
+    assert!(c.bramble(&["enroll", "w0"]).status.success());
+    // Nothing listens on the profile's port: the dial waits for an answer that never comes.
+    let bundle = c.profile_path("workers/w0.json");
+    let mut worker = c
+        .command("bramble-worker", &["--bundle", bundle.to_str().unwrap()])
+        .env("BRAMBLE_LOG", "debug")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = std::io::BufReader::new(worker.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("dialling") {
+        line.clear();
+        assert!(std::io::BufRead::read_line(&mut log, &mut line).unwrap() > 0);
+    }
+    let asked = std::time::Instant::now();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(worker.id() as i32).unwrap(),
+        Signal::TERM,
+    )
+    .unwrap();
+    let status = worker.wait().unwrap();
+    let took = asked.elapsed();
+    eprintln!("worker stopped {took:?} after SIGTERM while dialling");
+    assert!(status.success(), "{status}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
 }

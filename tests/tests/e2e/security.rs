@@ -163,6 +163,28 @@ fn bundle_from_another_ca_and_bad_bundles_are_refused() {
     let out = c.bramble(&["--bundle", stranger.to_str().unwrap(), "ids"]);
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the bundle belongs to another bramble"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A bundle cut short in its certificate: the file, the field and what is missing.
+    let mut cut = Bundle::load(&stranger).unwrap();
+    cut.cert.truncate(cut.cert.len() / 2);
+    let cut_path = other.home.path().join("cut.json");
+    cut.save(&cut_path).unwrap_or_else(|e| panic!("{e}"));
+    let out = c.bramble(&["--bundle", cut_path.to_str().unwrap(), "ids"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "{}: not a bramble bundle: field \"cert\": bad PEM (certificate): cut short",
+            cut_path.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
 
     let junk = other.home.path().join("junk.json");
     std::fs::write(&junk, "{\"version\": 1, \"role\": \"client\"").unwrap();
