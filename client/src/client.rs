@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use bramble_certs::Bundle;
 use bramble_net::{FrameReader, Side};
+use bramble_wire::EncodeError;
 use bramble_wire::codec::encode_frame;
 use bramble_wire::{
     ClientRequest, EngineInfo, HostHealth, JobId, JobSpec, JobSummary, ToClient, WorkerId,
@@ -176,7 +177,15 @@ impl Client {
         let conn = &link.conn;
         let (mut send, recv) = conn.open_bi().await.map_err(|e| failure(conn, e))?;
         let mut frame = Vec::new();
-        encode_frame(req, &mut frame).map_err(ClientError::protocol)?;
+        encode_frame(req, &mut frame).map_err(|e| match e {
+            EncodeError::TooLarge(n) => ClientError::Refused(format!(
+                "the request is {} MiB or more, above the limit of {} MiB: a job's listed \
+                 items must fit in one request (integers can be a range; or split the input)",
+                n >> 20,
+                bramble_wire::MAX_FRAME_LEN >> 20
+            )),
+            e => ClientError::protocol(e),
+        })?;
         send.write_all(&frame).await.map_err(|e| failure(conn, e))?;
         send.finish().map_err(|e| failure(conn, e))?;
         Ok((

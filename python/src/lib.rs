@@ -173,6 +173,7 @@ impl NativeClient {
                 Targets::Engines(t.into_iter().map(EngineId).collect())
             }),
             retries,
+            range: None,
         };
         let order = if ordered {
             Order::Input

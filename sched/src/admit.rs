@@ -42,38 +42,96 @@ impl Scheduler {
         rows: &[TaskRow],
         restored: Option<&RestoredJob>,
     ) {
-        let mut open_tasks = BTreeSet::new();
-        for row in rows
-            .iter()
-            .filter(|row| restored.is_none_or(|r| !r.done.contains(&row.task)))
-        {
-            let past = |m: fn(&RestoredJob) -> &BTreeMap<TaskId, u32>| {
-                restored
-                    .and_then(|r| m(r).get(&row.task).copied())
-                    .unwrap_or(0)
-            };
-            let retries = spec.retries.saturating_sub(past(|r| &r.failed_attempts));
-            let items = job::items(spec, row, rows.len());
-            let mut task = Task::new(id, items, row.pin, retries);
-            task.slot = row.slot;
-            task.attempts = past(|r| &r.attempts);
-            self.tasks.insert(row.task, task);
-            self.queue.push_back(row.task);
-            open_tasks.insert(row.task);
-        }
         // Apply and scatter tasks are pinned; only map tasks choose among targets.
         let targets = if spec.kind == JobKind::Map {
             TargetFilter::for_map(spec)
         } else {
             None
         };
+        let total = restored.map_or(total_results(spec, rows), |r| r.total);
         let job = Job {
-            work: spec.work.clone(),
+            spec: spec.clone(),
+            planned: restored.map_or(if spec.kind == JobKind::Map { 0 } else { total }, |r| {
+                r.planned
+            }),
+            total,
             targets,
             failed: restored.map_or(0, |r| r.failed),
-            open_tasks,
+            open_tasks: BTreeSet::new(),
         };
         self.jobs.insert(id, job);
+        self.install_tasks(id, rows, restored);
+    }
+
+    /// Queues tasks of a job (new, restored, or newly cut), with what a restored job
+    /// remembers of their attempts.
+    fn install_tasks(&mut self, id: JobId, rows: &[TaskRow], restored: Option<&RestoredJob>) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        // Scatter rows split the items by the number of targets (every row of the job).
+        let parts = if job.spec.kind == JobKind::Scatter {
+            usize::try_from(job.total).unwrap_or(usize::MAX)
+        } else {
+            rows.len()
+        };
+        for row in rows {
+            let past = |m: fn(&RestoredJob) -> &BTreeMap<TaskId, u32>| {
+                restored
+                    .and_then(|r| m(r).get(&row.task).copied())
+                    .unwrap_or(0)
+            };
+            let retries = job
+                .spec
+                .retries
+                .saturating_sub(past(|r| &r.failed_attempts));
+            let items = job::items(&job.spec, row, parts);
+            let mut task = Task::new(id, items, row.pin, retries);
+            task.slot = row.slot;
+            task.attempts = past(|r| &r.attempts);
+            self.tasks.insert(row.task, task);
+            self.queue.push_back(row.task);
+            job.open_tasks.insert(row.task);
+        }
+    }
+
+    /// Cuts more tasks from map jobs' items, oldest job first, until `want` tasks are queued
+    /// (or every job is fully planned). Only what placement can use soon exists as tasks: a
+    /// job of ten million items costs the host a window of tasks, not ten million.
+    pub(crate) fn plan_more(&mut self, want: usize) {
+        let mut short = want.saturating_sub(self.queue.len());
+        let unplanned: Vec<JobId> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| !j.fully_planned())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in unplanned {
+            if short == 0 {
+                break;
+            }
+            let Some(job) = self.jobs.get_mut(&id) else {
+                continue;
+            };
+            let rows = job::cut(&job.spec, job.planned, short as u64, self.next_task);
+            let Some(last) = rows.last() else {
+                job.planned = job.total;
+                continue;
+            };
+            job.planned = last.first_index + last.count;
+            self.next_task += rows.len() as u64;
+            short -= rows.len();
+            self.install_tasks(id, &rows, None);
+            self.actions.push_back(Action::Record(Record::TasksPlanned {
+                job: id,
+                tasks: rows,
+            }));
+        }
+    }
+
+    /// Whether any job still has items not cut into tasks.
+    pub(crate) fn anything_unplanned(&self) -> bool {
+        self.jobs.values().any(|j| !j.fully_planned())
     }
 
     /// Validates and plans a job; emits `JobCreated`, queues its tasks, returns its id and
@@ -101,13 +159,23 @@ impl Scheduler {
         self.next_job += 1;
         let rows = job::plan(spec, &pins, self.next_task);
         self.next_task += rows.len() as u64;
-        self.install_job(id, spec, &rows, None);
-        let total = rows.iter().map(|r| r.count).sum();
+        let total = total_results(spec, &rows);
+        // Recorded before the tasks it queues are placed (placement records attempts).
         self.actions.push_back(Action::Record(Record::JobCreated {
             job: id,
             spec: spec.clone(),
-            tasks: rows,
+            total,
+            tasks: rows.clone(),
         }));
+        self.install_job(id, spec, &rows, None);
         Ok((id, total))
+    }
+}
+
+/// A job's number of results: one per map item, one per apply or scatter target (`rows`).
+fn total_results(spec: &JobSpec, rows: &[TaskRow]) -> u64 {
+    match spec.kind {
+        JobKind::Map => spec.item_count(),
+        JobKind::Apply | JobKind::Scatter => rows.len() as u64,
     }
 }

@@ -38,6 +38,10 @@ impl Blocked {
     }
 }
 
+/// Tasks kept queued beyond what the connected slots can take in one pass: room for the
+/// thermal policy's look-ahead and for workers that join.
+const PLAN_AHEAD: usize = 256;
+
 /// Nominal time per item before any worker has reported one; only ratios matter.
 const NOMINAL_MS: f64 = 1000.0;
 /// A task is sent ahead to a worker whose slot frees within this: long enough to cover the
@@ -45,8 +49,15 @@ const NOMINAL_MS: f64 = 1000.0;
 const SEND_AHEAD: Duration = Duration::from_millis(100);
 
 impl Scheduler {
-    /// Places queued tasks, oldest first.
+    /// Places queued tasks, oldest first (cutting more from map jobs first: enough for what
+    /// one pass can place, see [`PLAN_AHEAD`]).
     pub(super) fn dispatch(&mut self, now: Instant) {
+        let slots: usize = self
+            .workers
+            .values()
+            .map(|w| usize::try_from(w.slots()).unwrap_or(1))
+            .sum();
+        self.plan_more(PLAN_AHEAD + slots * (AHEAD_PER_SLOT as usize + 4) * 2);
         if self.config.policy == Policy::Thermal {
             self.dispatch_thermal(now);
             return;
@@ -96,7 +107,7 @@ impl Scheduler {
                     && task.kept_for.is_none_or(|k| k == **id)
                     && (!w.draining || task.kept_for == Some(**id))
                     && filter.is_none_or(|f| f.matches(**id, w))
-                    && unfit(w, &job.work).is_none()
+                    && unfit(w, job.work()).is_none()
             })
             .map(|(id, _)| *id)
             .collect();
@@ -217,7 +228,7 @@ impl Scheduler {
                 i += 1;
             }
         }
-        if self.queue.is_empty() {
+        if self.queue.is_empty() && !self.anything_unplanned() {
             self.speculate(now, &expected);
         }
     }
@@ -328,7 +339,7 @@ impl Scheduler {
             return;
         };
         w.running.insert(tid);
-        let mut work = job.work.clone();
+        let mut work = job.work().clone();
         if let Work::Python(p) = &mut work
             && !w.functions_sent.insert(task.job)
         {

@@ -113,10 +113,12 @@ pub enum Record {
         slot: u16,
         engine: EngineId,
     },
-    /// A job was accepted with these tasks.
+    /// A job was accepted with `total` results to come and these tasks (a map job's come
+    /// later, with `TasksPlanned`).
     JobCreated {
         job: JobId,
         spec: JobSpec,
+        total: u64,
         tasks: Vec<TaskRow>,
     },
     /// A task attempt was placed on a worker.
@@ -142,6 +144,8 @@ pub enum Record {
     },
     /// A worker name was drained or undrained.
     DrainChanged { name: String, draining: bool },
+    /// More tasks of a map job were cut from its items (in index order).
+    TasksPlanned { job: JobId, tasks: Vec<TaskRow> },
 }
 
 /// Something the driver must do, drained with [`super::Scheduler::poll_action`].

@@ -11,7 +11,12 @@ use super::targets::Pin;
 /// A job in progress.
 #[derive(Clone, Debug)]
 pub(crate) struct Job {
-    pub(crate) work: Work,
+    /// As submitted: a map job's items are cut into tasks from it as placement needs them.
+    pub(crate) spec: JobSpec,
+    /// Items cut into tasks so far (`0..planned`); the job is fully planned at `total`.
+    pub(crate) planned: u64,
+    /// Results the job will have.
+    pub(crate) total: u64,
     /// Workers a map job may use; `None` means any.
     pub(crate) targets: Option<super::targets::TargetFilter>,
     /// Results that did not exit 0.
@@ -96,8 +101,20 @@ impl Task {
     }
 }
 
+impl Job {
+    pub(crate) fn work(&self) -> &Work {
+        &self.spec.work
+    }
+
+    /// Every item is in a task.
+    pub(crate) fn fully_planned(&self) -> bool {
+        self.planned >= self.total
+    }
+}
+
 /// The task rows of a new job. `pins` are the resolved targets of apply/scatter (one pinned
-/// task each, result index = position); map gets one task per `chunksize` items.
+/// task each, result index = position); a map job gets none here: its tasks are cut as
+/// placement needs them ([`cut`]).
 pub(crate) fn plan(spec: &JobSpec, pins: &[Pin], first_task: u64) -> Vec<TaskRow> {
     let rows: Vec<(u64, u64, Option<Pin>)> = match spec.kind {
         JobKind::Apply | JobKind::Scatter => pins
@@ -105,14 +122,24 @@ pub(crate) fn plan(spec: &JobSpec, pins: &[Pin], first_task: u64) -> Vec<TaskRow
             .zip(0u64..)
             .map(|(pin, i)| (i, 1, Some(*pin)))
             .collect(),
-        JobKind::Map => {
-            let n = spec.items.len() as u64;
-            let chunk = u64::from(spec.chunksize.max(1));
-            (0..n.div_ceil(chunk))
-                .map(|k| (k * chunk, chunk.min(n - k * chunk), None))
-                .collect()
-        }
+        JobKind::Map => Vec::new(),
     };
+    rows_from(rows, first_task)
+}
+
+/// At most `tasks` task rows of a map job, one per `chunksize` items from item `from` on.
+pub(crate) fn cut(spec: &JobSpec, from: u64, tasks: u64, first_task: u64) -> Vec<TaskRow> {
+    let n = spec.item_count();
+    let chunk = u64::from(spec.chunksize.max(1));
+    let rows = (0..tasks)
+        .map(|k| from + k * chunk)
+        .take_while(|start| *start < n)
+        .map(|start| (start, chunk.min(n - start), None))
+        .collect();
+    rows_from(rows, first_task)
+}
+
+fn rows_from(rows: Vec<(u64, u64, Option<Pin>)>, first_task: u64) -> Vec<TaskRow> {
     rows.into_iter()
         .zip(first_task..)
         .map(|((first_index, count, pin), id)| TaskRow {
@@ -133,26 +160,20 @@ pub(crate) fn items(spec: &JobSpec, row: &TaskRow, tasks: usize) -> Vec<Item> {
             index: row.first_index,
             value: None,
         }],
-        JobKind::Map => {
-            let start = usize::try_from(row.first_index).unwrap_or(usize::MAX);
-            let end = start.saturating_add(usize::try_from(row.count).unwrap_or(usize::MAX));
-            let values = spec
-                .items
-                .get(start..end.min(spec.items.len()))
-                .unwrap_or_default();
-            values
-                .iter()
-                .zip(row.first_index..)
-                .map(|(v, index)| Item {
+        JobKind::Map => (row.first_index..row.first_index.saturating_add(row.count))
+            .map_while(|index| {
+                let value = spec.item(index)?.into_owned();
+                Some(Item {
                     index,
-                    value: Some(v.clone()),
+                    value: Some(value),
                 })
-                .collect()
-        }
+            })
+            .collect(),
         JobKind::Scatter => {
             let k = usize::try_from(row.first_index).unwrap_or(usize::MAX);
-            let (start, end) = chunk_bounds(spec.items.len(), tasks, k);
-            let chunk = &spec.items[start..end];
+            let n = usize::try_from(spec.item_count()).unwrap_or(usize::MAX);
+            let (start, end) = chunk_bounds(n, tasks, k);
+            let chunk: Vec<_> = (start..end).filter_map(|i| spec.item(i as u64)).collect();
             let value = (!chunk.is_empty()).then(|| chunk.join(&b'\n'));
             vec![Item {
                 index: row.first_index,
@@ -176,6 +197,9 @@ pub(crate) fn chunk_bounds(n: usize, parts: usize, k: usize) -> (usize, usize) {
 /// few times its size (`bramble_wire::codec::EXPANSION`), which ten thousand results of a
 /// few bytes each stay far within.
 pub const MAX_CHUNKSIZE: u32 = 10_000;
+
+/// Items per job at most (ids and counts are stored as SQLite's signed 64-bit integers).
+pub(crate) const MAX_ITEMS: u64 = 1 << 40;
 
 /// Checks what the host must refuse before accepting a job.
 pub(crate) fn validate(spec: &JobSpec) -> Result<(), String> {
@@ -202,8 +226,14 @@ pub(crate) fn validate(spec: &JobSpec) -> Result<(), String> {
     if spec.chunksize == 0 || spec.chunksize > MAX_CHUNKSIZE {
         return Err(format!("chunksize must be 1 to {MAX_CHUNKSIZE}"));
     }
-    if spec.kind == JobKind::Apply && !spec.items.is_empty() {
+    if spec.kind == JobKind::Apply && spec.item_count() > 0 {
         return Err("apply takes no items".into());
+    }
+    if spec.item_count() > MAX_ITEMS {
+        return Err(format!("a job has at most {MAX_ITEMS} items"));
+    }
+    if spec.range.is_some() && !spec.items.is_empty() {
+        return Err("a job's items come from a list or a range, not both".into());
     }
     Ok(())
 }
@@ -228,6 +258,7 @@ mod tests {
             chunksize,
             targets: Targets::All,
             retries: 0,
+            range: None,
         }
     }
 
@@ -241,15 +272,48 @@ mod tests {
     #[test]
     fn map_chunks_keep_every_item_once_in_order() {
         let s = spec(JobKind::Map, 64, 10);
-        let rows = plan(&s, &[], 100);
+        assert!(plan(&s, &[], 100).is_empty(), "map tasks are cut later");
+        // Cut in two goes, as placement asks: 3 tasks, then as many as there are.
+        let mut rows = cut(&s, 0, 3, 100);
+        rows.extend(cut(&s, 30, 100, 103));
         assert_eq!(rows.len(), 7);
         assert_eq!(rows[0].task, TaskId(100));
+        assert_eq!(rows[6].task, TaskId(106));
         let idx: Vec<u64> = rows
             .iter()
             .flat_map(|r| items(&s, r, rows.len()).into_iter().map(|i| i.index))
             .collect();
         assert_eq!(idx, (0..64).collect::<Vec<_>>());
         assert_eq!(items(&s, &rows[6], 7)[3].value.as_deref(), Some(&b"63"[..]));
+    }
+
+    #[test]
+    fn a_range_makes_its_items_as_they_are_cut() {
+        let mut s = spec(JobKind::Map, 0, 4);
+        s.range = Some(bramble_wire::ItemRange {
+            start: -2,
+            end: 9_999_998,
+        });
+        assert_eq!(s.item_count(), 10_000_000);
+        let rows = cut(&s, 9_999_996, 5, 1);
+        assert_eq!(rows.len(), 1, "only one chunk is left");
+        let values: Vec<Vec<u8>> = items(&s, &rows[0], 1)
+            .into_iter()
+            .map(|i| i.value.unwrap())
+            .collect();
+        assert_eq!(
+            values,
+            [
+                b"9999994".to_vec(),
+                b"9999995".to_vec(),
+                b"9999996".to_vec(),
+                b"9999997".to_vec()
+            ]
+        );
+        assert_eq!(
+            items(&s, &cut(&s, 0, 1, 1)[0], 1)[0].value.as_deref(),
+            Some(&b"-2"[..])
+        );
     }
 
     #[test]

@@ -82,9 +82,12 @@ pub struct Known {
 pub struct RestoredJob {
     pub job: JobId,
     pub spec: JobSpec,
+    /// Its tasks without a recorded result.
     pub tasks: Vec<TaskRow>,
-    /// Tasks whose results are recorded.
-    pub done: BTreeSet<TaskId>,
+    /// Items cut into tasks before the restart (a map job's next task starts here).
+    pub planned: u64,
+    /// Results the job will have.
+    pub total: u64,
     /// Recorded results that did not exit 0.
     pub failed: u64,
     /// Attempts started per task.

@@ -175,7 +175,10 @@ impl Scheduler {
     }
 
     pub(super) fn finish_job_if_done(&mut self, id: JobId) {
-        if self.jobs.get(&id).is_some_and(|j| j.open_tasks.is_empty())
+        if self
+            .jobs
+            .get(&id)
+            .is_some_and(|j| j.open_tasks.is_empty() && j.fully_planned())
             && let Some(job) = self.jobs.remove(&id)
         {
             self.end_job(id, &job, JobState::Done);
@@ -188,7 +191,7 @@ impl Scheduler {
             state,
             failed: job.failed,
         }));
-        if job.work.keeps_job_state() {
+        if job.work().keeps_job_state() {
             for w in self.workers.values_mut() {
                 w.functions_sent.remove(&id);
                 self.actions.push_back(Action::Send {

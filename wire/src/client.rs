@@ -62,6 +62,42 @@ pub struct JobSpec {
     pub targets: Targets,
     /// Re-run a failed item up to this many times, on another worker when possible.
     pub retries: u32,
+    /// Integer items `start..end` (as decimal text), made by the host as tasks need them,
+    /// instead of `items`: a job of ten million items is a few bytes on the wire and in the
+    /// host.
+    pub range: Option<ItemRange>,
+}
+
+/// The integers `start..end`, as items.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemRange {
+    pub start: i64,
+    pub end: i64,
+}
+
+impl JobSpec {
+    /// How many items the job has (`map` and `scatter`; 0 for `apply`).
+    pub fn item_count(&self) -> u64 {
+        match self.range {
+            Some(r) => r.end.abs_diff(r.start) * u64::from(r.end > r.start),
+            None => self.items.len() as u64,
+        }
+    }
+
+    /// Item `i` (`None` past the end).
+    pub fn item(&self, i: u64) -> Option<std::borrow::Cow<'_, [u8]>> {
+        use std::borrow::Cow;
+        match self.range {
+            Some(r) => (i < self.item_count()).then(|| {
+                let n = i128::from(r.start) + i128::from(i);
+                Cow::Owned(n.to_string().into_bytes())
+            }),
+            None => usize::try_from(i)
+                .ok()
+                .and_then(|i| self.items.get(i))
+                .map(|v| Cow::Borrowed(v.as_slice())),
+        }
+    }
 }
 
 /// Client → host, the first and only frame on a request stream.

@@ -24,8 +24,8 @@ pub mod telemetry;
 pub mod worker;
 
 pub use client::{
-    ClientRequest, EngineInfo, HostHealth, JobKind, JobSpec, JobState, JobSummary, Targets,
-    ToClient, WorkerStatus,
+    ClientRequest, EngineInfo, HostHealth, ItemRange, JobKind, JobSpec, JobState, JobSummary,
+    Targets, ToClient, WorkerStatus,
 };
 pub use codec::{DecodeError, EncodeError, FrameDecoder, MAX_FRAME_LEN};
 pub use ids::{Attempt, EngineId, JobId, TaskId, WorkerId};

@@ -162,8 +162,9 @@ fn client() {
             chunksize: 10,
             targets: Targets::Ids(vec![WorkerId(0), WorkerId(3)]),
             retries: 2,
+            range: None,
         }),
-        "020000010474727565018827000101610a0102000302",
+        "020000010474727565018827000101610a010200030200",
     );
     check(ToClient::Ids(vec![WorkerId(0), WorkerId(1)]), "01020001");
     check(
@@ -322,8 +323,9 @@ fn python() {
             chunksize: 1,
             targets: Targets::All,
             retries: 0,
+            range: None,
         }),
-        "0b0101010105030900016700010000",
+        "0b010101010503090001670001000000",
     );
     check(
         ToClient::Engines(vec![EngineInfo {
@@ -349,6 +351,25 @@ fn python() {
     );
     check(Targets::Engines(vec![EngineId(0), EngineId(5)]), "03020005");
     check(ClientRequest::Health, "0c");
+    check(
+        ClientRequest::Submit(JobSpec {
+            kind: JobKind::Map,
+            work: Work::Command {
+                command: Command {
+                    argv: vec!["echo".into()],
+                    shell: false,
+                    timeout_ms: 0,
+                },
+                persistent: false,
+            },
+            items: vec![],
+            chunksize: 1,
+            targets: Targets::All,
+            retries: 0,
+            range: Some(ItemRange { start: -1, end: 3 }),
+        }),
+        "02000001046563686f00000000010000010106",
+    );
     check(
         ToClient::Health(HostHealth {
             store: "j".into(),

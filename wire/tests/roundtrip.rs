@@ -241,6 +241,10 @@ fn client_request(r: &mut Rng) -> ClientRequest {
             chunksize: r.next() as u32,
             targets: targets(r),
             retries: r.next() as u32,
+            range: r.opt(|r| ItemRange {
+                start: r.next() as i64,
+                end: r.next() as i64,
+            }),
         }),
         _ => ClientRequest::Submit(JobSpec {
             kind: kind(r),
@@ -249,6 +253,10 @@ fn client_request(r: &mut Rng) -> ClientRequest {
             chunksize: r.next() as u32,
             targets: targets(r),
             retries: r.next() as u32,
+            range: r.opt(|r| ItemRange {
+                start: r.next() as i64,
+                end: r.next() as i64,
+            }),
         }),
     }
 }
@@ -538,6 +546,7 @@ fn frames_of_empty_elements_are_refused_before_they_inflate() {
         chunksize: 1,
         targets: Targets::All,
         retries: 0,
+        range: None,
     });
     for (what, body) in [
         ("1M empty outputs", postcard::to_allocvec(&outputs).unwrap()),

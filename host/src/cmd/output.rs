@@ -4,7 +4,7 @@
 
 use std::io::{self, Write};
 
-use bramble_wire::{ItemOutput, JobSummary, WorkerId, WorkerStatus};
+use bramble_wire::{ItemOutput, JobSpec, JobSummary, WorkerId, WorkerStatus};
 use serde_json::json;
 
 /// How results are laid out.
@@ -21,8 +21,8 @@ pub(super) enum Layout {
 pub(super) struct Printer {
     layout: Layout,
     json: bool,
-    /// The items as submitted, for `--json`'s `item` field (empty for apply).
-    items: Vec<Vec<u8>>,
+    /// The job as submitted, for `--json`'s `item` field.
+    spec: Option<JobSpec>,
     /// `ByWorker`: everything, until `finish`.
     held: Vec<(WorkerId, ItemOutput)>,
     /// Results that did not exit 0.
@@ -30,11 +30,11 @@ pub(super) struct Printer {
 }
 
 impl Printer {
-    pub(super) fn new(layout: Layout, json: bool, items: Vec<Vec<u8>>) -> Self {
+    pub(super) fn new(layout: Layout, json: bool, spec: Option<JobSpec>) -> Self {
         Self {
             layout,
             json,
-            items,
+            spec,
             held: Vec::new(),
             failed: 0,
         }
@@ -66,10 +66,8 @@ impl Printer {
 
     fn print(&self, worker: WorkerId, out: &ItemOutput) -> io::Result<()> {
         if self.json {
-            let item = usize::try_from(out.index)
-                .ok()
-                .and_then(|i| self.items.get(i))
-                .map(|i| String::from_utf8_lossy(i));
+            let item = self.spec.as_ref().and_then(|s| s.item(out.index));
+            let item = item.as_deref().map(String::from_utf8_lossy);
             let line = json!({
                 "index": out.index,
                 "item": item,

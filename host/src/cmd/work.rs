@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use bramble_client::{Client, JobEnd, JobEvent, JobStream, Order};
-use bramble_wire::{Command, JobId, JobKind, JobSpec, Work};
+use bramble_wire::{Command, ItemRange, JobId, JobKind, JobSpec, Work};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::TASKS_FAILED;
@@ -28,14 +28,20 @@ pub(super) struct Job {
     layout: Layout,
 }
 
-fn items(input: &InputArgs, trailing: Option<Vec<String>>) -> anyhow::Result<Vec<String>> {
+/// A job's items: listed, or a range the host makes them from.
+enum Items {
+    List(Vec<String>),
+    Range(ItemRange),
+}
+
+fn items(input: &InputArgs, trailing: Option<Vec<String>>) -> anyhow::Result<Items> {
     match (&input.range, &input.inputs, trailing) {
         (None, None, None) => {
             bail!("this needs items: --range A..B, --inputs FILE, or `::: a b c` after the command")
         }
-        (Some(r), None, None) => parse_range(r),
-        (None, Some(path), None) => read_inputs(path),
-        (None, None, Some(items)) => Ok(items),
+        (Some(r), None, None) => parse_range(r).map(Items::Range),
+        (None, Some(path), None) => read_inputs(path).map(Items::List),
+        (None, None, Some(items)) => Ok(Items::List(items)),
         _ => bail!("give items one way only: --range, --inputs or :::"),
     }
 }
@@ -43,11 +49,15 @@ fn items(input: &InputArgs, trailing: Option<Vec<String>>) -> anyhow::Result<Vec
 fn spec(
     kind: JobKind,
     argv: Vec<String>,
-    items: Vec<String>,
+    items: Items,
     chunksize: u32,
     run: &RunOpts,
     persistent: bool,
 ) -> anyhow::Result<JobSpec> {
+    let (items, range) = match items {
+        Items::List(list) => (list.into_iter().map(String::into_bytes).collect(), None),
+        Items::Range(r) => (Vec::new(), Some(r)),
+    };
     let command = Command {
         argv,
         shell: run.shell,
@@ -59,10 +69,11 @@ fn spec(
             command,
             persistent,
         },
-        items: items.into_iter().map(String::into_bytes).collect(),
+        items,
         chunksize,
         targets: parse_targets(run.targets.as_deref())?,
         retries: run.retries,
+        range,
     })
 }
 
@@ -72,7 +83,14 @@ pub(super) fn apply_job(args: &ApplyArgs) -> anyhow::Result<Job> {
         bail!("apply takes no items (`:::`); use map or scatter");
     }
     Ok(Job {
-        spec: spec(JobKind::Apply, argv, Vec::new(), 1, &args.run, false)?,
+        spec: spec(
+            JobKind::Apply,
+            argv,
+            Items::List(Vec::new()),
+            1,
+            &args.run,
+            false,
+        )?,
         order: Order::Completion,
         layout: Layout::ByWorker,
     })
@@ -115,14 +133,10 @@ pub(super) fn scatter_job(args: &ScatterArgs) -> anyhow::Result<Job> {
 
 /// Submits and prints the results until the job ends; Ctrl-C cancels it.
 pub(super) async fn run(client: Client, job: Job, json: bool) -> anyhow::Result<ExitCode> {
-    let items = if json {
-        job.spec.items.clone()
-    } else {
-        Vec::new()
-    };
+    let spec = json.then(|| job.spec.clone());
     let stream = client.submit_and_follow(job.spec, job.order).await?;
     let total = stream.total().unwrap_or(0);
-    let mut printer = Printer::new(job.layout, json, items);
+    let mut printer = Printer::new(job.layout, json, spec);
     print_until_end(&client, stream, total, &mut printer, true, json).await
 }
 
@@ -144,7 +158,7 @@ pub(super) async fn results(
     follow: bool,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let mut printer = Printer::new(Layout::Lines, json, Vec::new());
+    let mut printer = Printer::new(Layout::Lines, json, None);
     if follow {
         let stream = client.follow(JobId(job), Order::Input);
         return print_until_end(&client, stream, 0, &mut printer, false, json).await;

@@ -488,6 +488,7 @@ pub(crate) fn spec(kind: JobKind, items: usize, chunksize: u32, targets: Targets
         chunksize,
         targets,
         retries: 0,
+        range: None,
     }
 }
 

@@ -103,6 +103,7 @@ mod tests {
             chunksize: 2,
             targets: Targets::All,
             retries: 1,
+            range: None,
         }
     }
 
@@ -150,6 +151,7 @@ mod tests {
                     Record::JobCreated {
                         job: j,
                         spec: spec(3),
+                        total: 3,
                         tasks,
                     },
                     Record::AttemptStarted {
@@ -174,6 +176,11 @@ mod tests {
                     Record::AttemptFailed {
                         task: TaskId(2),
                         attempt: Attempt(0),
+                    },
+                    Record::AttemptStarted {
+                        task: TaskId(2),
+                        attempt: Attempt(1),
+                        worker: w,
                     },
                     // A Python item that returned succeeded.
                     Record::ResultRecorded {
@@ -210,13 +217,16 @@ mod tests {
         let jobs = store.unfinished_jobs().unwrap();
         assert_eq!(jobs.len(), 1);
         let r = &jobs[0];
-        assert_eq!(r.done, BTreeSet::from([TaskId(1)]));
+        // Task 1 has its results; task 2 is left, with its attempts (one failed).
+        let open: Vec<TaskId> = r.tasks.iter().map(|t| t.task).collect();
+        assert_eq!(open, [TaskId(2)]);
+        assert_eq!((r.planned, r.total), (3, 3));
         assert_eq!(
-            (r.attempts[&TaskId(1)], r.failed_attempts[&TaskId(1)]),
+            (r.attempts[&TaskId(2)], r.failed_attempts[&TaskId(2)]),
             (2, 1)
         );
-        // Where the latest attempt went, unless it failed (task 2's did).
-        assert_eq!(r.placed_on, BTreeMap::from([(TaskId(1), w)]));
+        // Where the latest attempt went, unless it failed.
+        assert_eq!(r.placed_on, BTreeMap::from([(TaskId(2), w)]));
         assert_eq!(r.spec, spec(3));
         // Two results stored, in commit order; the duplicate of index 1 ignored.
         let results = store.results(j, 0, 10).unwrap();

@@ -8,6 +8,16 @@ use bramble_wire::{EngineId, JobId, JobSpec, TaskId, WorkerId};
 
 use super::{Store, StoreError};
 
+/// A stored job spec. Specs written before `JobSpec` had its `range` (bramble 0.2
+/// development builds) lack the final byte of its `None`.
+fn decode_spec(id: u64, blob: Vec<u8>) -> Result<JobSpec, StoreError> {
+    postcard::from_bytes(&blob).or_else(|e| {
+        let mut older = blob;
+        older.push(0);
+        postcard::from_bytes(&older).map_err(|_| StoreError::Spec(id, e))
+    })
+}
+
 impl Store {
     /// What the scheduler knows from before: worker ids and drains, engine ids.
     pub fn known(&self) -> Result<Known, StoreError> {
@@ -53,22 +63,23 @@ impl Store {
 
     /// Every running job with what is left of it, for the scheduler to resume.
     pub fn unfinished_jobs(&self) -> Result<Vec<RestoredJob>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, spec, failed FROM jobs WHERE state = 'running' ORDER BY id")?;
+        let mut stmt = self.conn.prepare(
+            "SELECT id, spec, failed, total FROM jobs WHERE state = 'running' ORDER BY id",
+        )?;
         let jobs = stmt
             .query_map([], |r| {
                 Ok((
                     r.get::<_, u64>(0)?,
                     r.get::<_, Vec<u8>>(1)?,
                     r.get::<_, u64>(2)?,
+                    r.get::<_, u64>(3)?,
                 ))
             })?
             .collect::<Result<Vec<_>, _>>()?;
         let mut out = Vec::with_capacity(jobs.len());
-        for (id, blob, failed) in jobs {
-            let spec: JobSpec = postcard::from_bytes(&blob).map_err(|e| StoreError::Spec(id, e))?;
-            out.push(self.restore_job(JobId(id), spec, failed)?);
+        for (id, blob, failed, total) in jobs {
+            let spec = decode_spec(id, blob)?;
+            out.push(self.restore_job(JobId(id), spec, failed, total)?);
         }
         Ok(out)
     }
@@ -78,9 +89,14 @@ impl Store {
         job: JobId,
         spec: JobSpec,
         failed: u64,
+        total: u64,
     ) -> Result<RestoredJob, StoreError> {
+        // The tasks without a result (a task's results are written in one transaction: its
+        // first item recorded means all are), and how far the items were cut into tasks.
         let mut stmt = self.conn.prepare(
-            "SELECT id, first_index, count, pin, slot FROM tasks WHERE job = ?1 ORDER BY id",
+            "SELECT id, first_index, count, pin, slot FROM tasks t WHERE job = ?1
+               AND NOT EXISTS (SELECT 1 FROM results r WHERE r.job = t.job AND r.idx = t.first_index)
+             ORDER BY id",
         )?;
         let tasks: Vec<TaskRow> = stmt
             .query_map([job.0], |r| {
@@ -93,17 +109,15 @@ impl Store {
                 })
             })?
             .collect::<Result<_, _>>()?;
-        let recorded: BTreeSet<u64> = self
-            .conn
-            .prepare("SELECT idx FROM results WHERE job = ?1")?
-            .query_map([job.0], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        // A task's results are written in one transaction: one recorded index means all are.
-        let done = tasks
-            .iter()
-            .filter(|t| recorded.contains(&t.first_index))
-            .map(|t| t.task)
-            .collect();
+        let planned = match spec.kind {
+            bramble_wire::JobKind::Map => self.conn.query_row(
+                "SELECT COALESCE(MAX(first_index + count), 0) FROM tasks WHERE job = ?1",
+                [job.0],
+                |r| r.get(0),
+            )?,
+            _ => total,
+        };
+        let open: BTreeSet<TaskId> = tasks.iter().map(|t| t.task).collect();
         let mut attempts = BTreeMap::new();
         let mut failed_attempts = BTreeMap::new();
         let mut stmt = self.conn.prepare(
@@ -115,8 +129,10 @@ impl Store {
         })?;
         for row in rows {
             let (task, n, f) = row?;
-            attempts.insert(task, n);
-            failed_attempts.insert(task, f);
+            if open.contains(&task) {
+                attempts.insert(task, n);
+                failed_attempts.insert(task, f);
+            }
         }
         let placed_on = self
             .conn
@@ -126,12 +142,14 @@ impl Store {
                    AND a.attempt = (SELECT MAX(b.attempt) FROM attempts b WHERE b.task = a.task)",
             )?
             .query_map([job.0], |r| Ok((TaskId(r.get(0)?), WorkerId(r.get(1)?))))?
+            .filter(|row| row.as_ref().is_ok_and(|(task, _)| open.contains(task)))
             .collect::<Result<_, _>>()?;
         Ok(RestoredJob {
             job,
             spec,
             tasks,
-            done,
+            planned,
+            total,
             failed,
             attempts,
             failed_attempts,

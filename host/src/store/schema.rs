@@ -142,6 +142,7 @@ impl From<SpecV1> for JobSpec {
             chunksize: v1.chunksize,
             targets: v1.targets,
             retries: v1.retries,
+            range: None,
         }
     }
 }
@@ -198,7 +199,8 @@ mod tests {
             [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]
         );
         assert_eq!(jobs[0].spec.work.describe(), "echo {}");
-        assert_eq!(jobs[0].done.len(), 2, "tasks 1 and 3 have results");
+        let open: Vec<u64> = jobs[0].tasks.iter().map(|t| t.task.0).collect();
+        assert_eq!(open, [2], "tasks 1 and 3 have results");
         // Commit order is kept: index 2 was inserted first.
         let seqs: Vec<(u64, u64)> = store
             .results(bramble_wire::JobId(1), 0, 10)

@@ -49,6 +49,28 @@ impl Store {
     }
 }
 
+fn write_tasks(
+    tx: &rusqlite::Transaction<'_>,
+    job: bramble_wire::JobId,
+    tasks: &[bramble_sched::TaskRow],
+) -> Result<(), StoreError> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO tasks (id, job, first_index, count, pin, slot)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for t in tasks {
+        stmt.execute(params![
+            t.task.0,
+            job.0,
+            t.first_index,
+            t.count,
+            t.pin.map(|w| w.0),
+            t.slot
+        ])?;
+    }
+    Ok(())
+}
+
 /// Writes one record; a `ResultRecorded` answers with its seq (inner `None`: a duplicate).
 fn write_record(
     tx: &rusqlite::Transaction<'_>,
@@ -73,9 +95,13 @@ fn write_record(
             tx.prepare_cached("UPDATE workers SET draining = ?2 WHERE name = ?1")?
                 .execute(params![name, draining])?;
         }
-        Record::JobCreated { job, spec, tasks } => {
+        Record::JobCreated {
+            job,
+            spec,
+            total,
+            tasks,
+        } => {
             let blob = postcard::to_stdvec(spec).map_err(|e| StoreError::Spec(job.0, e))?;
-            let total: u64 = tasks.iter().map(|t| t.count).sum();
             tx.prepare_cached(
                 "INSERT INTO jobs (id, kind, command, spec, total, state, created_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6)",
@@ -88,21 +114,9 @@ fn write_record(
                 total,
                 now_ms
             ])?;
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO tasks (id, job, first_index, count, pin, slot)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            for t in tasks {
-                stmt.execute(params![
-                    t.task.0,
-                    job.0,
-                    t.first_index,
-                    t.count,
-                    t.pin.map(|w| w.0),
-                    t.slot
-                ])?;
-            }
+            write_tasks(tx, *job, tasks)?;
         }
+        Record::TasksPlanned { job, tasks } => write_tasks(tx, *job, tasks)?,
         Record::AttemptStarted {
             task,
             attempt,
