@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use super::driver::{Query, ToDriver, wall_ms};
+use super::follow::{self, FollowRx};
 use super::revoke::Revocations;
 use crate::store::{Store, StoreError};
 
@@ -141,7 +142,9 @@ async fn serve(answer: &mut Answer, req: ClientRequest, ctx: &Ctx, name: &str) -
             })
             .await
         }
-        ClientRequest::SubmitAndFollow(spec) => return submit_and_follow(answer, ctx, spec).await,
+        ClientRequest::SubmitAndFollow(spec) => {
+            return submit_and_follow(answer, ctx, name, spec).await;
+        }
         ClientRequest::Cancel { job } => ask(ctx, |reply| ToDriver::Cancel { job, reply }).await,
         ClientRequest::Drain { worker } => drain(ctx, name, worker, true).await,
         ClientRequest::Undrain { worker } => drain(ctx, name, worker, false).await,
@@ -246,12 +249,8 @@ impl Reader {
 }
 
 /// Registers a watcher (after the driver's next commit) and reports whether the job runs.
-async fn watch(
-    ctx: &Ctx,
-    job: JobId,
-    items: bool,
-) -> Option<(bool, mpsc::UnboundedReceiver<ToClient>)> {
-    let (tx, rx) = mpsc::unbounded_channel();
+async fn watch(ctx: &Ctx, job: JobId, items: bool) -> Option<(bool, FollowRx)> {
+    let (tx, rx) = follow::channel();
     let (reply, running) = oneshot::channel();
     ctx.to_driver
         .send(ToDriver::Watch {
@@ -275,65 +274,97 @@ async fn results(
     after: u64,
     follow: bool,
 ) -> Result<(), Gone> {
-    // Watch first: the store then holds everything before, the watcher everything after
-    // (and perhaps some of the same, which the cursor skips).
-    let Some((running, live)) = watch(ctx, job, follow).await else {
-        return answer.write(&shutting_down()).await;
-    };
-    let mut reader = match Reader::open(ctx).await {
-        Ok(r) => r,
-        Err(message) => return answer.error(message).await,
-    };
-    let total = match reader.read(move |s| s.job(job, wall_ms())).await {
-        Ok(Some(j)) => j.total,
-        Ok(None) => return answer.error(format!("no job {job}")).await,
-        Err(message) => return answer.error(message).await,
-    };
-    answer.write(&ToClient::JobAccepted { job, total }).await?;
-    let mut cursor = after;
-    let mut stored = 0u64;
-    loop {
-        let from = cursor;
-        let rows = match reader.read(move |s| s.results(job, from, PAGE)).await {
-            Ok(rows) => rows,
-            Err(message) => return answer.error(message).await,
-        };
-        let full = rows.len() == PAGE as usize;
-        for r in rows {
-            cursor = r.seq;
-            stored += 1;
-            let msg = ToClient::ItemDone {
-                job,
-                seq: r.seq,
-                worker: r.worker,
-                engine: r.engine,
-                output: r.output,
-            };
-            answer.write(&msg).await?;
-        }
-        if !full {
-            break;
-        }
-    }
-    info!("client {client:?}: job {job}, {stored} stored results after seq {after}");
-    if !(follow && running) {
-        // Not following, or already over: end with how it ended (nothing if still running).
-        return match reader.ending(job).await {
-            ToClient::Error { .. } if running => Ok(()),
-            end => answer.write(&end).await,
-        };
-    }
-    drop(reader);
-    forward_live(answer, live, cursor).await
+    catch_up(answer, ctx, client, job, after, follow, true).await
 }
 
-/// Passes a followed job's live events on (results with `seq` above `cursor`, output), then
-/// how it ended.
+/// Stored results after `cursor` (announced with `JobAccepted` first if `announce`), then, if
+/// `follow`ing a running job, live ones; a follower that falls behind the live results comes
+/// back here and catches up from the store again.
+async fn catch_up(
+    answer: &mut Answer,
+    ctx: &Ctx,
+    client: &str,
+    job: JobId,
+    mut cursor: u64,
+    follow: bool,
+    mut announce: bool,
+) -> Result<(), Gone> {
+    loop {
+        // Watch first: the store then holds everything before, the watcher everything after
+        // (and perhaps some of the same, which the cursor skips).
+        let Some((running, live)) = watch(ctx, job, follow).await else {
+            return answer.write(&shutting_down()).await;
+        };
+        let mut reader = match Reader::open(ctx).await {
+            Ok(r) => r,
+            Err(message) => return answer.error(message).await,
+        };
+        if announce {
+            let total = match reader.read(move |s| s.job(job, wall_ms())).await {
+                Ok(Some(j)) => j.total,
+                Ok(None) => return answer.error(format!("no job {job}")).await,
+                Err(message) => return answer.error(message).await,
+            };
+            answer.write(&ToClient::JobAccepted { job, total }).await?;
+            announce = false;
+        }
+        let from = cursor;
+        let mut stored = 0u64;
+        loop {
+            let after = cursor;
+            let rows = match reader.read(move |s| s.results(job, after, PAGE)).await {
+                Ok(rows) => rows,
+                Err(message) => return answer.error(message).await,
+            };
+            let full = rows.len() == PAGE as usize;
+            for r in rows {
+                cursor = r.seq;
+                stored += 1;
+                let msg = ToClient::ItemDone {
+                    job,
+                    seq: r.seq,
+                    worker: r.worker,
+                    engine: r.engine,
+                    output: r.output,
+                };
+                answer.write(&msg).await?;
+            }
+            if !full {
+                break;
+            }
+        }
+        info!("client {client:?}: job {job}, {stored} stored results after seq {from}");
+        if !(follow && running) {
+            // Not following, or already over: end with how it ended (nothing if still running).
+            return match reader.ending(job).await {
+                ToClient::Error { .. } if running => Ok(()),
+                end => answer.write(&end).await,
+            };
+        }
+        drop(reader);
+        match forward_live(answer, live, cursor).await? {
+            Live::Ended => return Ok(()),
+            Live::LetGo(at) => cursor = at,
+        }
+    }
+}
+
+/// How following live results ended.
+enum Live {
+    /// With how the job ended.
+    Ended,
+    /// The driver let go of this follower (too far behind, or the job ended while it was):
+    /// carry on from the store after this `seq`.
+    LetGo(u64),
+}
+
+/// Passes a followed job's live events on (results with `seq` above `cursor`, output, notes),
+/// then how it ended.
 async fn forward_live(
     answer: &mut Answer,
-    mut live: mpsc::UnboundedReceiver<ToClient>,
+    mut live: FollowRx,
     mut cursor: u64,
-) -> Result<(), Gone> {
+) -> Result<Live, Gone> {
     loop {
         let msg = tokio::select! {
             msg = live.recv() => msg,
@@ -348,27 +379,35 @@ async fn forward_live(
             Some(msg @ (ToClient::Output { .. } | ToClient::HostNote { .. })) => {
                 answer.write(&msg).await?
             }
-            Some(end) => return answer.write(&end).await,
-            None => return answer.write(&shutting_down()).await,
+            Some(end) => return answer.write(&end).await.map(|()| Live::Ended),
+            None => return Ok(Live::LetGo(cursor)),
         }
     }
 }
 
 /// Submits a job and streams its events live from its acceptance (nothing is stored yet, so
-/// nothing is read from the store).
-async fn submit_and_follow(answer: &mut Answer, ctx: &Ctx, spec: JobSpec) -> Result<(), Gone> {
-    let (tx, live) = mpsc::unbounded_channel();
+/// nothing is read from the store unless this follower falls behind).
+async fn submit_and_follow(
+    answer: &mut Answer,
+    ctx: &Ctx,
+    client: &str,
+    spec: JobSpec,
+) -> Result<(), Gone> {
+    let (tx, live) = follow::channel();
     let accepted = ask(ctx, |reply| ToDriver::Submit {
         spec,
         reply,
         watch: Some(tx),
     })
     .await;
-    let ToClient::JobAccepted { .. } = accepted else {
+    let ToClient::JobAccepted { job, .. } = accepted else {
         return answer.write(&accepted).await; // refused: nothing to follow
     };
     answer.write(&accepted).await?;
-    forward_live(answer, live, 0).await
+    match forward_live(answer, live, 0).await? {
+        Live::Ended => Ok(()),
+        Live::LetGo(cursor) => catch_up(answer, ctx, client, job, cursor, true, false).await,
+    }
 }
 
 /// Answers once the job has ended.

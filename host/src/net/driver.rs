@@ -17,6 +17,7 @@ use bramble_wire::{HostHealth, JobId, JobSpec, JobState, ToClient, ToWorker, clo
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
+use super::follow::FollowTx;
 use crate::store::Store;
 
 /// Messages handled per batch at most, so a flood cannot starve the flush.
@@ -65,7 +66,7 @@ pub(crate) enum ToDriver {
         spec: JobSpec,
         reply: oneshot::Sender<ToClient>,
         /// `SubmitAndFollow`: watch the job from the moment it is accepted.
-        watch: Option<mpsc::UnboundedSender<ToClient>>,
+        watch: Option<FollowTx>,
     },
     Cancel {
         job: JobId,
@@ -82,14 +83,14 @@ pub(crate) enum ToDriver {
     Watch {
         job: JobId,
         items: bool,
-        tx: mpsc::UnboundedSender<ToClient>,
+        tx: FollowTx,
         reply: oneshot::Sender<bool>,
     },
 }
 
 struct Watcher {
     items: bool,
-    tx: mpsc::UnboundedSender<ToClient>,
+    tx: FollowTx,
 }
 
 /// Writing the job store fails: since when, why, and when to try and to log again.
@@ -110,18 +111,13 @@ struct Driver {
     unwritten: Vec<Action>,
     stall: Option<Stall>,
     // Unbounded channels: what goes to a worker is bounded by its slots (the scheduler never
-    // places more); what goes to a watcher is bounded by its job's results.
+    // places more); what goes to a watcher is bounded in bytes (`follow`).
     workers: BTreeMap<SessionId, mpsc::UnboundedSender<PeerCmd>>,
     pending: BTreeMap<RequestId, oneshot::Sender<ToClient>>,
     watchers: BTreeMap<JobId, Vec<Watcher>>,
-    deferred: Vec<(
-        JobId,
-        bool,
-        mpsc::UnboundedSender<ToClient>,
-        oneshot::Sender<bool>,
-    )>,
+    deferred: Vec<(JobId, bool, FollowTx, oneshot::Sender<bool>)>,
     /// Submits that follow their job: the watcher starts with the job's acceptance.
-    watched_submits: BTreeMap<RequestId, mpsc::UnboundedSender<ToClient>>,
+    watched_submits: BTreeMap<RequestId, FollowTx>,
     next_request: u64,
 }
 
@@ -376,7 +372,7 @@ impl Driver {
             message: message.to_owned(),
         };
         for ws in self.watchers.values_mut() {
-            ws.retain(|w| !w.items || w.tx.send(msg.clone()).is_ok());
+            ws.retain(|w| !w.items || w.tx.send(msg.clone()));
         }
         for (_, items, tx, _) in &self.deferred {
             if *items {
@@ -400,7 +396,7 @@ impl Driver {
     /// Sends `msg` to the job's watchers that follow its items.
     fn tell(&mut self, job: JobId, msg: &ToClient) {
         if let Some(ws) = self.watchers.get_mut(&job) {
-            ws.retain(|w| !w.items || w.tx.send(msg.clone()).is_ok());
+            ws.retain(|w| !w.items || w.tx.send(msg.clone()));
         }
     }
 

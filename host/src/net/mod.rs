@@ -3,6 +3,7 @@
 
 mod client_peer;
 mod driver;
+mod follow;
 mod revoke;
 mod worker_peer;
 

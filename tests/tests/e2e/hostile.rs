@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use bramble_certs::Bundle;
 use bramble_tests::{Cluster, Signal, lines, rss_kib, stderr, stdout};
-use bramble_wire::{ClientRequest, Hello, ToClient, ToHost};
+use bramble_wire::{
+    ClientRequest, Hello, ItemRange, JobKind, JobSpec, Targets, ToClient, ToHost, Work,
+};
 use quinn::crypto::rustls::QuicClientConfig;
 
 /// A tmpfs of `size` mounted over `dir` (which keeps its files), unmounted when dropped.
@@ -376,4 +378,98 @@ fn a_ten_million_item_job_costs_the_host_a_window_not_the_items() {
     let results = c.bramble(&["results", &job]);
     assert_eq!(stdout(&results).lines().count() as u64, done);
     assert_eq!(stdout(&results).lines().next(), Some("0"));
+}
+
+/// Issue 11, item 2 (the other half): a client that submits and follows a job but stops
+/// reading does not make the host buffer the job's results for it. The host lets it fall
+/// behind; once it reads again it catches up from the job store, every result once.
+#[tokio::test]
+async fn a_follower_that_stops_reading_costs_the_host_nothing_and_misses_nothing() {
+    let mut c = Cluster::start_split(2, |_| vec![]);
+    let host = c.pid("host");
+    let idle = rss_kib(host);
+    let conn = connect_as_client(&c).await;
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let spec = JobSpec {
+        kind: JobKind::Map,
+        work: Work::Command {
+            command: bramble_wire::Command {
+                argv: vec!["head -c 50000 /dev/zero | tr '\\0' x".into()],
+                shell: true,
+                timeout_ms: 0,
+            },
+            persistent: false,
+        },
+        items: vec![],
+        chunksize: 1,
+        targets: Targets::All,
+        retries: 0,
+        range: Some(ItemRange {
+            start: 0,
+            end: 1000,
+        }),
+    };
+    let mut frame = Vec::new();
+    bramble_wire::codec::encode_frame(&ClientRequest::SubmitAndFollow(spec), &mut frame).unwrap();
+    send.write_all(&frame).await.unwrap();
+    send.finish().unwrap();
+
+    // 50 MB of results while nobody reads them.
+    let jobs = c.command("bramble", &["--json", "jobs"]);
+    tokio::task::spawn_blocking(move || {
+        let mut jobs = jobs;
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let out = jobs.output().unwrap();
+            let list: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+            if list[0]["state"] == "done" {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "job never finished");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    })
+    .await
+    .unwrap();
+    let full = rss_kib(host);
+    eprintln!(
+        "follower not reading 50 MB of results: host RSS {} -> {} MiB",
+        idle >> 10,
+        full >> 10
+    );
+    assert!(
+        full - idle < 40 << 10,
+        "the host grew by {} MiB",
+        (full - idle) >> 10
+    );
+
+    // Reading now: every result once, then the end.
+    let mut decoder = bramble_wire::FrameDecoder::default();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let finished = 'read: loop {
+        let n = recv
+            .read(&mut buf)
+            .await
+            .unwrap()
+            .expect("stream ended early");
+        decoder.push(&buf[..n]);
+        while let Some(msg) = decoder.next_msg::<ToClient>().unwrap() {
+            match msg {
+                ToClient::ItemDone { output, .. } => {
+                    assert_eq!(output.stdout.len(), 50_000);
+                    assert!(seen.insert(output.index), "{} twice", output.index);
+                }
+                ToClient::JobFinished { failed, .. } => break 'read failed,
+                ToClient::JobAccepted { .. } => {}
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    assert_eq!(finished, 0);
+    assert_eq!(seen.len(), 1000);
+    assert!(
+        c.log_of("host").contains("stored results after seq"),
+        "no catch-up"
+    );
 }
