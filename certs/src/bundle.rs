@@ -165,4 +165,13 @@ mod tests {
              \"-----END CERTIFICATE-----\" line"
         );
     }
+
+    /// Bounded fuzz run (CI): bundle files, random and mangled, give an error, never a panic.
+    #[test]
+    fn parsing_never_panics_on_any_file() {
+        let sample = serde_json::to_string(&sample()).unwrap();
+        bramble_wire::fuzz::run(&[sample.as_bytes()], 4096, |input| {
+            let _ = Bundle::parse(&String::from_utf8_lossy(input));
+        });
+    }
 }

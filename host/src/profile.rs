@@ -333,4 +333,16 @@ mod tests {
         assert!(split_host_port("pi.local").is_err());
         assert!(split_host_port(":7707").is_err());
     }
+
+    /// Bounded fuzz run (CI): `host.toml` texts, random and mangled, give an error, never a
+    /// panic.
+    #[test]
+    fn config_files_never_panic() {
+        let sample = "listen = \"0.0.0.0:7707\"\npublic = [\"10.0.0.2:7707\"]\n\
+                      policy = \"thermal\"\nheartbeat_ms = 1000\nworker_timeout_ms = 5000\n";
+        assert!(toml::from_str::<HostConfig>(sample).is_ok());
+        bramble_wire::fuzz::run(&[sample.as_bytes()], 512, |input| {
+            let _ = toml::from_str::<HostConfig>(&String::from_utf8_lossy(input));
+        });
+    }
 }

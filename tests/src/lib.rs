@@ -2,6 +2,8 @@
 //! its own temporary `BRAMBLE_HOME` on its own UDP port. The binaries come from the same
 //! cargo target directory (`cargo build --workspace --bins` first; `scripts/test.sh` does).
 
+pub mod relay;
+
 use std::fs::File;
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
@@ -143,7 +145,12 @@ impl Cluster {
 
     /// Polls `bramble ids` until `n` workers are connected (20 s at most).
     pub fn wait_for_workers(&self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        self.wait_for_workers_within(n, 20);
+    }
+
+    /// Polls `bramble ids` until `n` workers are connected (`secs` at most).
+    pub fn wait_for_workers_within(&self, n: usize, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
             let out = self.bramble(&["ids"]);
             if out.status.success() && self.parse_ids(&out).len() == n {

@@ -17,6 +17,7 @@
 
 pub mod client;
 pub mod codec;
+pub mod fuzz;
 pub mod ids;
 pub mod serde_bounded;
 pub mod task;

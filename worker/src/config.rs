@@ -304,4 +304,14 @@ mod tests {
             (Some(2), Some(vec!["rack1".to_owned()]))
         );
     }
+
+    /// Bounded fuzz run (CI): `worker.toml` texts, random and mangled, give an error, never
+    /// a panic.
+    #[test]
+    fn config_files_never_panic() {
+        let sample = "slots = 4\nlabels = [\"gpu\", \"rack-2\"]\nallow = [\"python3\"]\n";
+        bramble_wire::fuzz::run(&[sample.as_bytes()], 256, |input| {
+            let _ = toml::from_str::<FileConfig>(&String::from_utf8_lossy(input));
+        });
+    }
 }

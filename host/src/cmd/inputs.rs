@@ -151,4 +151,17 @@ mod tests {
         assert_eq!(timeout_ms(Some(1.5)).unwrap(), 1500);
         assert!(timeout_ms(Some(-1.0)).is_err());
     }
+
+    /// Bounded fuzz run (CI): what users type for targets, ranges and commands gives an error
+    /// or a value, never a panic.
+    #[test]
+    fn user_input_never_panics() {
+        let samples: [&[u8]; 3] = [b"0,2,5-7,gpu", b"-2..1000000", b"echo {} ::: a b c"];
+        bramble_wire::fuzz::run(&samples, 64, |input| {
+            let s = String::from_utf8_lossy(input);
+            let _ = parse_targets(Some(&s));
+            let _ = parse_range(&s);
+            let _ = split_command(&words(&s));
+        });
+    }
 }

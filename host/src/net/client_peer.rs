@@ -93,7 +93,10 @@ async fn request(
         Err(ReadError::Decode(why)) => {
             // Not a request of this protocol (a worker's Hello, garbage): say why and end
             // the stream, reading no more of it.
-            let reason = format!("not a client request: {why}");
+            let reason = match why {
+                bramble_wire::DecodeError::Inflated(_) => format!("request refused: {why}"),
+                _ => format!("not a client request: {why}"),
+            };
             warn!("refused a request of client {name:?}: {reason}");
             let _ = recv.stop(close::PROTOCOL.into());
             answer.error(reason).await

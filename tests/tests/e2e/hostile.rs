@@ -473,3 +473,127 @@ async fn a_follower_that_stops_reading_costs_the_host_nothing_and_misses_nothing
         "no catch-up"
     );
 }
+
+/// Issue 11, item 9: four workers behind a relay that drops 10 % of the datagrams each way
+/// and delays the rest by 25 ms, then cuts them off for 20 s (longer than the worker timeout
+/// and QUIC's idle timeout) in the middle of a job: every result exactly once, and the time
+/// the workers take to rejoin once the link is back.
+#[test]
+fn loss_delay_and_a_partition_lose_nothing() {
+    let mut c = Cluster::init();
+    c.spawn_host();
+    let relay = bramble_tests::relay::Relay::start(c.port);
+    for i in 0..4 {
+        let name = format!("w{i}");
+        assert!(c.bramble(&["enroll", &name]).status.success());
+        let path = c.profile_path(&format!("workers/{name}.json"));
+        let mut bundle = Bundle::load(&path).unwrap();
+        bundle.hosts = vec![format!("127.0.0.1:{}", relay.port)];
+        bundle.save(&path).unwrap_or_else(|e| panic!("{e}"));
+        c.spawn_worker(i, &[]);
+        c.wait_for_workers(i + 1);
+    }
+    relay.set(0.10, Duration::from_millis(25));
+
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let script = format!(
+        "echo {{}} >> {}; sleep 0.05; echo item-{{}}",
+        runs.display()
+    );
+    let out = c.bramble(&[
+        "submit", "map", "--range", "0..300", "--shell", "--", &script,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let job = stdout(&out).trim().to_owned();
+    c.wait_until(60, "some results through the lossy link", || {
+        lines(&runs).len() >= 60
+    });
+
+    relay.cut(true);
+    c.wait_until(30, "the host to lose every worker", || {
+        c.parse_ids(&c.bramble(&["ids"])).is_empty()
+    });
+    // The partition lasts past QUIC's idle timeout (15 s): the connections die.
+    std::thread::sleep(Duration::from_secs(20));
+    relay.cut(false);
+    let healed = std::time::Instant::now();
+    c.wait_for_workers_within(4, 90);
+    let rejoin = healed.elapsed();
+
+    let out = c.bramble(&["wait", &job, "--timeout", "120"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = c.bramble(&["--json", "results", &job]);
+    let mut seen = std::collections::BTreeSet::new();
+    for line in stdout(&out).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let i = v["index"].as_u64().unwrap();
+        assert_eq!(v["stdout"].as_str().unwrap(), format!("item-{i}\n"));
+        assert!(seen.insert(i), "{i} printed twice");
+    }
+    let ran = lines(&runs).len();
+    eprintln!(
+        "10% loss, 25 ms delay, 20 s partition: 300 items, 300 results, {ran} executions, \
+         all 4 workers back {:.1} s after the link returned",
+        rejoin.as_secs_f64()
+    );
+    assert_eq!(seen.len(), 300);
+    assert!(ran >= 300);
+}
+
+/// Issue 11, item 4: a request of four million empty items (a 4 MB frame that used to decode
+/// into 100 MB) is refused for what it would cost, and the host stays small.
+#[tokio::test]
+async fn a_frame_of_empty_items_is_refused_before_it_inflates() {
+    let mut c = Cluster::start_split(1, |_| vec![]);
+    let host = c.pid("host");
+    let idle = rss_kib(host);
+    let conn = connect_as_client(&c).await;
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let spec = JobSpec {
+        kind: JobKind::Map,
+        work: Work::Command {
+            command: bramble_wire::Command {
+                argv: vec!["true".into()],
+                shell: false,
+                timeout_ms: 0,
+            },
+            persistent: false,
+        },
+        items: vec![Vec::new(); 4_000_000],
+        chunksize: 1,
+        targets: Targets::All,
+        retries: 0,
+        range: None,
+    };
+    let mut frame = Vec::new();
+    bramble_wire::codec::encode_frame(&ClientRequest::Submit(spec), &mut frame).unwrap();
+    send.write_all(&frame).await.unwrap();
+    send.finish().unwrap();
+    let answer = recv.read_to_end(1 << 20).await.unwrap();
+    let reply: ToClient = bramble_wire::codec::decode_body(&answer[4..]).unwrap();
+    let after = rss_kib(host);
+    eprintln!(
+        "4M empty items in {} KiB: {reply:?}; host RSS {} -> {} MiB",
+        frame.len() >> 10,
+        idle >> 10,
+        after >> 10
+    );
+    assert!(
+        matches!(&reply, ToClient::Error { message } if message.contains("decodes to more than 8 times its size")),
+        "{reply:?}"
+    );
+    assert!(
+        after - idle < 64 << 10,
+        "the host grew by {} MiB",
+        (after - idle) >> 10
+    );
+    assert_eq!(job_count(&c), 0, "no job was created");
+}
+
+/// How many jobs `bramble jobs` lists.
+fn job_count(c: &Cluster) -> usize {
+    let out = c.bramble(&["--json", "jobs"]);
+    let jobs: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    jobs.as_array().unwrap().len()
+}

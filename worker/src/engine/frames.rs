@@ -129,4 +129,17 @@ mod tests {
         assert!(decode(&[]).is_err());
         assert!(decode(&[10, 3]).is_err());
     }
+
+    /// Bounded fuzz run (CI): frame bodies from an engine, random and mangled.
+    #[test]
+    fn decoding_never_panics_on_any_body() {
+        let samples: [&[u8]; 3] = [
+            b"\x0a\x03\x0b\x07 3.0.0",
+            b"\x0b\x01hello",
+            b"\x0c\x00value",
+        ];
+        bramble_wire::fuzz::run(&samples, 256, |body| {
+            let _ = decode(body);
+        });
+    }
 }

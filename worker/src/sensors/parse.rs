@@ -140,4 +140,30 @@ mod tests {
             "firmware error"
         );
     }
+
+    /// Bounded fuzz run (CI): every parser, on random text and on mangled real samples.
+    #[test]
+    fn parsers_never_panic_on_any_text() {
+        let samples: [&[u8]; 4] = [
+            b"48312\n",
+            b"throttled=0x50005\n",
+            b"frequency(48)=1500398464\n",
+            b"1800000\n",
+        ];
+        bramble_wire::fuzz::run(&samples, 64, |input| {
+            let s = String::from_utf8_lossy(input);
+            let _ = millidegrees(&s);
+            let _ = khz_to_mhz(&s);
+            let _ = vcgencmd_throttled(&s);
+            let _ = vcgencmd_clock(&s);
+            let _ = undervolt_alarm(&s);
+            let mut buf = [0u32; MBOX_WORDS];
+            for (word, chunk) in buf.iter_mut().zip(input.chunks(4)) {
+                let mut w = [0u8; 4];
+                w[..chunk.len()].copy_from_slice(chunk);
+                *word = u32::from_le_bytes(w);
+            }
+            let _ = mailbox_response(&buf, buf[2]);
+        });
+    }
 }
