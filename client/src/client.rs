@@ -19,6 +19,9 @@ use bramble_wire::{
 use crate::stream::JobStream;
 use crate::{ClientError, JobEnd, Order};
 
+/// How long closing waits for the close to be sent.
+const CLOSE_FLUSH: Duration = Duration::from_millis(1);
+
 /// How long one dial waits for an answer.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a waiting or following client keeps trying to reach a restarted host.
@@ -354,7 +357,10 @@ impl Client {
         if let Some(link) = self.link() {
             link.conn
                 .close(bramble_wire::close::SHUTDOWN.into(), b"client done");
-            let _ = tokio::time::timeout(Duration::from_secs(1), link.endpoint.wait_idle()).await;
+            // Long enough for the endpoint to send the close (the host then forgets the
+            // connection at once); not the whole drain period QUIC keeps after it (three
+            // probe timeouts, most of a short-lived CLI call's time).
+            let _ = tokio::time::timeout(CLOSE_FLUSH, link.endpoint.wait_idle()).await;
         }
     }
 }

@@ -25,6 +25,12 @@ pub enum Side {
 /// Bytes a peer may have in flight to the host on one connection, unread.
 const HOST_RECEIVE_WINDOW: u32 = 8 << 20;
 
+/// The round trip a dialling side assumes before it has measured one (quinn's default is
+/// 333 ms, which makes the first retransmission of a lost or unanswered first packet wait
+/// about a second: a worker started before its host joined a second late). Bramble's links
+/// are LANs; on a slower one this only costs a spurious retransmission of the first packet.
+const DIAL_RTT: Duration = Duration::from_millis(10);
+
 /// The transport settings of `side`.
 pub fn transport(side: Side) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
@@ -41,10 +47,12 @@ pub fn transport(side: Side) -> quinn::TransportConfig {
             t.receive_window(HOST_RECEIVE_WINDOW.into());
         }
         Side::Worker => {
+            t.initial_rtt(DIAL_RTT);
             t.keep_alive_interval(Some(Duration::from_secs(3)));
             t.max_concurrent_uni_streams(0u32.into());
         }
         Side::Client => {
+            t.initial_rtt(DIAL_RTT);
             t.keep_alive_interval(Some(Duration::from_secs(2)));
         }
     }

@@ -70,10 +70,7 @@ async fn dial(
         Ok(Ok(conn)) => Ok((conn, endpoint)),
         Ok(Err(e)) => Err((explain(&e), is_refusal(&e))),
         Err(_) => Err((
-            format!(
-                "no answer within {}s (is `bramble serve` running?)",
-                timeout.as_secs()
-            ),
+            format!("no answer within {timeout:?} (is `bramble serve` running?)"),
             false,
         )),
     }

@@ -16,6 +16,11 @@ use crate::watchdog;
 /// A connection that lived this long resets the backoff.
 const HEALTHY: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// For this long after the host stopped answering (or from the start), the worker dials
+/// again at once, each dial waiting only [`EAGER_DIAL`]: a host that starts after its workers,
+/// or restarts, has them back within tens of milliseconds. Then it backs off.
+const EAGER_FOR: Duration = Duration::from_secs(5);
+const EAGER_DIAL: Duration = Duration::from_millis(50);
 
 /// Runs until SIGTERM/SIGINT.
 pub(crate) async fn run(config: WorkerConfig) -> anyhow::Result<()> {
@@ -25,16 +30,25 @@ pub(crate) async fn run(config: WorkerConfig) -> anyhow::Result<()> {
     let mut worker = Worker::new(&config, seed, shutdown.clone());
     let mut backoff = Backoff::new(seed);
     let mut stop = shutdown.clone();
+    // Since when no dial was answered (`None` before the first).
+    let mut unanswered: Option<Instant> = None;
     watchdog::ready();
     loop {
         let started = Instant::now();
+        let eager = unanswered.is_none_or(|since| since.elapsed() < EAGER_FOR);
+        let timeout = if eager { EAGER_DIAL } else { CONNECT_TIMEOUT };
         debug!("dialling {}", config.bundle.hosts.join(", "));
         // A SIGTERM while dialling an unreachable host ends the worker at once.
         let dialed = tokio::select! {
-            dialed = bramble_net::connect(&config.bundle, &client, CONNECT_TIMEOUT) => dialed,
+            dialed = bramble_net::connect(&config.bundle, &client, timeout) => dialed,
             _ = stop.wait_for(|stop| *stop) => return Ok(()),
         };
         let fatal = match dialed {
+            Err(e) if eager && !e.refused => {
+                unanswered.get_or_insert(started);
+                debug!("cannot connect yet: {e}");
+                continue;
+            }
             Ok((conn, _endpoint)) => {
                 info!("connected to {}", conn.remote_address());
                 match worker.serve(conn).await {
@@ -45,6 +59,8 @@ pub(crate) async fn run(config: WorkerConfig) -> anyhow::Result<()> {
                         } else {
                             warn!("connection lost: {reason}");
                         }
+                        // Dial eagerly again: a restarted host is back in moments.
+                        unanswered = Some(Instant::now());
                         fatal
                     }
                 }
