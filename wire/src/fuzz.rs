@@ -12,7 +12,8 @@ impl Inputs {
         Self(seed)
     }
 
-    fn next(&mut self) -> u64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -25,13 +26,13 @@ impl Inputs {
         if n == 0 {
             return 0;
         }
-        (self.next() % n as u64) as usize
+        (self.next_u64() % n as u64) as usize
     }
 
     /// Up to `max` random bytes.
     pub fn bytes(&mut self, max: usize) -> Vec<u8> {
         let len = self.below(max + 1);
-        (0..len).map(|_| self.next() as u8).collect()
+        (0..len).map(|_| self.next_u64() as u8).collect()
     }
 
     /// `sample` with one to four edits: a byte changed, inserted or removed, or the end cut.
@@ -40,8 +41,8 @@ impl Inputs {
         for _ in 0..1 + self.below(4) {
             let at = self.below(out.len() + 1);
             match self.below(4) {
-                0 if at < out.len() => out[at] = self.next() as u8,
-                1 => out.insert(at, self.next() as u8),
+                0 if at < out.len() => out[at] = self.next_u64() as u8,
+                1 => out.insert(at, self.next_u64() as u8),
                 2 if at < out.len() => {
                     out.remove(at);
                 }

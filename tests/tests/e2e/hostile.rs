@@ -390,25 +390,14 @@ async fn a_follower_that_stops_reading_costs_the_host_nothing_and_misses_nothing
     let idle = rss_kib(host);
     let conn = connect_as_client(&c).await;
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    let spec = JobSpec {
-        kind: JobKind::Map,
-        work: Work::Command {
-            command: bramble_wire::Command {
-                argv: vec!["head -c 50000 /dev/zero | tr '\\0' x".into()],
-                shell: true,
-                timeout_ms: 0,
-            },
-            persistent: false,
-        },
-        items: vec![],
-        chunksize: 1,
-        targets: Targets::All,
-        retries: 0,
-        range: Some(ItemRange {
+    let spec = map_of(
+        "head -c 50000 /dev/zero | tr '\\0' x",
+        vec![],
+        Some(ItemRange {
             start: 0,
             end: 1000,
         }),
-    };
+    );
     let mut frame = Vec::new();
     bramble_wire::codec::encode_frame(&ClientRequest::SubmitAndFollow(spec), &mut frame).unwrap();
     send.write_all(&frame).await.unwrap();
@@ -550,22 +539,7 @@ async fn a_frame_of_empty_items_is_refused_before_it_inflates() {
     let idle = rss_kib(host);
     let conn = connect_as_client(&c).await;
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    let spec = JobSpec {
-        kind: JobKind::Map,
-        work: Work::Command {
-            command: bramble_wire::Command {
-                argv: vec!["true".into()],
-                shell: false,
-                timeout_ms: 0,
-            },
-            persistent: false,
-        },
-        items: vec![Vec::new(); 4_000_000],
-        chunksize: 1,
-        targets: Targets::All,
-        retries: 0,
-        range: None,
-    };
+    let spec = map_of("true", vec![Vec::new(); 4_000_000], None);
     let mut frame = Vec::new();
     bramble_wire::codec::encode_frame(&ClientRequest::Submit(spec), &mut frame).unwrap();
     send.write_all(&frame).await.unwrap();
@@ -596,4 +570,24 @@ fn job_count(c: &Cluster) -> usize {
     let out = c.bramble(&["--json", "jobs"]);
     let jobs: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     jobs.as_array().unwrap().len()
+}
+
+/// A map job of a shell command, as the CLI would send it.
+fn map_of(script: &str, items: Vec<Vec<u8>>, range: Option<ItemRange>) -> JobSpec {
+    JobSpec {
+        kind: JobKind::Map,
+        work: Work::Command {
+            command: bramble_wire::Command {
+                argv: vec![script.into()],
+                shell: true,
+                timeout_ms: 0,
+            },
+            persistent: false,
+        },
+        items,
+        chunksize: 1,
+        targets: Targets::All,
+        retries: 0,
+        range,
+    }
 }
