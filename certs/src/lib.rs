@@ -8,6 +8,11 @@
 //! Generating keys and certificates needs the `issue` feature (rcgen, x509-parser); the worker
 //! builds without it and only loads PEM from its bundle.
 
+/// Tests count allocations: every decoder's fuzz run checks what it allocates.
+#[cfg(test)]
+#[global_allocator]
+static COUNTING: bramble_wire::fuzz::Counting = bramble_wire::fuzz::Counting;
+
 pub mod bundle;
 #[cfg(feature = "issue")]
 pub mod ca;

@@ -5,6 +5,11 @@
 //! The decisions live in `bramble-sched`; its simulation tests (`sim`) run here because they
 //! restart their host from a real (in-memory) job store.
 
+/// Tests count allocations: every decoder's fuzz run checks what it allocates.
+#[cfg(test)]
+#[global_allocator]
+static COUNTING: bramble_wire::fuzz::Counting = bramble_wire::fuzz::Counting;
+
 pub mod net;
 pub mod profile;
 pub mod store;

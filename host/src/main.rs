@@ -1,6 +1,11 @@
 //! `bramble`: the host scheduler and the CLI. Thin: parse, dispatch, map errors to exit codes
 //! (0 success, 1 some tasks failed, 2 usage, config or connection error).
 
+/// Tests count allocations: every decoder's fuzz run checks what it allocates.
+#[cfg(test)]
+#[global_allocator]
+static COUNTING: bramble_wire::fuzz::Counting = bramble_wire::fuzz::Counting;
+
 mod cli;
 mod cmd;
 

@@ -1,7 +1,12 @@
 //! Seeded inputs for every decoder's bounded fuzz run in CI: random bytes, and valid samples
 //! with bytes flipped, inserted, removed or cut short. Each crate's tests feed its decoders
-//! from here (a failure names the seed to replay with `FUZZ_SEED`); the cargo-fuzz targets in
-//! `fuzz/` explore further where a nightly toolchain exists.
+//! from here (a failure names the seed to replay with `FUZZ_SEED`) and count what they
+//! allocate ([`Counting`], the test binary's global allocator): a decode may neither panic nor
+//! allocate more than its input justifies. The cargo-fuzz targets in `fuzz/` explore further
+//! where a nightly toolchain exists.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 
 /// A deterministic stream of inputs (splitmix64).
 #[derive(Clone, Debug)]
@@ -77,14 +82,87 @@ pub fn seeds() -> impl Iterator<Item = u64> {
     (from..).take(count)
 }
 
-/// Runs `check` on the inputs of every seed; a panic names the seed to replay.
+/// What a decode of `len` input bytes may allocate at most: 64 bytes per input byte covers
+/// the most inflating shapes (a list of structs of a byte each, doubled while a vector grows),
+/// plus 64 KiB for a parser's own tables.
+pub fn justified(len: usize) -> usize {
+    64 * len + (64 << 10)
+}
+
+/// Runs `check` on the inputs of every seed: a panic, or a peak of allocations above
+/// [`justified`], names the seed to replay. The test binary must count allocations
+/// (`#[global_allocator] static A: Counting = Counting;`).
 pub fn run(samples: &[&[u8]], max: usize, mut check: impl FnMut(&[u8])) {
+    reset();
+    drop(std::hint::black_box(vec![0u8; 4096]));
+    assert!(
+        peak() >= 4096,
+        "allocations are not counted: make bramble_wire::fuzz::Counting the global allocator"
+    );
     for seed in seeds() {
         let input = Inputs::new(seed).input(samples, max);
+        reset();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&input)));
         assert!(
             result.is_ok(),
             "decoder panicked; replay with FUZZ_SEED={seed}"
         );
+        let peak = peak();
+        assert!(
+            peak <= justified(input.len()),
+            "{} input bytes took {peak} bytes of allocations; replay with FUZZ_SEED={seed}",
+            input.len()
+        );
     }
+}
+
+/// A global allocator for test binaries that counts the live bytes of each thread: [`peak`]
+/// is the most that were live at once since [`reset`]. Every call is forwarded to the system
+/// allocator unchanged.
+pub struct Counting;
+
+thread_local! {
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+    static PEAK: Cell<isize> = const { Cell::new(0) };
+    static BASE: Cell<isize> = const { Cell::new(0) };
+}
+
+fn add(n: isize) {
+    // `try_with`: the thread's slots may already be gone while it exits.
+    let _ = LIVE.try_with(|live| {
+        let now = live.get() + n;
+        live.set(now);
+        let _ = PEAK.try_with(|p| p.set(p.get().max(now)));
+    });
+}
+
+// SAFETY: every call is forwarded to the system allocator unchanged; the counters are
+// const-initialised thread-locals, which never allocate.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        add(layout.size() as isize);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        add(-(layout.size() as isize));
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new: usize) -> *mut u8 {
+        add(new as isize - layout.size() as isize);
+        unsafe { System.realloc(ptr, layout, new) }
+    }
+}
+
+/// Starts a new peak at what this thread has live now.
+pub fn reset() {
+    let live = LIVE.with(Cell::get);
+    BASE.with(|b| b.set(live));
+    PEAK.with(|p| p.set(live));
+}
+
+/// The most bytes this thread had live at once above the level at the last [`reset`].
+pub fn peak() -> usize {
+    let base = BASE.with(Cell::get);
+    PEAK.with(|p| (p.get() - base).max(0) as usize)
 }

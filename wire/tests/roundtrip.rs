@@ -457,61 +457,12 @@ fn an_announced_count_reserves_little_before_elements_decode() {
     }
 }
 
-/// A counting allocator: the peak of live bytes allocated by *this thread* since `reset`.
+/// The peak of live bytes allocated by this thread since `reset`.
 mod alloc {
-    use std::alloc::{GlobalAlloc, Layout, System};
-    use std::cell::Cell;
-
-    struct Counting;
-
-    thread_local! {
-        static LIVE: Cell<isize> = const { Cell::new(0) };
-        static PEAK: Cell<isize> = const { Cell::new(0) };
-        static BASE: Cell<isize> = const { Cell::new(0) };
-    }
-
-    fn add(n: isize) {
-        // `try_with`: the thread's slots may already be gone while it exits.
-        let _ = LIVE.try_with(|live| {
-            let now = live.get() + n;
-            live.set(now);
-            let _ = PEAK.try_with(|p| p.set(p.get().max(now)));
-        });
-    }
-
-    // SAFETY (why `unsafe` is fine here, in a test binary only): every call is forwarded to
-    // the system allocator unchanged; the counters are const-initialised thread-locals, which
-    // never allocate.
-    #[allow(unsafe_code)]
-    unsafe impl GlobalAlloc for Counting {
-        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            add(layout.size() as isize);
-            unsafe { System.alloc(layout) }
-        }
-        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            add(-(layout.size() as isize));
-            unsafe { System.dealloc(ptr, layout) }
-        }
-        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new: usize) -> *mut u8 {
-            add(new as isize - layout.size() as isize);
-            unsafe { System.realloc(ptr, layout, new) }
-        }
-    }
+    pub(super) use bramble_wire::fuzz::{peak, reset};
 
     #[global_allocator]
-    static COUNTING: Counting = Counting;
-
-    pub(super) fn reset() {
-        let live = LIVE.with(Cell::get);
-        BASE.with(|b| b.set(live));
-        PEAK.with(|p| p.set(live));
-    }
-
-    /// The most bytes live at once above the level at the last `reset`.
-    pub(super) fn peak() -> usize {
-        let base = BASE.with(Cell::get);
-        PEAK.with(|p| (p.get() - base).max(0) as usize)
-    }
+    static COUNTING: bramble_wire::fuzz::Counting = bramble_wire::fuzz::Counting;
 }
 
 /// Issue 11, item 4: big frames of empty elements (a result of a million empty outputs, a job

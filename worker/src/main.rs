@@ -1,6 +1,11 @@
 //! `bramble-worker`: the lean agent on each Pi. Thin: parse the config, start a
 //! current-thread runtime, run the connection loop. Exit 2 on a bad config or bundle.
 
+/// Tests count allocations: every decoder's fuzz run checks what it allocates.
+#[cfg(test)]
+#[global_allocator]
+static COUNTING: bramble_wire::fuzz::Counting = bramble_wire::fuzz::Counting;
+
 mod backoff;
 mod config;
 mod coproc;
