@@ -52,6 +52,9 @@ impl Scheduler {
     /// Places queued tasks, oldest first (cutting more from map jobs first: enough for what
     /// one pass can place, see [`PLAN_AHEAD`]).
     pub(super) fn dispatch(&mut self, now: Instant) {
+        if self.tasks.is_empty() && !self.anything_unplanned() {
+            return; // nothing to place or to back up
+        }
         let slots: usize = self
             .workers
             .values()

@@ -122,6 +122,8 @@ pub struct Scheduler {
     actions: VecDeque<Action>,
     /// After a restart, tasks are kept for the worker that had them until then.
     keep_until: Option<Instant>,
+    /// A placement pass is due (at this time) before the next action.
+    dispatch_at: Option<Instant>,
 }
 
 impl Scheduler {
@@ -142,6 +144,7 @@ impl Scheduler {
             last_placed: None,
             actions: VecDeque::new(),
             keep_until: None,
+            dispatch_at: None,
         }
     }
 
@@ -242,7 +245,7 @@ impl Scheduler {
                 self.actions.push_back(Action::Reply { request, msg });
             }
         }
-        self.dispatch(now);
+        self.dispatch_soon(now);
     }
 
     /// Declares workers lost whose heartbeat deadline has passed.
@@ -266,12 +269,22 @@ impl Scheduler {
                 t.kept_for = None;
             }
         }
-        self.dispatch(now);
+        self.dispatch_soon(now);
     }
 
-    /// The next thing for the driver to do.
+    /// The next thing for the driver to do. Placement runs here, once for everything handled
+    /// since the last call: a batch of events (telemetry from a thousand workers, a burst of
+    /// results) costs one pass over the workers, not one each.
     pub fn poll_action(&mut self) -> Option<Action> {
+        if let Some(now) = self.dispatch_at.take() {
+            self.dispatch(now);
+        }
         self.actions.pop_front()
+    }
+
+    /// Asks for a placement pass before the next action is given out.
+    fn dispatch_soon(&mut self, now: Instant) {
+        self.dispatch_at = Some(self.dispatch_at.map_or(now, |t| t.max(now)));
     }
 
     /// When [`Scheduler::handle_timeout`] must be called next.
