@@ -40,16 +40,21 @@ def signal(path: str, text: str = "") -> None:
 
 def through(path: str, value: Any = None) -> Any:
     """In an engine: waits until the gate at ``path`` opens (or is closed), then returns
-    ``value``. Opening does not block, so a gate already closed lets it through at once."""
+    ``value``. A gate closed before the engine got here lets it through at once: a FIFO
+    opened after its last writer left never reads end-of-file, so closing also leaves a
+    mark (``PATH.closed``) that is looked for between waits."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
-        while True:
-            select.select([fd], [], [])
+        while not os.path.exists(path + ".closed"):
+            ready, _, _ = select.select([fd], [], [], 0.05)
+            if not ready:
+                continue
             try:
                 os.read(fd, 1)  # a pass, or end-of-file: the gate was closed
                 return value
             except BlockingIOError:
                 continue
+        return value
     finally:
         os.close(fd)
 
@@ -93,7 +98,8 @@ class Gate:
         os.write(self._fd, b"x" * passes)
 
     def close(self) -> None:
-        """Releases every waiter."""
+        """Releases every waiter, now and later."""
         if self._fd is not None:
+            open(self.path + ".closed", "w").close()  # noqa: SIM115
             os.close(self._fd)
             self._fd = None
