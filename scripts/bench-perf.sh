@@ -38,6 +38,14 @@ print(round((max(joins) - start).total_seconds() * 1000, 1))
 PY
 }
 start_host() { "$bin/bramble" serve 2>"$home/host.log" & host_pid=$!; }
+# Until the host's log says it listens (polling the log, 20 s at most).
+wait_listening() {
+    for _ in $(seq 400); do
+        grep -q "listening" "$home/host.log" 2>/dev/null && return
+        sleep 0.05
+    done
+    echo "the host never listened" >&2; exit 1
+}
 start_workers() {
     date -u +%Y-%m-%dT%H:%M:%S.%6NZ >"$home/workers-started"
     for i in 0 1 2 3; do
@@ -56,8 +64,9 @@ cpu_ms() { awk '{print ($14+$15)*10}' "/proc/$1/stat"; }
 
 out=$(mktemp)
 for _ in $(seq "$runs"); do
-    # Start-up: host first, then workers first (0.5 s before the host).
-    start_host; sleep 0.3; start_workers; wait_joined
+    # Start-up: host first (workers started once it listens), then workers first (started
+    # 0.5 s before the host: that head start is the scenario).
+    start_host; wait_listening; start_workers; wait_joined
     echo "{\"start_host_first\": $(joined_after started)}" >>"$out"
     stop_all
     start_workers; sleep 0.5; start_host; wait_joined

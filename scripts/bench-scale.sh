@@ -16,7 +16,7 @@ for n in ${BRAMBLE_BENCH_WORKERS:-10 100 1000}; do
     BRAMBLE_HOME=$home "$bin/bramble" init --listen "127.0.0.1:$port" >/dev/null
     BRAMBLE_HOME=$home "$bin/bramble" serve 2>"$home/host.log" &
     host=$!
-    sleep 0.3
+    for _ in $(seq 400); do grep -q "listening" "$home/host.log" 2>/dev/null && break; sleep 0.05; done
     "$bin/examples/loadgen" "$home/default" "$n" "$items" "$host" 2>>"$home/loadgen.log" | tail -1 >>"$out"
     kill "$host"; wait "$host" 2>/dev/null || true
     rm -rf "$home"

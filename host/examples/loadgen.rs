@@ -8,12 +8,10 @@
 //! ```
 //!
 //! Prints one JSON line: how long the N workers took to register, the host's RSS with them
-//! idle, its CPU over 10 s of their telemetry alone, and a map of ITEMS items (chunksize 1):
+//! idle, its CPU over a 10 s window of their telemetry alone, and a map of ITEMS items (chunksize 1):
 //! items per second and host CPU per item.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -53,7 +51,8 @@ async fn main() -> anyhow::Result<()> {
     // One UDP socket for every simulated worker.
     let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
 
-    let joined = Arc::new(AtomicUsize::new(0));
+    // Each simulated worker says here when the host has welcomed it.
+    let (joined, mut welcomed) = tokio::sync::mpsc::unbounded_channel::<()>();
     let started = Instant::now();
     for (i, bundle) in bundles.into_iter().enumerate() {
         let (endpoint, joined) = (endpoint.clone(), joined.clone());
@@ -73,12 +72,10 @@ async fn main() -> anyhow::Result<()> {
             }
         });
     }
-    while joined.load(Ordering::Relaxed) < n {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(120),
-            "workers never joined"
-        );
+    drop(joined);
+    for _ in 0..n {
+        let welcome = tokio::time::timeout(Duration::from_secs(120), welcomed.recv()).await;
+        anyhow::ensure!(matches!(welcome, Ok(Some(()))), "workers never joined");
     }
     let registered_ms = started.elapsed().as_secs_f64() * 1000.0;
 
@@ -144,7 +141,7 @@ async fn simulate(
     addr: std::net::SocketAddr,
     bundle: &Bundle,
     boot_id: u64,
-    joined: &AtomicUsize,
+    joined: &tokio::sync::mpsc::UnboundedSender<()>,
 ) -> anyhow::Result<()> {
     let config = bramble_net::client_config(bundle, Side::Worker)?;
     let conn = endpoint
@@ -167,7 +164,7 @@ async fn simulate(
         Some(ToWorker::Welcome(w)) => Duration::from_millis(u64::from(w.heartbeat_ms)),
         other => anyhow::bail!("expected Welcome, got {other:?}"),
     };
-    joined.fetch_add(1, Ordering::Relaxed);
+    let _ = joined.send(());
     serve(send, frames, heartbeat)
         .await
         .map_err(|e| e.context(Joined))

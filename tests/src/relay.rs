@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,8 @@ struct Shared {
     /// xorshift state for the losses: the same run drops the same datagrams.
     dice: AtomicU64,
     line: Mutex<Vec<Delayed>>,
+    /// Rung when a datagram joins the line (or the relay stops).
+    queued: Condvar,
 }
 
 impl Shared {
@@ -42,6 +44,7 @@ impl Shared {
         let due = Instant::now() + Duration::from_micros(self.delay_us.load(Ordering::Relaxed));
         if let Ok(mut line) = self.line.lock() {
             line.push((due, from.clone(), to, bytes.to_vec()));
+            self.queued.notify_one();
         }
     }
 }
@@ -101,6 +104,7 @@ impl Relay {
 impl Drop for Relay {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
+        self.shared.queued.notify_all();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -138,21 +142,26 @@ fn forward(front: &Arc<UdpSocket>, host: SocketAddr, shared: &Arc<Shared>) {
     }
 }
 
-/// Sends what is due, every millisecond.
+/// Sends each datagram when it is due: waits for the earliest due time, or for one to join.
 fn deliver(shared: &Shared) {
+    let Ok(mut line) = shared.line.lock() else {
+        return;
+    };
     while !shared.stop.load(Ordering::Relaxed) {
         let now = Instant::now();
-        let due: Vec<Delayed> = match shared.line.lock() {
-            Ok(mut line) => {
-                let (due, wait) = line.drain(..).partition(|d| d.0 <= now);
-                *line = wait;
-                due
-            }
-            Err(_) => return,
-        };
+        let (due, wait): (Vec<Delayed>, Vec<Delayed>) = line.drain(..).partition(|d| d.0 <= now);
+        *line = wait;
         for (_, socket, to, bytes) in due {
             let _ = socket.send_to(&bytes, to);
         }
-        std::thread::sleep(Duration::from_millis(1));
+        // The stop flag is looked at every 100 ms at the latest.
+        let next = line.iter().map(|d| d.0).min();
+        let timeout = next.map_or(Duration::from_millis(100), |t| {
+            t.saturating_duration_since(now)
+        });
+        line = match shared.queued.wait_timeout(line, timeout) {
+            Ok((line, _)) => line,
+            Err(_) => return,
+        };
     }
 }

@@ -79,7 +79,8 @@ impl JobSpec {
     /// How many items the job has (`map` and `scatter`; 0 for `apply`).
     pub fn item_count(&self) -> u64 {
         match self.range {
-            Some(r) => r.end.abs_diff(r.start) * u64::from(r.end > r.start),
+            Some(r) if r.end > r.start => r.end.abs_diff(r.start),
+            Some(_) => 0,
             None => self.items.len() as u64,
         }
     }

@@ -8,6 +8,44 @@ const CAP: Duration = Duration::from_secs(30);
 /// After a refusal (bad certificate, revoked, incompatible) retrying quickly cannot help.
 const FATAL: Duration = Duration::from_secs(60);
 
+/// For this long after the host stopped answering (or from the start) the worker dials again
+/// at once instead of pausing: a host that starts after its workers, or restarts, has them
+/// back within tens of milliseconds.
+const EAGER_FOR: Duration = Duration::from_secs(5);
+/// The first eager dial's wait; each next one waits twice as long up to [`EAGER_LONGEST`], so
+/// a link slower than 50 ms (a loaded Wi-Fi) still gets through on a later dial, and a host
+/// that starts meanwhile is reached within a dial's retransmissions.
+const EAGER_FIRST: Duration = Duration::from_millis(50);
+const EAGER_LONGEST: Duration = Duration::from_millis(200);
+
+/// The waits of eager dials.
+#[derive(Debug)]
+pub(crate) struct Eager {
+    next: Duration,
+}
+
+impl Eager {
+    pub(crate) fn new() -> Self {
+        Self { next: EAGER_FIRST }
+    }
+
+    /// How long the next dial waits while the host has been silent for `silent` (`None`: not
+    /// tried yet); `None` once the eager time is over (dial normally, with pauses).
+    pub(crate) fn dial_wait(&mut self, silent: Option<Duration>) -> Option<Duration> {
+        if silent.is_some_and(|s| s >= EAGER_FOR) {
+            return None;
+        }
+        let wait = self.next;
+        self.next = (self.next * 2).min(EAGER_LONGEST);
+        Some(wait)
+    }
+
+    /// The host answered: its next silence starts from the first wait again.
+    pub(crate) fn reset(&mut self) {
+        self.next = EAGER_FIRST;
+    }
+}
+
 /// Backoff state of one worker.
 #[derive(Debug)]
 pub(crate) struct Backoff {
@@ -44,6 +82,20 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn eager_dials_wait_longer_each_time_then_stop_and_start_over_once_answered() {
+        let mut e = Eager::new();
+        let ms = Duration::from_millis;
+        let waits: Vec<_> = (0..4).map(|i| e.dial_wait(Some(ms(i * 100)))).collect();
+        assert_eq!(
+            waits,
+            [Some(ms(50)), Some(ms(100)), Some(ms(200)), Some(ms(200))]
+        );
+        assert_eq!(e.dial_wait(Some(EAGER_FOR)), None);
+        e.reset();
+        assert_eq!(e.dial_wait(None), Some(ms(50)));
+    }
 
     #[test]
     fn grows_caps_jitters_and_resets() {

@@ -8,7 +8,7 @@ use bramble_net::Side;
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, Eager};
 use crate::config::WorkerConfig;
 use crate::session::{Ended, Worker};
 use crate::watchdog;
@@ -16,11 +16,6 @@ use crate::watchdog;
 /// A connection that lived this long resets the backoff.
 const HEALTHY: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// For this long after the host stopped answering (or from the start), the worker dials
-/// again at once, each dial waiting only [`EAGER_DIAL`]: a host that starts after its workers,
-/// or restarts, has them back within tens of milliseconds. Then it backs off.
-const EAGER_FOR: Duration = Duration::from_secs(5);
-const EAGER_DIAL: Duration = Duration::from_millis(50);
 
 /// Runs until SIGTERM/SIGINT.
 pub(crate) async fn run(config: WorkerConfig) -> anyhow::Result<()> {
@@ -29,14 +24,15 @@ pub(crate) async fn run(config: WorkerConfig) -> anyhow::Result<()> {
     let seed = boot_id();
     let mut worker = Worker::new(&config, seed, shutdown.clone());
     let mut backoff = Backoff::new(seed);
+    let mut eager = Eager::new();
     let mut stop = shutdown.clone();
     // Since when no dial was answered (`None` before the first).
     let mut unanswered: Option<Instant> = None;
     watchdog::ready();
     loop {
         let started = Instant::now();
-        let eager = unanswered.is_none_or(|since| since.elapsed() < EAGER_FOR);
-        let timeout = if eager { EAGER_DIAL } else { CONNECT_TIMEOUT };
+        let eager_wait = eager.dial_wait(unanswered.map(|since| since.elapsed()));
+        let timeout = eager_wait.unwrap_or(CONNECT_TIMEOUT);
         debug!("dialling {}", config.bundle.hosts.join(", "));
         // A SIGTERM while dialling an unreachable host ends the worker at once.
         let dialed = tokio::select! {
@@ -44,12 +40,13 @@ pub(crate) async fn run(config: WorkerConfig) -> anyhow::Result<()> {
             _ = stop.wait_for(|stop| *stop) => return Ok(()),
         };
         let fatal = match dialed {
-            Err(e) if eager && !e.refused => {
+            Err(e) if eager_wait.is_some() && !e.refused => {
                 unanswered.get_or_insert(started);
                 debug!("cannot connect yet: {e}");
                 continue;
             }
             Ok((conn, _endpoint)) => {
+                eager.reset();
                 info!("connected to {}", conn.remote_address());
                 match worker.serve(conn).await {
                     Ended::Shutdown => return Ok(()),

@@ -188,31 +188,30 @@ async fn a_greedy_client_gets_a_bounded_share_and_a_confused_one_a_reason() {
             std::future::pending::<()>().await;
         });
     }
-    // Flow control stops the sender once the host's share for it is full.
-    let mut last = 0;
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = sent.load(Ordering::Relaxed);
-        if now == last {
-            break;
-        }
-        last = now;
-    }
-    let greedy = rss_kib(host);
+    // The first request stalls (flow control holds everything the client sends once the
+    // host's share for it is full) and times out with a reason: by then the host has held
+    // its whole share for ten seconds.
+    let answer = first.unwrap().read_to_end(1 << 20).await.unwrap();
+    let (accepted, greedy) = (sent.load(Ordering::Relaxed), rss_kib(host));
+    let reply: ToClient = bramble_wire::codec::decode_body(&answer[4..]).unwrap();
+    assert!(
+        matches!(&reply, ToClient::Error { message } if message.contains("request incomplete: nothing received for 10 s")),
+        "{reply:?}"
+    );
     eprintln!(
         "greedy client: 256 streams, {} MiB accepted, host RSS {} → {} MiB",
-        last >> 20,
+        accepted >> 20,
         before >> 10,
         greedy >> 10
     );
-    assert!(last <= 48 << 20, "the host took {} MiB", last >> 20);
+    assert!(accepted <= 48 << 20, "the host took {} MiB", accepted >> 20);
     assert!(
         greedy - before < 128 << 10,
         "host grew by {} MiB",
         (greedy - before) >> 10
     );
 
-    // Everyone else is served meanwhile.
+    // Everyone else is served meanwhile (the other 255 requests still hold their share).
     let cli = tokio::task::spawn_blocking({
         let ids = c.command("bramble", &["ids"]);
         let map = c.command("bramble", &["map", "--range", "0..4", "--", "echo", "{}"]);
@@ -222,14 +221,6 @@ async fn a_greedy_client_gets_a_bounded_share_and_a_confused_one_a_reason() {
     .unwrap();
     assert_eq!(stdout(&cli[0]).trim(), "[0]", "{}", stderr(&cli[0]));
     assert_eq!(stdout(&cli[1]), "0\n1\n2\n3\n", "{}", stderr(&cli[1]));
-
-    // The first request, all there but its last byte, times out with a reason.
-    let answer = first.unwrap().read_to_end(1 << 20).await.unwrap();
-    let reply: ToClient = bramble_wire::codec::decode_body(&answer[4..]).unwrap();
-    assert!(
-        matches!(&reply, ToClient::Error { message } if message.contains("request incomplete: nothing received for 10 s")),
-        "{reply:?}"
-    );
     conn.close(0u32.into(), b"done");
 
     // A client certificate speaking worker: one answer that says why, then closed.
@@ -325,13 +316,16 @@ fn a_worker_stops_at_once_while_the_host_is_unreachable() {
     assert!(took < Duration::from_secs(5), "took {took:?}");
 }
 
+/// `bramble --json jobs`.
+fn jobs(c: &Cluster) -> Vec<serde_json::Value> {
+    let out = c.bramble(&["--json", "jobs"]);
+    serde_json::from_str(&stdout(&out)).unwrap()
+}
+
 /// The `DONE/TOTAL` of job `job` in `bramble jobs`.
 fn progress(c: &Cluster, job: &str) -> (u64, u64) {
-    let out = c.bramble(&["--json", "jobs"]);
-    let jobs: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
-    let j = jobs
-        .as_array()
-        .unwrap()
+    let list = jobs(c);
+    let j = list
         .iter()
         .find(|j| j["job"].as_u64().map(|n| n.to_string()).as_deref() == Some(job))
         .unwrap();
@@ -403,23 +397,15 @@ async fn a_follower_that_stops_reading_costs_the_host_nothing_and_misses_nothing
     send.write_all(&frame).await.unwrap();
     send.finish().unwrap();
 
-    // 50 MB of results while nobody reads them.
-    let jobs = c.command("bramble", &["--json", "jobs"]);
-    tokio::task::spawn_blocking(move || {
-        let mut jobs = jobs;
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        loop {
-            let out = jobs.output().unwrap();
-            let list: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
-            if list[0]["state"] == "done" {
-                return;
-            }
-            assert!(std::time::Instant::now() < deadline, "job never finished");
-            std::thread::sleep(Duration::from_millis(200));
-        }
+    // 50 MB of results while nobody reads them (the cluster's first job is job 1).
+    let wait = c.command("bramble", &["wait", "1", "--timeout", "120"]);
+    let waited = tokio::task::spawn_blocking(move || {
+        let mut wait = wait;
+        wait.output().unwrap()
     })
     .await
     .unwrap();
+    assert_eq!(waited.status.code(), Some(0), "{}", stderr(&waited));
     let full = rss_kib(host);
     eprintln!(
         "follower not reading 50 MB of results: host RSS {} -> {} MiB",
@@ -464,8 +450,8 @@ async fn a_follower_that_stops_reading_costs_the_host_nothing_and_misses_nothing
 }
 
 /// Issue 11, item 9: four workers behind a relay that drops 10 % of the datagrams each way
-/// and delays the rest by 25 ms, then cuts them off for 20 s (longer than the worker timeout
-/// and QUIC's idle timeout) in the middle of a job: every result exactly once, and the time
+/// and delays the rest by 25 ms, then cuts them off in the middle of a job until every
+/// connection has died (past the worker timeout and QUIC's 15 s idle timeout): every result exactly once, and the time
 /// the workers take to rejoin once the link is back.
 #[test]
 fn loss_delay_and_a_partition_lose_nothing() {
@@ -499,12 +485,21 @@ fn loss_delay_and_a_partition_lose_nothing() {
         lines(&runs).len() >= 60
     });
 
+    let lost = |c: &Cluster, i: usize| {
+        c.log_of(&format!("w{i}"))
+            .matches("connection lost")
+            .count()
+    };
+    let lost_before: Vec<usize> = (0..4).map(|i| lost(&c, i)).collect();
     relay.cut(true);
     c.wait_until(30, "the host to lose every worker", || {
         c.parse_ids(&c.bramble(&["ids"])).is_empty()
     });
-    // The partition lasts past QUIC's idle timeout (15 s): the connections die.
-    std::thread::sleep(Duration::from_secs(20));
+    // The partition lasts until every worker's connection has died too (QUIC's idle
+    // timeout, 15 s): the link returns to workers that must dial again.
+    c.wait_until(60, "every worker to lose its connection", || {
+        (0..4).all(|i| lost(&c, i) > lost_before[i])
+    });
     relay.cut(false);
     let healed = std::time::Instant::now();
     c.wait_for_workers_within(4, 90);
@@ -522,7 +517,7 @@ fn loss_delay_and_a_partition_lose_nothing() {
     }
     let ran = lines(&runs).len();
     eprintln!(
-        "10% loss, 25 ms delay, 20 s partition: 300 items, 300 results, {ran} executions, \
+        "10% loss, 25 ms delay, a partition past the idle timeout: 300 items, 300 results, {ran} executions, \
          all 4 workers back {:.1} s after the link returned",
         rejoin.as_secs_f64()
     );
@@ -562,14 +557,7 @@ async fn a_frame_of_empty_items_is_refused_before_it_inflates() {
         "the host grew by {} MiB",
         (after - idle) >> 10
     );
-    assert_eq!(job_count(&c), 0, "no job was created");
-}
-
-/// How many jobs `bramble jobs` lists.
-fn job_count(c: &Cluster) -> usize {
-    let out = c.bramble(&["--json", "jobs"]);
-    let jobs: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
-    jobs.as_array().unwrap().len()
+    assert!(jobs(&c).is_empty(), "no job was created");
 }
 
 /// A map job of a shell command, as the CLI would send it.
