@@ -12,18 +12,24 @@
 //! items per second and host CPU per item.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bramble_certs::{Bundle, Role};
 use bramble_client::{Client, JobEvent, Order};
 use bramble_host::profile::Profile;
-use bramble_net::{FrameReader, Side, write_frame};
+use bramble_net::{DialError, FrameReader, Side, write_frame};
 use bramble_wire::worker::CAP_COMMAND;
 use bramble_wire::{
     Command, Hello, ItemOutput, ItemRange, JobKind, JobSpec, Outcome, Targets, TaskResult,
     Telemetry, ToHost, ToWorker, Work,
 };
+
+/// Dials that got no answer in time and were made again.
+static REDIALS: AtomicU64 = AtomicU64::new(0);
+/// Dials the host refused because it was busy with other handshakes.
+static BUSY: AtomicU64 = AtomicU64::new(0);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -37,6 +43,13 @@ async fn main() -> anyhow::Result<()> {
     let (n, items): (usize, i64) = (n.parse()?, items.parse()?);
     let host_pid: u32 = host_pid.parse()?;
     raise_fd_limit();
+    // The simulated workers share this machine's cores with the host, so a dial's answer can
+    // be late for the load generator's own sake; LOADGEN_FIRST_WAIT_MS=2000 measures the host
+    // with workers that wait for it patiently.
+    let first_wait = Duration::from_millis(match std::env::var("LOADGEN_FIRST_WAIT_MS") {
+        Ok(ms) => ms.parse().context("LOADGEN_FIRST_WAIT_MS")?,
+        Err(_) => 50,
+    });
 
     let bundles_dir = tempfile::tempdir()?;
     let mut bundles = Vec::with_capacity(n);
@@ -44,28 +57,38 @@ async fn main() -> anyhow::Result<()> {
         let name = format!("sim-{i:04}");
         bundles.push(profile.enroll(Role::Worker, &name, &bundles_dir.path().join(&name))?);
     }
-    let addr = tokio::net::lookup_host(bundles[0].hosts[0].as_str())
-        .await?
-        .next()
-        .context("no host address")?;
-    // One UDP socket for every simulated worker.
-    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
 
     // Each simulated worker says here when the host has welcomed it.
     let (joined, mut welcomed) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let started = Instant::now();
+    let (started, cpu_before) = (Instant::now(), cpu_ms(host_pid)?);
     for (i, bundle) in bundles.into_iter().enumerate() {
-        let (endpoint, joined) = (endpoint.clone(), joined.clone());
+        let joined = joined.clone();
         tokio::spawn(async move {
-            // Like a real worker, it dials again when a dial fails (a thousand handshakes at
-            // once overflow the host's socket buffer and some are lost).
-            let mut delay = Duration::from_millis(50);
+            // Like a real worker (`worker/src/backoff.rs`): dial again at once for the first
+            // seconds, each dial waiting 50, 100, then 200 ms for the host's first answer.
+            // A host busy with other handshakes refuses at once; then it pauses 50 ms,
+            // doubling up to 0.8 s, each spread from half to one and a half times, and waits
+            // for the answer up to 2 s.
+            let mut wait = first_wait;
+            let mut busy = Duration::from_millis(50);
+            let mut rng = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
             loop {
-                match simulate(&endpoint, addr, &bundle, i as u64, &joined).await {
+                match simulate(&bundle, wait, i as u64, &joined).await {
                     Ok(()) => return,
+                    Err(e) if e.downcast_ref::<DialError>().is_some_and(|d| d.busy) => {
+                        BUSY.fetch_add(1, Ordering::Relaxed);
+                        rng ^= rng << 13;
+                        rng ^= rng >> 7;
+                        rng ^= rng << 17;
+                        tokio::time::sleep(busy * (500 + (rng % 1001) as u32) / 1000).await;
+                        busy = (busy * 2).min(Duration::from_millis(800));
+                        wait = Duration::from_secs(2);
+                    }
                     Err(e) if !e.is::<Joined>() => {
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(2));
+                        if REDIALS.fetch_add(1, Ordering::Relaxed) < 10 {
+                            eprintln!("sim-{i:04}: dialling again: {e:#}");
+                        }
+                        wait = (wait * 2).min(Duration::from_millis(200)).max(wait);
                     }
                     Err(e) => return eprintln!("sim-{i:04}: {e:#}"),
                 }
@@ -78,6 +101,7 @@ async fn main() -> anyhow::Result<()> {
         anyhow::ensure!(matches!(welcome, Ok(Some(()))), "workers never joined");
     }
     let registered_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let registration_cpu_ms = cpu_ms(host_pid)? - cpu_before;
 
     let idle = cpu_ms(host_pid)?;
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -123,6 +147,9 @@ async fn main() -> anyhow::Result<()> {
         serde_json::json!({
             "workers": n,
             "registered_ms": registered_ms,
+            "registration_host_cpu_ms": registration_cpu_ms,
+            "redials": REDIALS.load(Ordering::Relaxed),
+            "refused_busy": BUSY.load(Ordering::Relaxed),
             "telemetry_core_share": telemetry_share,
             "host_rss_mib": rss_idle,
             "items": done,
@@ -137,16 +164,14 @@ async fn main() -> anyhow::Result<()> {
 /// One simulated worker: Hello, then telemetry every heartbeat and an instant answer to every
 /// task, until the host closes.
 async fn simulate(
-    endpoint: &quinn::Endpoint,
-    addr: std::net::SocketAddr,
     bundle: &Bundle,
+    wait: Duration,
     boot_id: u64,
     joined: &tokio::sync::mpsc::UnboundedSender<()>,
 ) -> anyhow::Result<()> {
     let config = bramble_net::client_config(bundle, Side::Worker)?;
-    let conn = endpoint
-        .connect_with(config, addr, &bundle.server_name)?
-        .await?;
+    // A socket of its own, as every Pi has.
+    let (conn, _endpoint) = bramble_net::connect(bundle, &config, wait).await?;
     let (mut send, recv) = conn.open_bi().await?;
     let mut frames = FrameReader::new(recv);
     let mut out = Vec::new();

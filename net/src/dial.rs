@@ -14,6 +14,33 @@ pub struct DialError {
     pub message: String,
     /// The host refused us (bad or revoked certificate, wrong protocol version).
     pub refused: bool,
+    /// The host is up but busy with other handshakes: dial again after a short random pause.
+    pub busy: bool,
+}
+
+impl DialError {
+    /// A failure that retrying may cure.
+    fn blip(message: String) -> Self {
+        Self {
+            message,
+            refused: false,
+            busy: false,
+        }
+    }
+
+    fn from_connection(e: &quinn::ConnectionError) -> Self {
+        let busy = matches!(e, quinn::ConnectionError::ConnectionClosed(c)
+            if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED);
+        Self {
+            message: if busy {
+                "the host is busy with other handshakes".into()
+            } else {
+                explain(e)
+            },
+            refused: is_refusal(e),
+            busy,
+        }
+    }
 }
 
 /// Connects to the first host of `bundle` that answers within `timeout`. The endpoint is
@@ -23,26 +50,22 @@ pub async fn connect(
     config: &quinn::ClientConfig,
     timeout: Duration,
 ) -> Result<(quinn::Connection, quinn::Endpoint), DialError> {
-    let mut last = DialError {
-        message: "no hosts in bundle".into(),
-        refused: false,
-    };
+    let mut last = DialError::blip("no hosts in bundle".into());
     for host in &bundle.hosts {
         let addrs = match tokio::net::lookup_host(host.as_str()).await {
             Ok(a) => a.collect::<Vec<_>>(),
             Err(e) => {
-                last.message = format!("{host}: {e}");
-                last.refused = false;
+                last = DialError::blip(format!("{host}: {e}"));
                 continue;
             }
         };
         for addr in addrs {
             match dial(addr, &bundle.server_name, config, timeout).await {
                 Ok(pair) => return Ok(pair),
-                Err((message, refused)) => {
+                Err(e) => {
                     last = DialError {
-                        message: format!("{host}: {message}"),
-                        refused,
+                        message: format!("{host}: {}", e.message),
+                        ..e
                     }
                 }
             }
@@ -56,25 +79,43 @@ async fn dial(
     server_name: &str,
     config: &quinn::ClientConfig,
     timeout: Duration,
-) -> Result<(quinn::Connection, quinn::Endpoint), (String, bool)> {
+) -> Result<(quinn::Connection, quinn::Endpoint), DialError> {
     let bind: SocketAddr = match addr {
         SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
         SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
     };
     let endpoint =
-        quinn::Endpoint::client(bind).map_err(|e| (format!("bind {bind}: {e}"), false))?;
-    let connecting = endpoint
+        quinn::Endpoint::client(bind).map_err(|e| DialError::blip(format!("bind {bind}: {e}")))?;
+    let mut connecting = endpoint
         .connect_with(config.clone(), addr, server_name)
-        .map_err(|e| (e.to_string(), false))?;
-    match tokio::time::timeout(timeout, connecting).await {
+        .map_err(|e| DialError::blip(e.to_string()))?;
+    // `timeout` bounds the wait for the host's first answer (its hello). A host that answered
+    // is alive but may be busy (a rack of workers dialling at once): abandoning its handshake
+    // to dial again would only make it do the work twice.
+    let answered = tokio::time::timeout(timeout, async {
+        connecting.handshake_data().await.map(drop)
+    })
+    .await;
+    let finish = match answered {
+        Err(_) => {
+            return Err(DialError::blip(format!(
+                "no answer within {timeout:?} (is `bramble serve` running?)"
+            )));
+        }
+        Ok(Err(e)) => return Err(DialError::from_connection(&e)),
+        Ok(Ok(_)) => timeout.max(ANSWERED_GRACE),
+    };
+    match tokio::time::timeout(finish, connecting).await {
         Ok(Ok(conn)) => Ok((conn, endpoint)),
-        Ok(Err(e)) => Err((explain(&e), is_refusal(&e))),
-        Err(_) => Err((
-            format!("no answer within {timeout:?} (is `bramble serve` running?)"),
-            false,
-        )),
+        Ok(Err(e)) => Err(DialError::from_connection(&e)),
+        Err(_) => Err(DialError::blip(format!(
+            "the handshake did not finish within {finish:?} of the host's answer"
+        ))),
     }
 }
+
+/// How long a handshake the host has answered may take to finish.
+const ANSWERED_GRACE: Duration = Duration::from_secs(10);
 
 /// A failed handshake in words: a host whose certificate the bundle's CA did not sign is
 /// another bramble (or this one before its profile was re-created).

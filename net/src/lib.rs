@@ -8,7 +8,9 @@ mod dial;
 mod frames;
 #[cfg(feature = "logging")]
 pub mod logging;
+mod socket;
 
 pub use config::{Side, client_config, server_config, transport};
 pub use dial::{DialError, connect, is_refusal};
 pub use frames::{Budget, FrameReader, ReadError, WriteError, read_one, write_frame};
+pub use socket::{SOCKET_BUFFER, bind_udp};

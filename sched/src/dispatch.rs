@@ -7,14 +7,16 @@
 //! deep, up to `AHEAD_PER_SLOT`; long ones go when their predecessor is nearly done), to hide
 //! the round trip, and near the end it re-runs stragglers on idle workers.
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::time::{Duration, Instant};
 
 use bramble_wire::worker::AHEAD_PER_SLOT;
-use bramble_wire::{Attempt, TaskId, TaskSpec, ToWorker, Work, WorkerId};
+use bramble_wire::{Attempt, JobId, TaskId, TaskSpec, ToWorker, Work, WorkerId};
 
 use super::placement::{self, Candidate, Policy, Projection};
 use super::python::unfit;
+use super::worker::WorkerEntry;
 use super::{Action, Record, Scheduler};
 
 /// Engines (worker, slot) with a pinned task left in the queue during one placement pass: a
@@ -93,7 +95,7 @@ impl Scheduler {
     /// Workers that may run `tid`: its pin, its job's targets, the worker it is kept for after
     /// a restart, not drained (unless it is the one the task is kept for), able to run its
     /// kind of work (Python), and not where an attempt of it failed unless no other such
-    /// worker is connected.
+    /// worker is connected. Ascending ids.
     fn eligible(&self, tid: TaskId) -> Vec<WorkerId> {
         let Some(task) = self.tasks.get(&tid) else {
             return Vec::new();
@@ -142,43 +144,38 @@ impl Scheduler {
     /// every worker's slots. Tasks whose best worker has a free slot start now; the others
     /// stay queued but occupy their best worker's projected slot, so the next task sees the
     /// work already promised to fast workers.
+    ///
+    /// A pass costs O(workers) to read their cached forecasts, plus O(log workers) per task it
+    /// looks at: the tasks of one job and size share a heap of workers by expected finish. It
+    /// stops once no worker could be sent anything more, which in a busy rack is after the
+    /// few tasks the freed slots take.
     fn dispatch_thermal(&mut self, now: Instant) {
         let fallback = self.fallback_ms();
-        let expected: BTreeMap<WorkerId, f64> = self
+        for (id, w) in &mut self.workers {
+            let per_item = ms(w.speed.expected_ms(fallback));
+            w.forecast(*id, per_item, &self.tasks, now);
+        }
+        let total_slots: usize = self
+            .workers
+            .values()
+            .map(|w| usize::try_from(w.slots()).unwrap_or(1).max(1))
+            .sum();
+        let lookahead = total_slots * (AHEAD_PER_SLOT as usize + 4) + 16;
+        let mut pass = Pass {
+            now,
+            promised: BTreeMap::new(),
+            heaps: BTreeMap::new(),
+        };
+        // Workers that could be sent a task now; once none can, the rest of the queue waits
+        // (a worker's slots only get later during a pass, so none becomes one again).
+        let mut takers = self
             .workers
             .iter()
-            .map(|(id, w)| (*id, w.speed.expected_ms(fallback)))
-            .collect();
-        // When each slot of each worker frees up, as far as we can tell now.
-        let mut slots: BTreeMap<WorkerId, Vec<Instant>> = BTreeMap::new();
-        for (id, w) in &self.workers {
-            let per_item = ms(expected[id]);
-            // Its tasks in the order they were sent: the first `slots` run, the rest (sent
-            // ahead) start as slots free up.
-            let mut sent: Vec<(Instant, u32)> = w
-                .running
-                .iter()
-                .filter_map(|t| self.tasks.get(t))
-                .map(|t| (t.started_on(*id).unwrap_or(now), t.items.len() as u32))
-                .collect();
-            sent.sort();
-            let mut free = vec![now; usize::try_from(w.slots()).unwrap_or(1).max(1)];
-            for (sent_at, items) in sent {
-                if let Some(slot) = free.iter_mut().min() {
-                    *slot = ((*slot).max(sent_at) + per_item * items).max(now);
-                }
-            }
-            slots.insert(*id, free);
-        }
-        let total_slots: usize = slots.values().map(Vec::len).sum();
-        let lookahead = total_slots * (AHEAD_PER_SLOT as usize + 4) + 16;
+            .filter(|(id, w)| pass.sendable(w, pass.free_at(&self.workers, **id)))
+            .count();
         let mut i = 0;
         let mut looked = 0;
         let mut blocked = Blocked::default();
-        // Workers that could take a task now; once none can, the rest of the queue waits
-        // (what the pass would still learn only matters for tasks it could place).
-        let can_take = |w: &super::worker::WorkerEntry| w.has_free_slot() || w.can_take_ahead();
-        let mut takers = self.workers.values().filter(|w| can_take(w)).count();
         while i < self.queue.len() && looked < lookahead && takers > 0 {
             looked += 1;
             let tid = self.queue[i];
@@ -186,54 +183,88 @@ impl Scheduler {
                 i += 1;
                 continue;
             }
-            let items = self.tasks.get(&tid).map_or(1, |t| t.items.len().max(1)) as u32;
-            let options: Vec<Projection> = self
-                .eligible(tid)
-                .into_iter()
-                .filter_map(|id| {
-                    let free_at = *slots.get(&id)?.iter().min()?;
-                    Some(Projection {
-                        id,
-                        free_at,
-                        expected: ms(expected[&id]) * items,
-                    })
-                })
-                .collect();
-            let Some((best, finish)) = placement::earliest_finish(&options) else {
+            let Some(task) = self.tasks.get(&tid) else {
+                i += 1;
+                continue;
+            };
+            let items = task.items.len().max(1) as u32;
+            let class = (task.pin.is_none() && task.kept_for.is_none() && task.avoid.is_empty())
+                .then_some((task.job, items));
+            let best = match class {
+                Some(class) => {
+                    let eligible = || self.eligible_for(class.0);
+                    pass.best_of_class(&self.workers, class, eligible)
+                }
+                None => {
+                    let options: Vec<Projection> = self
+                        .eligible(tid)
+                        .into_iter()
+                        .filter_map(|id| {
+                            Some(Projection {
+                                id,
+                                free_at: pass.free_at(&self.workers, id),
+                                expected: pass.per_item(&self.workers, id)? * items,
+                            })
+                        })
+                        .collect();
+                    placement::earliest_finish(&options)
+                }
+            };
+            let Some((best, finish)) = best else {
                 blocked.left_behind(self, tid);
                 i += 1;
                 continue;
             };
-            let Some(best_slots) = slots.get_mut(&best) else {
-                break;
-            };
-            let Some(slot) = best_slots.iter_mut().min() else {
+            let Some(w) = self.workers.get(&best) else {
                 break;
             };
             // Start now on a free slot; or send ahead if a slot frees very soon (the task waits
             // on the worker and starts the moment the slot frees, hiding the round trip), but
             // only to a worker whose speed we know: a task sent ahead cannot be taken back.
-            let send_now = self.workers.get(&best).is_some_and(|w| {
-                (*slot <= now && w.has_free_slot())
-                    || (*slot <= now + SEND_AHEAD
-                        && w.can_take_ahead()
-                        && w.speed.full_clock_ms().is_some())
-            });
-            *slot = finish;
+            let send_now = pass.sendable(w, pass.free_at(&self.workers, best));
+            pass.promise(&self.workers, best, finish, class);
             if send_now {
                 self.queue.remove(i);
                 self.start(tid, best, now);
-                if self.workers.get(&best).is_none_or(|w| !can_take(w)) {
-                    takers -= 1;
-                }
             } else {
                 blocked.left_behind(self, tid);
                 i += 1;
             }
+            let still = self
+                .workers
+                .get(&best)
+                .is_some_and(|w| pass.sendable(w, pass.free_at(&self.workers, best)));
+            if send_now && !still {
+                takers -= 1;
+            }
         }
         if self.queue.is_empty() && !self.anything_unplanned() {
+            let expected: BTreeMap<WorkerId, f64> = self
+                .workers
+                .iter()
+                .map(|(id, w)| (*id, w.speed.expected_ms(fallback)))
+                .collect();
             self.speculate(now, &expected);
         }
+    }
+
+    /// Workers that may run any task of `job` that carries no constraint of its own (no pin,
+    /// no worker it is kept for, none to avoid): not drained, matching the job's targets and
+    /// able to run its kind of work. Ascending ids.
+    fn eligible_for(&self, job: JobId) -> Vec<WorkerId> {
+        let Some(job) = self.jobs.get(&job) else {
+            return Vec::new();
+        };
+        let filter = job.targets.as_ref();
+        self.workers
+            .iter()
+            .filter(|(id, w)| {
+                !w.draining
+                    && filter.is_none_or(|f| f.matches(**id, w))
+                    && unfit(w, job.work()).is_none()
+            })
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// Near the end (nothing queued), idle workers re-run stragglers: a running task gets a
@@ -251,6 +282,9 @@ impl Scheduler {
             if idle.is_empty() {
                 return;
             }
+            // Per job, its eligible idle workers fastest first (ties: lower id): the fastest
+            // one other than the task's own gains the most.
+            let mut fastest: BTreeMap<JobId, Vec<(u64, WorkerId)>> = BTreeMap::new();
             // The task whose backup would gain the most, and where to run it.
             let mut best: Option<(Duration, TaskId, WorkerId)> = None;
             for (tid, task) in &self.tasks {
@@ -270,22 +304,26 @@ impl Scheduler {
                 } else {
                     started + planned
                 };
-                let eligible = self.eligible(*tid);
-                for w in idle
-                    .iter()
-                    .filter(|w| **w != primary && eligible.contains(w))
+                let faster =
+                    |list: &[(u64, WorkerId)]| list.iter().find(|(_, w)| *w != primary).copied();
+                let candidate = if task.kept_for.is_none() && task.avoid.is_empty() {
+                    let list = fastest
+                        .entry(task.job)
+                        .or_insert_with(|| by_speed(&idle, &self.eligible_for(task.job), expected));
+                    faster(list)
+                } else {
+                    faster(&by_speed(&idle, &self.eligible(*tid), expected))
+                };
+                let Some((exp_w, w)) = candidate else {
+                    continue;
+                };
+                let end = now + Duration::from_nanos(exp_w) * n;
+                let remaining = primary_end.saturating_duration_since(now);
+                let gain = primary_end.saturating_duration_since(end);
+                if (overdue || gain > remaining.mul_f64(0.2))
+                    && best.is_none_or(|(g, _, _)| gain > g)
                 {
-                    let Some(exp_w) = expected.get(w) else {
-                        continue;
-                    };
-                    let end = now + ms(*exp_w) * n;
-                    let remaining = primary_end.saturating_duration_since(now);
-                    let gain = primary_end.saturating_duration_since(end);
-                    if (overdue || gain > remaining.mul_f64(0.2))
-                        && best.is_none_or(|(g, _, _)| gain > g)
-                    {
-                        best = Some((gain, *tid, *w));
-                    }
+                    best = Some((gain, *tid, w));
                 }
             }
             let Some((_, tid, worker)) = best.filter(|(gain, _, _)| !gain.is_zero()) else {
@@ -341,7 +379,7 @@ impl Scheduler {
         let Some(job) = self.jobs.get(&task.job) else {
             return;
         };
-        w.running.insert(tid);
+        w.add_task(tid);
         let mut work = job.work().clone();
         if let Work::Python(p) = &mut work
             && !w.functions_sent.insert(task.job)
@@ -367,6 +405,128 @@ impl Scheduler {
             session,
             msg: ToWorker::RunTask(spec),
         });
+    }
+}
+
+/// The `idle` workers that are `eligible` (both by id), fastest first: (expected ns per item,
+/// id).
+fn by_speed(
+    idle: &[WorkerId],
+    eligible: &[WorkerId],
+    expected: &BTreeMap<WorkerId, f64>,
+) -> Vec<(u64, WorkerId)> {
+    let mut list: Vec<(u64, WorkerId)> = idle
+        .iter()
+        .filter(|w| eligible.binary_search(w).is_ok())
+        .filter_map(|w| Some((ms(*expected.get(w)?).as_nanos() as u64, *w)))
+        .collect();
+    list.sort_unstable();
+    list
+}
+
+/// Tasks placed alike: those of one job with as many items, and no constraint of their own.
+type Class = (JobId, u32);
+
+/// One thermal placement pass: the slots promised so far (on top of the workers' cached
+/// forecasts) and, per job and task size, a heap of its eligible workers by expected finish.
+struct Pass {
+    now: Instant,
+    /// Slot free times of the workers this pass promised or sent work to.
+    promised: BTreeMap<WorkerId, Vec<Instant>>,
+    heaps: BTreeMap<Class, BinaryHeap<Reverse<(Instant, WorkerId)>>>,
+}
+
+impl Pass {
+    /// When `id`'s earliest slot frees up, promises of this pass included.
+    fn free_at(&self, workers: &BTreeMap<WorkerId, WorkerEntry>, id: WorkerId) -> Instant {
+        match self.promised.get(&id) {
+            Some(slots) => slots.iter().min().copied(),
+            None => workers
+                .get(&id)
+                .and_then(|w| w.cached_forecast())
+                .and_then(|f| f.slots(self.now).min()),
+        }
+        .unwrap_or(self.now)
+    }
+
+    fn per_item(
+        &self,
+        workers: &BTreeMap<WorkerId, WorkerEntry>,
+        id: WorkerId,
+    ) -> Option<Duration> {
+        Some(workers.get(&id)?.cached_forecast()?.per_item())
+    }
+
+    /// Whether `w`, whose earliest slot frees at `free_at`, can be sent a task now.
+    fn sendable(&self, w: &WorkerEntry, free_at: Instant) -> bool {
+        (free_at <= self.now && w.has_free_slot())
+            || (free_at <= self.now + SEND_AHEAD
+                && w.can_take_ahead()
+                && w.speed.full_clock_ms().is_some())
+    }
+
+    /// The eligible worker of `class` (a job and a task size) that would finish such a task
+    /// first (ties: lower id), and when. Heap entries made stale by promises (a slot only ever
+    /// gets later) are brought up to date as they surface.
+    fn best_of_class(
+        &mut self,
+        workers: &BTreeMap<WorkerId, WorkerEntry>,
+        class: Class,
+        eligible: impl FnOnce() -> Vec<WorkerId>,
+    ) -> Option<(WorkerId, Instant)> {
+        if !self.heaps.contains_key(&class) {
+            let heap = eligible()
+                .into_iter()
+                .filter_map(|id| Some(Reverse((self.finish(workers, id, class.1)?, id))))
+                .collect();
+            self.heaps.insert(class, heap);
+        }
+        loop {
+            let Reverse((finish, id)) = *self.heaps.get(&class)?.peek()?;
+            let now_finish = self.finish(workers, id, class.1)?;
+            let heap = self.heaps.get_mut(&class)?;
+            if now_finish == finish {
+                return Some((id, finish));
+            }
+            heap.pop();
+            heap.push(Reverse((now_finish, id)));
+        }
+    }
+
+    fn finish(
+        &self,
+        workers: &BTreeMap<WorkerId, WorkerEntry>,
+        id: WorkerId,
+        items: u32,
+    ) -> Option<Instant> {
+        Some(self.free_at(workers, id) + self.per_item(workers, id)? * items)
+    }
+
+    /// Occupies `id`'s earliest slot until `finish`, and files it again in `class`'s heap.
+    fn promise(
+        &mut self,
+        workers: &BTreeMap<WorkerId, WorkerEntry>,
+        id: WorkerId,
+        finish: Instant,
+        class: Option<Class>,
+    ) {
+        let now = self.now;
+        let slots = self.promised.entry(id).or_insert_with(|| {
+            workers
+                .get(&id)
+                .and_then(|w| w.cached_forecast())
+                .map_or_else(|| vec![now], |f| f.slots(now).collect())
+        });
+        if let Some(slot) = slots.iter_mut().min() {
+            *slot = finish;
+        }
+        if let Some(class) = class
+            && let Some(next) = self.finish(workers, id, class.1)
+            && let Some(heap) = self.heaps.get_mut(&class)
+        {
+            heap.pop();
+            heap.push(Reverse((next, id)));
+        }
     }
 }
 

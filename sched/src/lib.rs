@@ -19,6 +19,7 @@
 mod admit;
 mod dispatch;
 mod event;
+mod forecast;
 mod invariants;
 mod job;
 mod membership;

@@ -27,7 +27,7 @@ impl Scheduler {
         {
             return; // already re-placed, or finished elsewhere
         }
-        w.running.remove(&task);
+        w.remove_task(task);
         if !t.drop_attempt_on(worker) && !self.queue.contains(&task) {
             self.queue.push_front(task);
         }
@@ -51,7 +51,7 @@ impl Scheduler {
             // A slot of it is free, whatever it refused before.
             w.refusing = false;
             if !newer_here {
-                w.running.remove(&result.task);
+                w.remove_task(result.task);
             }
             // Every successful item teaches us the worker's speed, duplicates included. A
             // task's items ran one after another, the last one ending about now.
@@ -111,7 +111,7 @@ impl Scheduler {
         // result wins, stop that one.
         for w in others {
             if let Some(w) = self.workers.get_mut(&w) {
-                w.running.remove(&result.task);
+                w.remove_task(result.task);
                 let msg = ToWorker::CancelTask { task: result.task };
                 self.actions.push_back(Action::Send {
                     session: w.session,
@@ -214,7 +214,7 @@ impl Scheduler {
             };
             for (w, _) in task.running_attempts() {
                 if let Some(w) = self.workers.get_mut(&w) {
-                    w.running.remove(tid);
+                    w.remove_task(*tid);
                     let msg = ToWorker::CancelTask { task: *tid };
                     self.actions.push_back(Action::Send {
                         session: w.session,

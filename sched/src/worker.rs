@@ -1,7 +1,7 @@
 //! The scheduler's record of one connected worker.
 
-use std::collections::BTreeSet;
-use std::time::Instant;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use bramble_wire::worker::AHEAD_PER_SLOT;
 use bramble_wire::{
@@ -9,6 +9,8 @@ use bramble_wire::{
 };
 
 use super::event::SessionId;
+use super::forecast::Forecast;
+use super::job::Task;
 
 /// A connected worker, as the scheduler tracks it.
 #[derive(Clone, Debug)]
@@ -21,8 +23,14 @@ pub(crate) struct WorkerEntry {
     /// When any frame last arrived; the heartbeat deadline counts from here.
     pub(crate) last_seen: Instant,
     pub(crate) telemetry: Option<Telemetry>,
-    /// Tasks placed here whose results have not arrived. Never more than `hello.slots`.
+    /// Tasks placed here whose results have not arrived: running, and sent ahead to wait for a
+    /// slot (never more than [`WorkerEntry::capacity`]). Changed only through
+    /// [`WorkerEntry::add_task`] and [`WorkerEntry::remove_task`], which keep `generation`.
     pub(crate) running: BTreeSet<TaskId>,
+    /// Counts changes of `running`: a cached forecast of a different generation is stale.
+    generation: u64,
+    /// The thermal policy's projection of its slots, cached between passes.
+    forecast: Option<Forecast>,
     /// Items finished here since the host started.
     pub(crate) done: u64,
     /// Current effective speed, for the thermal policy.
@@ -57,6 +65,8 @@ impl WorkerEntry {
             last_seen: now,
             telemetry: None,
             running: BTreeSet::new(),
+            generation: 0,
+            forecast: None,
             done: 0,
             speed: super::speed::SpeedEstimate::default(),
             refusing: false,
@@ -65,6 +75,43 @@ impl WorkerEntry {
             engines: Vec::new(),
             functions_sent: BTreeSet::new(),
         }
+    }
+
+    /// A task was placed here.
+    pub(crate) fn add_task(&mut self, task: TaskId) {
+        self.running.insert(task);
+        self.generation += 1;
+    }
+
+    /// A task here ended, was refused or moved; whether it was here.
+    pub(crate) fn remove_task(&mut self, task: TaskId) -> bool {
+        let was = self.running.remove(&task);
+        self.generation += u64::from(was);
+        was
+    }
+
+    /// When its slots free up at `now`, taking `per_item` per item (see [`Forecast`]).
+    pub(crate) fn forecast(
+        &mut self,
+        id: WorkerId,
+        per_item: Duration,
+        tasks: &BTreeMap<TaskId, Task>,
+        now: Instant,
+    ) -> &Forecast {
+        let fresh = match self.forecast.take() {
+            Some(f) if f.holds(self.generation, per_item, now) => f,
+            _ => {
+                let slots = usize::try_from(self.slots()).unwrap_or(1);
+                let running = self.running.iter().copied();
+                Forecast::compute(id, slots, running, tasks, self.generation, per_item, now)
+            }
+        };
+        self.forecast.insert(fresh)
+    }
+
+    /// The forecast of the latest placement pass.
+    pub(crate) fn cached_forecast(&self) -> Option<&Forecast> {
+        self.forecast.as_ref()
     }
 
     pub(crate) fn slots(&self) -> u32 {

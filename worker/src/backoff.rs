@@ -18,6 +18,10 @@ const EAGER_FOR: Duration = Duration::from_secs(5);
 const EAGER_FIRST: Duration = Duration::from_millis(50);
 const EAGER_LONGEST: Duration = Duration::from_millis(200);
 
+/// How long a dial waits for its answer once the host said it is busy: it is up, and will
+/// answer in turn.
+const PATIENT: Duration = Duration::from_secs(2);
+
 /// The waits of eager dials.
 #[derive(Debug)]
 pub(crate) struct Eager {
@@ -36,8 +40,13 @@ impl Eager {
             return None;
         }
         let wait = self.next;
-        self.next = (self.next * 2).min(EAGER_LONGEST);
+        self.next = (self.next * 2).min(EAGER_LONGEST).max(self.next);
         Some(wait)
+    }
+
+    /// The host refused a dial because it is busy: the next dials wait for their answer.
+    pub(crate) fn busy(&mut self) {
+        self.next = PATIENT;
     }
 
     /// The host answered: its next silence starts from the first wait again.
@@ -46,10 +55,17 @@ impl Eager {
     }
 }
 
+/// The first pause after the host refused a dial because it was busy with other handshakes;
+/// each next one is twice as long, up to [`BUSY_LONGEST`], and spread from half to one and a
+/// half times, so a rack refused together comes back spread out.
+const BUSY_FIRST: Duration = Duration::from_millis(50);
+const BUSY_LONGEST: Duration = Duration::from_millis(800);
+
 /// Backoff state of one worker.
 #[derive(Debug)]
 pub(crate) struct Backoff {
     next: Duration,
+    busy: Duration,
     rng: u64,
 }
 
@@ -57,6 +73,7 @@ impl Backoff {
     pub(crate) fn new(seed: u64) -> Self {
         Self {
             next: FIRST,
+            busy: BUSY_FIRST,
             rng: seed | 1,
         }
     }
@@ -66,16 +83,32 @@ impl Backoff {
         self.next = FIRST;
     }
 
+    /// The pause before dialling a busy host again (see [`BUSY_FIRST`]).
+    pub(crate) fn busy_pause(&mut self) -> Duration {
+        let base = self.busy;
+        self.busy = (self.busy * 2).min(BUSY_LONGEST);
+        base * u32::try_from(500 + self.random() % 1001).unwrap_or(1000) / 1000
+    }
+
+    /// The host let a dial through: its next refusal pauses briefly again.
+    pub(crate) fn connected(&mut self) {
+        self.busy = BUSY_FIRST;
+    }
+
     /// The delay before the next attempt.
     pub(crate) fn next_delay(&mut self, fatal: bool) -> Duration {
         let base = if fatal { FATAL } else { self.next };
         self.next = (self.next * 2).min(CAP);
-        // xorshift64: jitter only, no need for more.
+        let permille = 800 + self.random() % 401; // 0.8 .. 1.2
+        base * u32::try_from(permille).unwrap_or(1000) / 1000
+    }
+
+    /// xorshift64: jitter only, no need for more.
+    fn random(&mut self) -> u64 {
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
-        let permille = 800 + self.rng % 401; // 0.8 .. 1.2
-        base * u32::try_from(permille).unwrap_or(1000) / 1000
+        self.rng
     }
 }
 
@@ -95,6 +128,31 @@ mod tests {
         assert_eq!(e.dial_wait(Some(EAGER_FOR)), None);
         e.reset();
         assert_eq!(e.dial_wait(None), Some(ms(50)));
+        e.busy();
+        assert_eq!(e.dial_wait(None), Some(PATIENT));
+        assert_eq!(e.dial_wait(None), Some(PATIENT));
+        e.reset();
+        assert_eq!(e.dial_wait(None), Some(ms(50)));
+    }
+
+    #[test]
+    fn busy_pauses_spread_grow_and_start_over_once_through() {
+        let mut b = Backoff::new(42);
+        let p: Vec<Duration> = (0..8).map(|_| b.busy_pause()).collect();
+        assert!(
+            p[0] >= BUSY_FIRST / 2 && p[0] <= BUSY_FIRST * 3 / 2,
+            "{p:?}"
+        );
+        assert!(p.iter().all(|x| *x <= BUSY_LONGEST * 3 / 2), "{p:?}");
+        assert!(p[7] >= BUSY_LONGEST / 2, "{p:?}");
+        let mut other = Backoff::new(7);
+        assert_ne!(
+            other.busy_pause(),
+            p[0],
+            "a rack would come back in lock-step"
+        );
+        b.connected();
+        assert!(b.busy_pause() <= BUSY_FIRST * 3 / 2);
     }
 
     #[test]

@@ -40,6 +40,17 @@ pub(crate) async fn run(config: WorkerConfig) -> anyhow::Result<()> {
             _ = stop.wait_for(|stop| *stop) => return Ok(()),
         };
         let fatal = match dialed {
+            Err(e) if e.busy => {
+                // Up, but answering other workers first: back soon, not all at once.
+                unanswered = None;
+                eager.busy();
+                let pause = backoff.busy_pause();
+                debug!("{e}; dialling again in {} ms", pause.as_millis());
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => continue,
+                    _ = stop.wait_for(|stop| *stop) => return Ok(()),
+                }
+            }
             Err(e) if eager_wait.is_some() && !e.refused => {
                 unanswered.get_or_insert(started);
                 debug!("cannot connect yet: {e}");
@@ -47,6 +58,7 @@ pub(crate) async fn run(config: WorkerConfig) -> anyhow::Result<()> {
             }
             Ok((conn, _endpoint)) => {
                 eager.reset();
+                backoff.connected();
                 info!("connected to {}", conn.remote_address());
                 match worker.serve(conn).await {
                     Ended::Shutdown => return Ok(()),

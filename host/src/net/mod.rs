@@ -10,7 +10,7 @@ mod worker_peer;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -19,7 +19,7 @@ use bramble_net::Budget;
 use bramble_sched::{SchedConfig, Scheduler};
 use bramble_wire::close;
 use tokio::sync::mpsc;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::store::Store;
 pub(crate) use driver::ToDriver;
@@ -29,6 +29,19 @@ pub use revoke::{Revocations, append_name as append_revoked};
 const READ_BUDGET: usize = 256 << 20;
 /// ... and by one connection: two frames of the largest size.
 const CONNECTION_READ_BUDGET: usize = 2 * bramble_wire::MAX_FRAME_LEN;
+
+/// Dials the host has taken but not yet answered. Answering one (key exchange and signature)
+/// costs the host about a millisecond of CPU, and a dialling worker waits 50–200 ms for a
+/// first answer before it dials again. Past this many, a new dial is refused at once with
+/// QUIC's CONNECTION_REFUSED (a packet, no cryptography): the worker then knows the host is up,
+/// comes back after a short random pause and waits for its answer patiently. Without this, a
+/// thousand workers dialling together were answered too late, dialled again and again, and the
+/// host did each handshake several times over.
+const MAX_UNANSWERED: usize = 32;
+
+/// A handshake not finished by then is dropped and its place given to another: its worker
+/// gave up on it and dialled again (the connection's idle timeout would hold it for 15 s).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the host needs to serve.
 pub struct HostOptions {
@@ -60,7 +73,7 @@ impl Host {
     /// disk, see [`open_store`]).
     pub async fn start(opts: HostOptions) -> anyhow::Result<Self> {
         let server = bramble_net::server_config(&opts.ca_pem, &opts.cert_pem, &opts.key_pem)?;
-        let socket = std::net::UdpSocket::bind(opts.listen)
+        let socket = bramble_net::bind_udp(opts.listen)
             .with_context(|| format!("cannot listen on {}", opts.listen))?;
         let endpoint = quinn::Endpoint::new(
             endpoint_config(&opts.reset_key),
@@ -156,16 +169,36 @@ fn endpoint_config(secret: &[u8]) -> quinn::EndpointConfig {
 
 async fn accept_loop(endpoint: quinn::Endpoint, ctx: client_peer::Ctx, budget: Budget) {
     let ids = Arc::new(AtomicU64::new(1));
+    let unanswered = Arc::new(AtomicUsize::new(0));
     while let Some(incoming) = endpoint.accept().await {
+        let Some(unanswered) = Unanswered::begin(&unanswered) else {
+            debug!(
+                "busy: {MAX_UNANSWERED} dials not answered yet; refused {} for now",
+                incoming.remote_address()
+            );
+            incoming.refuse();
+            continue;
+        };
         let ctx = ctx.clone();
         let ids = ids.clone();
         let budget = budget.connection(CONNECTION_READ_BUDGET);
         tokio::spawn(async move {
             let remote = incoming.remote_address();
-            let conn = match incoming.await {
-                Ok(conn) => conn,
-                Err(e) => {
+            // Answers the dial (the host's hello goes out here).
+            let connecting = incoming.accept();
+            drop(unanswered);
+            let accepted = match connecting {
+                Ok(connecting) => tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await,
+                Err(e) => Ok(Err(e)),
+            };
+            let conn = match accepted {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e)) => {
                     warn!("refused connection from {remote}: {e}");
+                    return;
+                }
+                Err(_) => {
+                    debug!("gave up a handshake with {remote}: the peer went silent");
                     return;
                 }
             };
@@ -203,6 +236,26 @@ async fn accept_loop(endpoint: quinn::Endpoint, ctx: client_peer::Ctx, budget: B
         });
     }
     info!("endpoint closed");
+}
+
+/// A dial not answered yet, counted against [`MAX_UNANSWERED`] until dropped.
+struct Unanswered(Arc<AtomicUsize>);
+
+impl Unanswered {
+    fn begin(count: &Arc<AtomicUsize>) -> Option<Self> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_UNANSWERED).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(count.clone()))
+    }
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Role and name from the peer's verified certificate.

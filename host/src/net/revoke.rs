@@ -31,10 +31,16 @@ impl Revocations {
         self.names.lock().is_ok_and(|n| n.contains(name))
     }
 
-    /// Remembers a live connection so that revoking its name can close it.
+    /// Remembers a live connection so that revoking its name can close it. Closed ones are
+    /// swept when the list has doubled since the last sweep, so a rack of a thousand joining
+    /// costs a thousand sweeps' worth of work once, not a thousand each.
     pub(crate) fn track(&self, name: &str, conn: &quinn::Connection) {
         if let Ok(mut live) = self.live.lock() {
-            live.retain(|(_, c)| c.close_reason().is_none());
+            if live.len() >= live.capacity() {
+                live.retain(|(_, c)| c.close_reason().is_none());
+                let room = live.len().max(8);
+                live.reserve(room);
+            }
             live.push((name.to_owned(), conn.clone()));
         }
     }
