@@ -9,7 +9,8 @@
 //!
 //! Prints one JSON line: how long the N workers took to register, the host's RSS with them
 //! idle, its CPU over a 10 s window of their telemetry alone, and a map of ITEMS items (chunksize 1):
-//! items per second and host CPU per item.
+//! items per second and host CPU per item. With LOADGEN_REGISTER_ONLY set it stops after the
+//! registration; LOADGEN_FIRST_WAIT_MS sets how long a first dial waits for an answer.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -102,6 +103,19 @@ async fn main() -> anyhow::Result<()> {
     }
     let registered_ms = started.elapsed().as_secs_f64() * 1000.0;
     let registration_cpu_ms = cpu_ms(host_pid)? - cpu_before;
+    if std::env::var_os("LOADGEN_REGISTER_ONLY").is_some() {
+        println!(
+            "{}",
+            serde_json::json!({
+                "workers": n,
+                "registered_ms": registered_ms,
+                "registration_host_cpu_ms": registration_cpu_ms,
+                "redials": REDIALS.load(Ordering::Relaxed),
+                "refused_busy": BUSY.load(Ordering::Relaxed),
+            })
+        );
+        return Ok(());
+    }
 
     let idle = cpu_ms(host_pid)?;
     tokio::time::sleep(Duration::from_secs(10)).await;

@@ -144,3 +144,63 @@ pub fn is_refusal(e: &quinn::ConnectionError) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bramble_certs::ca::Ca;
+    use bramble_certs::{HOST_SERVER_NAME, Role};
+
+    /// A real host endpoint on loopback and a worker bundle that dials it.
+    fn pair() -> (quinn::Endpoint, Bundle) {
+        let ca = Ca::generate("test").unwrap();
+        let host = ca.issue_host(&[]).unwrap();
+        let server = crate::server_config(ca.cert_pem(), &host.cert_pem, &host.key_pem).unwrap();
+        let socket = crate::bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server),
+            socket,
+            std::sync::Arc::new(quinn::TokioRuntime),
+        )
+        .unwrap();
+        let peer = ca.issue_peer(Role::Worker, "pi-01").unwrap();
+        let bundle = Bundle {
+            version: 1,
+            role: Role::Worker,
+            name: "pi-01".into(),
+            hosts: vec![endpoint.local_addr().unwrap().to_string()],
+            server_name: HOST_SERVER_NAME.into(),
+            ca: ca.cert_pem().into(),
+            cert: peer.cert_pem,
+            key: peer.key_pem,
+        };
+        (endpoint, bundle)
+    }
+
+    #[tokio::test]
+    async fn a_busy_host_is_told_apart_from_a_refusal_and_from_silence() {
+        let (host, bundle) = pair();
+        let config = crate::client_config(&bundle, crate::Side::Worker).unwrap();
+        let refuser = host.clone();
+        tokio::spawn(async move {
+            if let Some(incoming) = refuser.accept().await {
+                incoming.refuse();
+            }
+        });
+        let e = connect(&bundle, &config, Duration::from_secs(5))
+            .await
+            .err()
+            .unwrap();
+        assert!(e.busy && !e.refused, "{e:?}");
+        assert!(e.message.contains("busy"), "{}", e.message);
+
+        // Nobody answers: a timeout, neither busy nor refused.
+        let e = connect(&bundle, &config, Duration::from_millis(100))
+            .await
+            .err()
+            .unwrap();
+        assert!(!e.busy && !e.refused, "{e:?}");
+        assert!(e.message.contains("no answer"), "{}", e.message);
+    }
+}

@@ -297,6 +297,11 @@ impl Scheduler {
             .min()
     }
 
+    /// How many workers are connected.
+    pub fn worker_count(&self) -> usize {
+        self.workers.len()
+    }
+
     /// Connected worker ids, ascending.
     pub fn ids(&self) -> Vec<WorkerId> {
         self.workers.keys().copied().collect()
