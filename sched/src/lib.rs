@@ -125,6 +125,10 @@ pub struct Scheduler {
     keep_until: Option<Instant>,
     /// A placement pass is due (at this time) before the next action.
     dispatch_at: Option<Instant>,
+    /// No worker's heartbeat deadline is before this (it may be later: a worker heard from
+    /// since moves its own deadline, not this). Recomputed at each timeout, so a thousand
+    /// workers' telemetry does not cost a walk over all of them per message.
+    silence_check: Option<Instant>,
 }
 
 impl Scheduler {
@@ -146,6 +150,7 @@ impl Scheduler {
             actions: VecDeque::new(),
             keep_until: None,
             dispatch_at: None,
+            silence_check: None,
         }
     }
 
@@ -263,6 +268,11 @@ impl Scheduler {
                 .push_back(Action::Disconnect { session, reason });
             self.lose_worker(id);
         }
+        self.silence_check = self
+            .workers
+            .values()
+            .map(|w| w.last_seen + self.config.worker_timeout)
+            .min();
         if self.keep_until.is_some_and(|t| t <= now) {
             // Workers that had tasks before the restart and did not come back: others take them.
             self.keep_until = None;
@@ -288,13 +298,10 @@ impl Scheduler {
         self.dispatch_at = Some(self.dispatch_at.map_or(now, |t| t.max(now)));
     }
 
-    /// When [`Scheduler::handle_timeout`] must be called next.
+    /// When [`Scheduler::handle_timeout`] must be called next (at the latest: a worker heard
+    /// from meanwhile makes that call find nothing due).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.workers
-            .values()
-            .map(|w| w.last_seen + self.config.worker_timeout)
-            .chain(self.keep_until)
-            .min()
+        self.silence_check.into_iter().chain(self.keep_until).min()
     }
 
     /// How many workers are connected.

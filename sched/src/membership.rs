@@ -80,6 +80,8 @@ impl Scheduler {
             entry.engines = (0..slots).map(|slot| self.engine_id(&name, slot)).collect();
         }
         self.workers.insert(id, entry);
+        let deadline = now + self.config.worker_timeout;
+        self.silence_check = Some(self.silence_check.map_or(deadline, |t| t.min(deadline)));
     }
 
     /// The engine id of a slot of a named worker, given (and recorded) the first time.
