@@ -3,20 +3,19 @@
 //! worker's slots free up and how long a task takes there, and places a task only on the
 //! worker that would finish it first, so a slow worker is not handed work a fast one would
 //! finish sooner (the end-of-job straggler problem). It sends a task ahead to a slot that
-//! frees within `SEND_AHEAD`, counting the tasks already waiting there (tiny tasks queue many
+//! frees within `pass::SEND_AHEAD`, counting the tasks already waiting there (tiny tasks queue many
 //! deep, up to `AHEAD_PER_SLOT`; long ones go when their predecessor is nearly done), to hide
 //! the round trip, and near the end it re-runs stragglers on idle workers.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bramble_wire::worker::AHEAD_PER_SLOT;
 use bramble_wire::{Attempt, JobId, TaskId, TaskSpec, ToWorker, Work, WorkerId};
 
+use super::pass::Pass;
 use super::placement::{self, Candidate, Policy, Projection};
 use super::python::unfit;
-use super::worker::WorkerEntry;
 use super::{Action, Record, Scheduler};
 
 /// Engines (worker, slot) with a pinned task left in the queue during one placement pass: a
@@ -46,9 +45,6 @@ const PLAN_AHEAD: usize = 256;
 
 /// Nominal time per item before any worker has reported one; only ratios matter.
 const NOMINAL_MS: f64 = 1000.0;
-/// A task is sent ahead to a worker whose slot frees within this: long enough to cover the
-/// round trip to the host, short enough that nothing is hoarded.
-const SEND_AHEAD: Duration = Duration::from_millis(100);
 
 impl Scheduler {
     /// Places queued tasks, oldest first (cutting more from map jobs first: enough for what
@@ -161,11 +157,7 @@ impl Scheduler {
             .map(|w| usize::try_from(w.slots()).unwrap_or(1).max(1))
             .sum();
         let lookahead = total_slots * (AHEAD_PER_SLOT as usize + 4) + 16;
-        let mut pass = Pass {
-            now,
-            promised: BTreeMap::new(),
-            heaps: BTreeMap::new(),
-        };
+        let mut pass = Pass::new(now);
         // Workers that could be sent a task now; once none can, the rest of the queue waits
         // (a worker's slots only get later during a pass, so none becomes one again).
         let mut takers = self
@@ -424,112 +416,6 @@ fn by_speed(
     list
 }
 
-/// Tasks placed alike: those of one job with as many items, and no constraint of their own.
-type Class = (JobId, u32);
-
-/// One thermal placement pass: the slots promised so far (on top of the workers' cached
-/// forecasts) and, per job and task size, a heap of its eligible workers by expected finish.
-struct Pass {
-    now: Instant,
-    /// Slot free times of the workers this pass promised or sent work to.
-    promised: BTreeMap<WorkerId, Vec<Instant>>,
-    heaps: BTreeMap<Class, BinaryHeap<Reverse<(Instant, WorkerId)>>>,
-}
-
-impl Pass {
-    /// When `id`'s earliest slot frees up, promises of this pass included.
-    fn free_at(&self, workers: &BTreeMap<WorkerId, WorkerEntry>, id: WorkerId) -> Instant {
-        match self.promised.get(&id) {
-            Some(slots) => slots.iter().min().copied(),
-            None => workers
-                .get(&id)
-                .and_then(|w| w.cached_forecast())
-                .and_then(|f| f.slots(self.now).min()),
-        }
-        .unwrap_or(self.now)
-    }
-
-    fn per_item(
-        &self,
-        workers: &BTreeMap<WorkerId, WorkerEntry>,
-        id: WorkerId,
-    ) -> Option<Duration> {
-        Some(workers.get(&id)?.cached_forecast()?.per_item())
-    }
-
-    /// Whether `w`, whose earliest slot frees at `free_at`, can be sent a task now.
-    fn sendable(&self, w: &WorkerEntry, free_at: Instant) -> bool {
-        (free_at <= self.now && w.has_free_slot())
-            || (free_at <= self.now + SEND_AHEAD
-                && w.can_take_ahead()
-                && w.speed.full_clock_ms().is_some())
-    }
-
-    /// The eligible worker of `class` (a job and a task size) that would finish such a task
-    /// first (ties: lower id), and when. Heap entries made stale by promises (a slot only ever
-    /// gets later) are brought up to date as they surface.
-    fn best_of_class(
-        &mut self,
-        workers: &BTreeMap<WorkerId, WorkerEntry>,
-        class: Class,
-        eligible: impl FnOnce() -> Vec<WorkerId>,
-    ) -> Option<(WorkerId, Instant)> {
-        if !self.heaps.contains_key(&class) {
-            let heap = eligible()
-                .into_iter()
-                .filter_map(|id| Some(Reverse((self.finish(workers, id, class.1)?, id))))
-                .collect();
-            self.heaps.insert(class, heap);
-        }
-        loop {
-            let Reverse((finish, id)) = *self.heaps.get(&class)?.peek()?;
-            let now_finish = self.finish(workers, id, class.1)?;
-            let heap = self.heaps.get_mut(&class)?;
-            if now_finish == finish {
-                return Some((id, finish));
-            }
-            heap.pop();
-            heap.push(Reverse((now_finish, id)));
-        }
-    }
-
-    fn finish(
-        &self,
-        workers: &BTreeMap<WorkerId, WorkerEntry>,
-        id: WorkerId,
-        items: u32,
-    ) -> Option<Instant> {
-        Some(self.free_at(workers, id) + self.per_item(workers, id)? * items)
-    }
-
-    /// Occupies `id`'s earliest slot until `finish`, and files it again in `class`'s heap.
-    fn promise(
-        &mut self,
-        workers: &BTreeMap<WorkerId, WorkerEntry>,
-        id: WorkerId,
-        finish: Instant,
-        class: Option<Class>,
-    ) {
-        let now = self.now;
-        let slots = self.promised.entry(id).or_insert_with(|| {
-            workers
-                .get(&id)
-                .and_then(|w| w.cached_forecast())
-                .map_or_else(|| vec![now], |f| f.slots(now).collect())
-        });
-        if let Some(slot) = slots.iter_mut().min() {
-            *slot = finish;
-        }
-        if let Some(class) = class
-            && let Some(next) = self.finish(workers, id, class.1)
-            && let Some(heap) = self.heaps.get_mut(&class)
-        {
-            heap.pop();
-            heap.push(Reverse((next, id)));
-        }
-    }
-}
-
-fn ms(v: f64) -> Duration {
+pub(crate) fn ms(v: f64) -> Duration {
     Duration::from_secs_f64((v / 1000.0).clamp(0.0, 86_400.0))
 }

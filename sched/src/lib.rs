@@ -24,6 +24,7 @@ mod invariants;
 mod job;
 mod membership;
 mod outcome;
+mod pass;
 mod placement;
 mod python;
 mod speed;
