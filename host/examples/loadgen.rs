@@ -103,17 +103,15 @@ async fn main() -> anyhow::Result<()> {
     }
     let registered_ms = started.elapsed().as_secs_f64() * 1000.0;
     let registration_cpu_ms = cpu_ms(host_pid)? - cpu_before;
+    let mut report = serde_json::json!({
+        "workers": n,
+        "registered_ms": registered_ms,
+        "registration_host_cpu_ms": registration_cpu_ms,
+        "redials": REDIALS.load(Ordering::Relaxed),
+        "refused_busy": BUSY.load(Ordering::Relaxed),
+    });
     if std::env::var_os("LOADGEN_REGISTER_ONLY").is_some() {
-        println!(
-            "{}",
-            serde_json::json!({
-                "workers": n,
-                "registered_ms": registered_ms,
-                "registration_host_cpu_ms": registration_cpu_ms,
-                "redials": REDIALS.load(Ordering::Relaxed),
-                "refused_busy": BUSY.load(Ordering::Relaxed),
-            })
-        );
+        println!("{report}");
         return Ok(());
     }
 
@@ -156,22 +154,17 @@ async fn main() -> anyhow::Result<()> {
     let took = started.elapsed().as_secs_f64();
     let host_us = (cpu_ms(host_pid)? - before) * 1000.0 / done.max(1) as f64;
     client.close().await;
-    println!(
-        "{}",
-        serde_json::json!({
-            "workers": n,
-            "registered_ms": registered_ms,
-            "registration_host_cpu_ms": registration_cpu_ms,
-            "redials": REDIALS.load(Ordering::Relaxed),
-            "refused_busy": BUSY.load(Ordering::Relaxed),
-            "telemetry_core_share": telemetry_share,
-            "host_rss_mib": rss_idle,
-            "items": done,
-            "items_per_s": done as f64 / took,
-            "host_us_per_item": host_us,
-            "host_rss_after_mib": rss_mib(host_pid)?,
-        })
-    );
+    if let Some(report) = report.as_object_mut() {
+        report.extend([
+            ("telemetry_core_share".into(), telemetry_share.into()),
+            ("host_rss_mib".into(), rss_idle.into()),
+            ("items".into(), done.into()),
+            ("items_per_s".into(), (done as f64 / took).into()),
+            ("host_us_per_item".into(), host_us.into()),
+            ("host_rss_after_mib".into(), rss_mib(host_pid)?.into()),
+        ]);
+    }
+    println!("{report}");
     Ok(())
 }
 
