@@ -89,6 +89,20 @@ PY
         after=$(cpu_ms "$host_pid")
         "$py" -c "import json; w=$ended-$started; print(json.dumps({'rate_$chunk': $n/w, 'host_us_$chunk': ($after-$before)*1000/$n}))" >>"$out"
     done
+    # A process per task: 5,000 x `true` over the 4 workers (their default slots: one per
+    # core each), against xargs running as many at once on this machine.
+    slots=$(( 4 * $(nproc) ))
+    "$py" - "$bin/bramble" "$slots" >>"$out" <<'PY'
+import json, subprocess, sys, time
+bramble, slots = sys.argv[1], sys.argv[2]
+t = time.perf_counter()
+subprocess.run([bramble, "map", "--range", "0..5000", "--", "true"], stdout=subprocess.DEVNULL, check=True)
+b = time.perf_counter() - t
+t = time.perf_counter()
+subprocess.run(f"seq 5000 | xargs -P{slots} -n1 true", shell=True, check=True)
+x = time.perf_counter() - t
+print(json.dumps({"process_s": b, "xargs_s": x, "xargs_ratio": x / b, "slots": int(slots)}))
+PY
     stop_all
     for chunk in 1 100; do
         for peer in ipyparallel dask; do
@@ -119,6 +133,8 @@ print(f"| start until 4 workers registered, host first (ms after the workers sta
 print(f"| the same, workers started 0.5 s before the host (ms) | {med('start_workers_first'):.0f} | | | <= 50 |")
 print(f"| map of tiny tasks, chunksize 1 (items/s; bramble {n} items `--persistent`, peers {peer_n}) | {med('rate_1'):,.0f} | {ip1:,.0f} | {dk1:,.0f} | >= 45,000 |")
 print(f"| the same, chunksize 100 ({n} items, items/s) | {med('rate_100'):,.0f} | {ip100:,.0f} | {dk100:,.0f} | >= 500,000 |")
+slots = next(r["slots"] for r in rows if "slots" in r)
+print(f"| a process per task, 5,000 x `true` (s; in brackets: xargs -P{slots} time / bramble time) | {med('process_s'):.2f} [{med('xargs_ratio'):.2f}x] | | | >= 0.98x |")
 print(f"| host CPU per task, chunksize 1 (µs) | {med('host_us_1'):.1f} | | | <= 10 |")
 print(f"| host CPU per item, chunksize 100 (µs) | {med('host_us_100'):.2f} | | | |")
 PY
