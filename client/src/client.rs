@@ -22,8 +22,10 @@ use crate::{ClientError, JobEnd, Order};
 /// Turns of the runtime a closing client gives the endpoint to send the close.
 const CLOSE_TURNS: usize = 4;
 
-/// How long one dial waits for an answer.
-const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one dial waits for the host's first answer: on a LAN it comes within
+/// milliseconds, so a host that is down is reported after a second, not five. A host that
+/// answered gets longer to finish the handshake (`bramble_net::connect`).
+const DIAL_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a waiting or following client keeps trying to reach a restarted host.
 pub(crate) const RECONNECT_FOR: Duration = Duration::from_secs(120);
 

@@ -7,7 +7,11 @@ use clap::{Args, Parser, Subcommand};
 
 /// Turn a cluster of Raspberry Pis into one parallel computer.
 #[derive(Debug, Parser)]
-#[command(name = "bramble", version, propagate_version = true)]
+#[command(
+    name = "bramble",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("BRAMBLE_COMMIT"), ")"),
+    propagate_version = true
+)]
 pub(crate) struct Cli {
     /// Profile under $BRAMBLE_HOME (default ~/.config/bramble).
     #[arg(
@@ -43,6 +47,7 @@ pub(crate) enum Command {
     },
     /// Issue a worker bundle (kept in the profile's workers/ directory).
     Enroll {
+        /// The worker's name (its hostname, say `pi-01`): shown in status, usable in --targets.
         name: String,
         /// Also write the bundle here.
         #[arg(long)]
@@ -50,6 +55,7 @@ pub(crate) enum Command {
     },
     /// Issue a client bundle for a CLI on another machine.
     ClientBundle {
+        /// A name for that CLI (say `laptop`); revoke it by this name.
         name: String,
         /// Where to write it [default: ./NAME.json].
         #[arg(long)]
@@ -93,6 +99,7 @@ pub(crate) enum Command {
     Jobs,
     /// Block until a job has ended (exit 0 all ok, 1 failures or cancelled, 124 timeout).
     Wait {
+        /// The job id (`bramble jobs` lists them).
         job: u64,
         /// Give up after this many seconds.
         #[arg(long, value_name = "SECS")]
@@ -100,13 +107,17 @@ pub(crate) enum Command {
     },
     /// Print a job's results in input order.
     Results {
+        /// The job id (`bramble jobs` lists them).
         job: u64,
         /// Keep printing results as they arrive until the job ends.
         #[arg(long)]
         follow: bool,
     },
     /// Stop a job: queued tasks dropped, running ones killed.
-    Cancel { job: u64 },
+    Cancel {
+        /// The job id (`bramble jobs` lists them).
+        job: u64,
+    },
     /// Refuse a worker or client certificate name from now on; live connections are dropped.
     Revoke {
         /// The certificate name (a worker's or a client bundle's).
@@ -117,15 +128,24 @@ pub(crate) enum Command {
     },
     /// Place no new work on a worker (by name or id); its running tasks finish. Shown as
     /// `draining` in status; kept across reconnects and host restarts.
-    Drain { worker: String },
+    Drain {
+        /// The worker's name or id.
+        worker: String,
+    },
     /// Place work on a drained worker again.
-    Undrain { worker: String },
+    Undrain {
+        /// The worker's name or id.
+        worker: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum SubmitJob {
+    /// Load-balanced: run CMD once per input item (as `bramble map`).
     Map(MapArgs),
+    /// Run CMD once on each target (as `bramble apply`).
     Apply(ApplyArgs),
+    /// One contiguous chunk of the items per target, on CMD's stdin (as `bramble scatter`).
     Scatter(ScatterArgs),
 }
 

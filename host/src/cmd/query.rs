@@ -1,6 +1,6 @@
 //! `ids` and `status`.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -38,8 +38,11 @@ pub(super) async fn status(client: Client, json: bool, watch: bool) -> anyhow::R
             format!("{}\n{}", table(&rows), host_line(&client.health().await?))
         };
         let mut out = std::io::stdout().lock();
-        if watch {
+        if watch && out.is_terminal() {
             write!(out, "\x1b[2J\x1b[H")?; // clear screen, cursor home
+        } else if watch {
+            // Into a file or a pipe: one snapshot after another, told apart by a time line.
+            writeln!(out, "--- {}", utc_clock())?;
         }
         writeln!(out, "{text}")?;
         drop(out);
@@ -52,6 +55,20 @@ pub(super) async fn status(client: Client, json: bool, watch: bool) -> anyhow::R
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The time of day in UTC, `HH:MM:SS UTC`.
+fn utc_clock() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        % 86_400;
+    format!(
+        "{:02}:{:02}:{:02} UTC",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
 }
 
 fn table(rows: &[WorkerStatus]) -> String {

@@ -261,8 +261,15 @@ fn progress_bar(total: u64, json: bool) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} {per_sec} ETA {eta}") {
-        bar.set_style(style);
+    if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} {rate} ETA {eta}") {
+        // indicatif's own {per_sec} prints "2.0318/s".
+        let rate = |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = match state.per_sec() {
+                r if r >= 10.0 => write!(w, "{r:.0}/s"),
+                r => write!(w, "{r:.1}/s"),
+            };
+        };
+        bar.set_style(style.with_key("rate", rate));
     }
     bar
 }

@@ -5,6 +5,8 @@
 
 /// An aarch64 worker (cross-built, under qemu-user) joins an x86 host.
 mod aarch64;
+/// The CLI's rough edges: --version, help texts, a host that is down, status into a file.
+mod cli;
 /// Installing on a Pi: install-worker.sh into a root directory, the systemd unit.
 mod deploy;
 /// Draining a worker: running tasks finish, no new work, kept across restarts.

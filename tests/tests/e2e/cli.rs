@@ -1,0 +1,82 @@
+use std::io::Read;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use bramble_tests::{Cluster, stderr, stdout};
+
+#[test]
+fn version_names_the_commit_it_was_built_from() {
+    let c = Cluster::init();
+    let out = c.bramble(&["--version"]);
+    let text = stdout(&out);
+    let commit = text
+        .trim()
+        .strip_prefix(concat!("bramble ", env!("CARGO_PKG_VERSION"), " ("))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{text:?}"));
+    assert!(
+        commit == "unknown"
+            || commit
+                .trim_end_matches("-dirty")
+                .chars()
+                .all(|ch| ch.is_ascii_hexdigit()),
+        "{text:?}"
+    );
+}
+
+#[test]
+fn positional_arguments_and_submit_kinds_are_explained() {
+    let c = Cluster::init();
+    let help = stdout(&c.bramble(&["submit", "--help"]));
+    assert!(help.contains("once per input item"), "{help}");
+    assert!(!help.contains("Where a job's items come from"), "{help}");
+    for (cmd, arg) in [("cancel", "<JOB>"), ("wait", "<JOB>"), ("enroll", "<NAME>")] {
+        let help = stdout(&c.bramble(&[cmd, "--help"]));
+        let line = help
+            .lines()
+            .find(|l| l.trim_start().starts_with(arg))
+            .unwrap_or_else(|| panic!("{cmd}: {help}"));
+        assert!(line.trim() != arg, "{cmd}: {arg} has no description");
+    }
+}
+
+#[test]
+fn a_host_that_is_down_is_reported_in_about_a_second() {
+    // The profile's host is not running: nothing answers on its port.
+    let c = Cluster::init();
+    let started = Instant::now();
+    let out = c.bramble(&["ids"]);
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("no answer within 1s"), "{err}");
+    assert!(err.contains("bramble serve"), "{err}");
+    eprintln!("reported after {took:?}");
+}
+
+#[test]
+fn status_watch_into_a_pipe_writes_snapshots_not_escape_codes() {
+    let c = Cluster::start(1);
+    let mut child = c
+        .command("bramble", &["status", "--watch"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stdout.take().unwrap();
+    // Read until two snapshots have arrived (one a second), then stop it.
+    let mut text = String::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while text.matches("--- ").count() < 2 && Instant::now() < deadline {
+        let n = pipe.read(&mut buf).unwrap();
+        assert!(n > 0, "status --watch ended: {text}");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(text.matches("--- ").count() >= 2, "{text}");
+    assert!(!text.contains('\x1b'), "escape codes in a pipe: {text:?}");
+    assert!(text.contains("UTC"), "{text}");
+    assert!(text.contains("NAME"), "{text}");
+}
