@@ -78,6 +78,15 @@ pub(crate) enum Command {
     /// Connected worker ids as a JSON array.
     Ids,
     /// One row per connected worker.
+    ///
+    /// Columns: ID and NAME; STATE (`up`, or `draining`: no new work); ADDRESS it connects
+    /// from; SLOTS (tasks at once) and RUNNING (tasks it holds, including those sent ahead);
+    /// °C, the SoC temperature; MHz, the measured ARM clock over its maximum (lower while
+    /// throttled); THROTTLE, the firmware's throttle flags, now and since boot; SPEED, how
+    /// fast it runs tasks now against the fastest connected worker (1.00 = the fastest; from
+    /// the task times it reported, scaled by its clock, throttling and temperature trend; `-`
+    /// until it has finished a task); DONE, items it finished since the host started; UPTIME
+    /// of its connection. A last line tells the host's state and the job store's free space.
     Status {
         /// Refresh every second.
         #[arg(long)]

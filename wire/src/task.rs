@@ -53,11 +53,28 @@ pub enum Work {
     Python(PythonWork),
 }
 
+/// `word` as a POSIX shell would need it typed: as is when it holds only characters the
+/// shell leaves alone, else in single quotes (a `'` inside becomes `'\''`).
+fn shell_word(word: &str) -> std::borrow::Cow<'_, str> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_@%+=:,./{}#-".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.into()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''")).into()
+    }
+}
+
 impl Work {
-    /// The command line, for listings.
+    /// The command line, for listings: each word shell-quoted where it needs it, so that
+    /// `sh -c 'echo a b'` reads back as typed.
     pub fn describe(&self) -> String {
         match self {
-            Self::Command { command, .. } => command.argv.join(" "),
+            Self::Command { command, .. } => command
+                .argv
+                .iter()
+                .map(|w| shell_word(w))
+                .collect::<Vec<_>>()
+                .join(" "),
             Self::Python(p) => format!("python: {}", p.name),
         }
     }
@@ -263,6 +280,24 @@ impl TaskResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn commands_are_described_as_they_would_be_typed() {
+        let work = |argv: &[&str]| Work::Command {
+            command: Command {
+                argv: argv.iter().map(|a| (*a).to_owned()).collect(),
+                shell: false,
+                timeout_ms: 0,
+            },
+            persistent: false,
+        };
+        assert_eq!(work(&["echo", "{}"]).describe(), "echo {}");
+        assert_eq!(
+            work(&["sh", "-c", "echo a b; it's"]).describe(),
+            r"sh -c 'echo a b; it'\''s'"
+        );
+        assert_eq!(work(&["printf", ""]).describe(), "printf ''");
+    }
 
     #[test]
     fn outcome_words_round_trip() {

@@ -129,10 +129,32 @@ pub(super) fn jobs_table(jobs: &[JobSummary]) -> String {
             format!("{}/{}", j.done, j.total),
             j.failed,
             format!("{:.1}s", j.elapsed_ms as f64 / 1000.0),
-            j.command
+            one_line(&j.command, COMMAND_WIDTH)
         ));
     }
     lines.join("\n")
+}
+
+/// Characters of a job's command shown in the `jobs` table (`--json` has all of it).
+const COMMAND_WIDTH: usize = 60;
+
+/// `text` on one line of at most `width` characters: line breaks and tabs as `\n` and `\t`,
+/// other control characters dropped, the cut marked with `…`.
+fn one_line(text: &str, width: usize) -> String {
+    let mut line = String::new();
+    for c in text.chars() {
+        match c {
+            '\n' => line.push_str("\\n"),
+            '\t' => line.push_str("\\t"),
+            c if c.is_control() => {}
+            c => line.push(c),
+        }
+    }
+    if line.chars().count() > width {
+        line = line.chars().take(width.saturating_sub(1)).collect();
+        line.push('…');
+    }
+    line
 }
 
 /// `jobs --json`.
@@ -192,4 +214,19 @@ pub(super) fn status_json(rows: &[WorkerStatus]) -> serde_json::Result<String> {
         })
         .collect();
     serde_json::to_string_pretty(&rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_multi_line_script_stays_on_its_row() {
+        assert_eq!(one_line("sh -c 'a\n\tb'", 60), r"sh -c 'a\n\tb'");
+        let long = "x".repeat(100);
+        let cut = one_line(&long, 10);
+        assert_eq!(cut.chars().count(), 10);
+        assert!(cut.ends_with('…'));
+        assert_eq!(one_line("a\x1b[2Jb", 60), "a[2Jb");
+    }
 }

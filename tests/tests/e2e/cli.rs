@@ -30,6 +30,8 @@ fn positional_arguments_and_submit_kinds_are_explained() {
     let help = stdout(&c.bramble(&["submit", "--help"]));
     assert!(help.contains("once per input item"), "{help}");
     assert!(!help.contains("Where a job's items come from"), "{help}");
+    let status = stdout(&c.bramble(&["status", "--help"]));
+    assert!(status.contains("SPEED, how fast"), "{status}");
     for (cmd, arg) in [("cancel", "<JOB>"), ("wait", "<JOB>"), ("enroll", "<NAME>")] {
         let help = stdout(&c.bramble(&[cmd, "--help"]));
         let line = help
@@ -79,4 +81,19 @@ fn status_watch_into_a_pipe_writes_snapshots_not_escape_codes() {
     assert!(!text.contains('\x1b'), "escape codes in a pipe: {text:?}");
     assert!(text.contains("UTC"), "{text}");
     assert!(text.contains("NAME"), "{text}");
+}
+
+#[test]
+fn jobs_show_commands_quoted_and_on_one_line() {
+    let c = Cluster::start(1);
+    let out = c.bramble(&["apply", "--", "sh", "-c", "echo 'a b'\necho c"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = c.bramble(&["jobs"]);
+    let table = stdout(&out);
+    let rows: Vec<&str> = table.lines().collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    assert!(
+        rows[1].ends_with(r"sh -c 'echo '\''a b'\''\necho c'"),
+        "{table}"
+    );
 }
