@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::bail;
-use bramble_certs::{Role, check_name};
+use bramble_certs::{Bundle, Role, check_name};
 use bramble_client::Client;
 use bramble_host::net::append_revoked;
 use bramble_host::profile::Profile;
@@ -15,8 +15,19 @@ pub(super) fn init(
     listen: SocketAddr,
     public: Vec<String>,
     force: bool,
+    json: bool,
 ) -> anyhow::Result<ExitCode> {
     let config = profile.init(listen, public, force)?;
+    if json {
+        let report = serde_json::json!({
+            "profile": profile.dir,
+            "listen": config.listen.to_string(),
+            "public": config.public,
+            "client_bundle": profile.client_bundle_path(),
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     println!("created profile {}", profile.dir.display());
     println!(
         "  host listens on {}; workers and clients dial {}",
@@ -31,24 +42,41 @@ pub(super) fn enroll(
     profile: &Profile,
     name: &str,
     out: Option<PathBuf>,
+    json: bool,
 ) -> anyhow::Result<ExitCode> {
     let kept = profile.worker_bundle_path(name);
     let bundle = profile.enroll(Role::Worker, name, &kept)?;
     if let Some(out) = &out {
         bundle.save(out)?;
     }
-    println!("{}", out.unwrap_or(kept).display());
-    Ok(ExitCode::SUCCESS)
+    issued(&bundle, &out.unwrap_or(kept), json)
 }
 
 pub(super) fn client_bundle(
     profile: &Profile,
     name: &str,
     out: Option<PathBuf>,
+    json: bool,
 ) -> anyhow::Result<ExitCode> {
     let out = out.unwrap_or_else(|| PathBuf::from(format!("{name}.json")));
-    profile.enroll(Role::Client, name, &out)?;
-    println!("{}", out.display());
+    let bundle = profile.enroll(Role::Client, name, &out)?;
+    issued(&bundle, &out, json)
+}
+
+/// Says where an issued bundle is: its path, or with `--json` its name, role, path and the
+/// addresses it dials.
+fn issued(bundle: &Bundle, path: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    if json {
+        let report = serde_json::json!({
+            "name": bundle.name,
+            "role": bundle.role.to_string(),
+            "bundle": path,
+            "hosts": bundle.hosts,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{}", path.display());
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -29,9 +29,9 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             listen,
             public,
             force,
-        } => admin::init(&profile, listen, public, force),
-        Command::Enroll { name, out } => admin::enroll(&profile, &name, out),
-        Command::ClientBundle { name, out } => admin::client_bundle(&profile, &name, out),
+        } => admin::init(&profile, listen, public, force, json),
+        Command::Enroll { name, out } => admin::enroll(&profile, &name, out, json),
+        Command::ClientBundle { name, out } => admin::client_bundle(&profile, &name, out, json),
         Command::Serve { listen, policy } => {
             bramble_net::logging::init(tracing::Level::INFO);
             multi_thread()?.block_on(serve::serve(&profile, listen, policy))

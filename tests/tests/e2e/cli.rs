@@ -97,3 +97,44 @@ fn jobs_show_commands_quoted_and_on_one_line() {
         "{table}"
     );
 }
+
+#[test]
+fn init_enroll_and_client_bundle_answer_json() {
+    let c = Cluster::init();
+    let home = c.profile_path("");
+    let out = c.bramble(&[
+        "init",
+        "--force",
+        "--listen",
+        "127.0.0.1:1",
+        "--public",
+        "10.0.0.2:7707",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let init: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(init["listen"], "127.0.0.1:1");
+    assert_eq!(init["public"], serde_json::json!(["10.0.0.2:7707"]));
+    assert!(
+        std::path::Path::new(init["client_bundle"].as_str().unwrap()).exists(),
+        "{init}"
+    );
+    let out = c.bramble(&["enroll", "pi-01", "--json"]);
+    let enrolled: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(enrolled["name"], "pi-01");
+    assert_eq!(enrolled["role"], "worker");
+    assert_eq!(enrolled["hosts"], serde_json::json!(["10.0.0.2:7707"]));
+    let path = std::path::PathBuf::from(enrolled["bundle"].as_str().unwrap());
+    assert!(path.starts_with(&home), "{enrolled}");
+    let laptop = home.join("laptop.json");
+    let out = c.bramble(&[
+        "client-bundle",
+        "laptop",
+        "--out",
+        laptop.to_str().unwrap(),
+        "--json",
+    ]);
+    let issued: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(issued["role"], "client");
+    assert!(laptop.exists());
+}
