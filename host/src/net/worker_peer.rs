@@ -59,6 +59,30 @@ async fn serve(
         Ok(Err(e)) => return End::Gone(e.to_string()),
         Err(_) => return End::Protocol("no control stream opened".into()),
     };
+    // Run on the streams; a protocol error closes the connection before the control stream's
+    // send half is dropped (a drop finishes it, and that FIN could reach the peer first, as if
+    // the host had answered).
+    let end = serve_streams(
+        conn, name, session, address, to_driver, budget, &mut send, recv,
+    )
+    .await;
+    if let End::Protocol(why) = &end {
+        conn.close(close::PROTOCOL.into(), why.as_bytes());
+    }
+    end
+}
+
+#[allow(clippy::too_many_arguments)] // serve's own arguments and its two streams
+async fn serve_streams(
+    conn: &quinn::Connection,
+    name: &str,
+    session: SessionId,
+    address: String,
+    to_driver: &mpsc::Sender<ToDriver>,
+    budget: &Budget,
+    send: &mut quinn::SendStream,
+    recv: quinn::RecvStream,
+) -> End {
     let mut frames = FrameReader::new(recv);
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, frames.next::<ToHost>()).await {
         Ok(Ok(Some(ToHost::Hello(hello)))) => hello,
@@ -104,7 +128,7 @@ async fn serve(
                 Err(e) => return End::Gone(e.to_string()),
             },
             cmd = rx.recv() => match cmd {
-                Some(PeerCmd::Send(msg)) => match write_frame(&mut send, &msg, &mut out).await {
+                Some(PeerCmd::Send(msg)) => match write_frame(send, &msg, &mut out).await {
                     Ok(()) => {}
                     Err(bramble_net::WriteError::Encode(e)) => {
                         warn!("cannot encode frame for {name:?}: {e}");
