@@ -32,7 +32,22 @@ pub(super) async fn run(
 ) {
     let session = SessionId(id);
     let address = conn.remote_address().to_string();
-    let end = serve(&conn, &name, session, address, &to_driver, &budget).await;
+    let end = match tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await {
+        Ok(Ok((mut send, recv))) => {
+            let end = serve(
+                &conn, &name, session, address, &to_driver, &budget, &mut send, recv,
+            )
+            .await;
+            // Closed before the control stream's send half is dropped: the drop finishes the
+            // stream, and that FIN could reach the peer first, as if the host had answered.
+            if let End::Protocol(why) = &end {
+                conn.close(close::PROTOCOL.into(), why.as_bytes());
+            }
+            end
+        }
+        Ok(Err(e)) => End::Gone(e.to_string()),
+        Err(_) => End::Protocol("no control stream opened".into()),
+    };
     match end {
         End::Gone(why) => info!("worker {name:?} gone: {why}"),
         End::Protocol(why) => {
@@ -46,34 +61,8 @@ pub(super) async fn run(
         .await;
 }
 
+#[allow(clippy::too_many_arguments)] // the connection's facts and its two control streams
 async fn serve(
-    conn: &quinn::Connection,
-    name: &str,
-    session: SessionId,
-    address: String,
-    to_driver: &mpsc::Sender<ToDriver>,
-    budget: &Budget,
-) -> End {
-    let (mut send, recv) = match tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await {
-        Ok(Ok(streams)) => streams,
-        Ok(Err(e)) => return End::Gone(e.to_string()),
-        Err(_) => return End::Protocol("no control stream opened".into()),
-    };
-    // Run on the streams; a protocol error closes the connection before the control stream's
-    // send half is dropped (a drop finishes it, and that FIN could reach the peer first, as if
-    // the host had answered).
-    let end = serve_streams(
-        conn, name, session, address, to_driver, budget, &mut send, recv,
-    )
-    .await;
-    if let End::Protocol(why) = &end {
-        conn.close(close::PROTOCOL.into(), why.as_bytes());
-    }
-    end
-}
-
-#[allow(clippy::too_many_arguments)] // serve's own arguments and its two streams
-async fn serve_streams(
     conn: &quinn::Connection,
     name: &str,
     session: SessionId,
