@@ -34,8 +34,27 @@ pub(super) fn init(
         config.listen,
         config.public.join(", ")
     );
+    if only_loopback(&config.public) {
+        println!(
+            "  only this machine can reach that address: for Pis, `bramble init --force --public \
+             ADDRESS:PORT` (or set `public` in {} and enroll them again)",
+            profile.dir.join("host.toml").display()
+        );
+    }
     println!("next: `bramble serve`, then `bramble enroll NAME` for each Pi");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether every address is this machine's loopback (a Pi given such a bundle dials itself).
+fn only_loopback(hosts: &[String]) -> bool {
+    hosts.iter().all(|h| {
+        bramble_host::profile::split_host_port(h).is_ok_and(|(host, _)| {
+            host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        })
+    })
 }
 
 pub(super) fn enroll(
@@ -66,6 +85,15 @@ pub(super) fn client_bundle(
 /// Says where an issued bundle is: its path, or with `--json` its name, role, path and the
 /// addresses it dials.
 fn issued(bundle: &Bundle, path: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    if bundle.role == Role::Worker && only_loopback(&bundle.hosts) {
+        eprintln!(
+            "bramble: warning: {} dials only {} (this machine): a Pi given it cannot reach the \
+             host; set `public` in the profile's host.toml to an address the Pis reach \
+             (or `bramble init --force --public ADDRESS:PORT`) and enroll it again",
+            path.display(),
+            bundle.hosts.join(", ")
+        );
+    }
     if json {
         let report = serde_json::json!({
             "name": bundle.name,

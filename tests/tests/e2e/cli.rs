@@ -138,3 +138,34 @@ fn init_enroll_and_client_bundle_answer_json() {
     assert_eq!(issued["role"], "client");
     assert!(laptop.exists());
 }
+
+#[test]
+fn a_bundle_that_dials_only_this_machine_is_called_out() {
+    // Cluster::init listens on 127.0.0.1: only this machine can reach it.
+    let c = Cluster::init();
+    let out = c.bramble(&["enroll", "pi-01"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("warning") && err.contains("dials only 127.0.0.1"),
+        "{err}"
+    );
+    assert!(err.contains("public"), "{err}");
+
+    let out = c.bramble(&["init", "--force", "--listen", "127.0.0.1:1"]);
+    assert!(
+        stdout(&out).contains("only this machine can reach"),
+        "{}",
+        stdout(&out)
+    );
+    // With an address the Pis reach, nothing to warn about (no packet goes there: the
+    // bundle only records it).
+    let out = c.bramble(&["init", "--force", "--public", "10.0.0.2:7707"]);
+    assert!(
+        !stdout(&out).contains("only this machine"),
+        "{}",
+        stdout(&out)
+    );
+    let out = c.bramble(&["enroll", "pi-01"]);
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+}
