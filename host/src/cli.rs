@@ -141,6 +141,12 @@ pub(crate) enum Command {
         /// The worker's name or id.
         worker: String,
     },
+    /// Print a completion script for SHELL, e.g. `bramble completions bash >
+    /// ~/.local/share/bash-completion/completions/bramble`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Place work on a drained worker again.
     Undrain {
         /// The worker's name or id.

@@ -57,6 +57,11 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             multi_thread()?.block_on(serve::cluster(&profile, local))
         }
         Command::Revoke { name, force } => admin::revoke(&profile, bundle, &name, force),
+        Command::Completions { shell } => {
+            let mut cli = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cli, "bramble", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Ids => client_command(&profile, bundle, query::ids),
         Command::Status { watch } => {
             client_command(&profile, bundle, |c| query::status(c, json, watch))

@@ -169,3 +169,27 @@ fn a_bundle_that_dials_only_this_machine_is_called_out() {
     let out = c.bramble(&["enroll", "pi-01"]);
     assert!(stderr(&out).is_empty(), "{}", stderr(&out));
 }
+
+#[test]
+fn completions_are_scripts_the_shell_accepts() {
+    let c = Cluster::init();
+    let out = c.bramble(&["completions", "bash"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let script = stdout(&out);
+    assert!(script.contains("_bramble()"), "{script}");
+    for word in ["map", "scatter", "--targets", "--persistent"] {
+        assert!(script.contains(word), "no {word} in the completions");
+    }
+    // bash itself parses it (-n: read, do not run).
+    let path = c.profile_path("bramble.bash");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, &script).unwrap();
+    let parsed = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(parsed.status.success(), "{}", stderr(&parsed));
+    let out = c.bramble(&["completions", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2));
+}
