@@ -10,13 +10,18 @@ items=${BRAMBLE_BENCH_ITEMS:-40000}
 cargo build --release -p bramble-host --bins --example loadgen
 bin=$PWD/target/release
 out=$(mktemp)
+# Until the host logging to $1 says it listens (20 s at most).
+wait_listening() {
+    for _ in $(seq 400); do grep -q "listening" "$1" 2>/dev/null && return; sleep 0.05; done
+    echo "the host never listened" >&2; exit 1
+}
 for n in ${BRAMBLE_BENCH_WORKERS:-10 100 1000}; do
     home=$(mktemp -d)
     port=$(( 21000 + RANDOM % 5000 ))
     BRAMBLE_HOME=$home "$bin/bramble" init --listen "127.0.0.1:$port" >/dev/null
     BRAMBLE_HOME=$home "$bin/bramble" serve 2>"$home/host.log" &
     host=$!
-    for _ in $(seq 400); do grep -q "listening" "$home/host.log" 2>/dev/null && break; sleep 0.05; done
+    wait_listening "$home/host.log"
     "$bin/examples/loadgen" "$home/default" "$n" "$items" "$host" 2>>"$home/loadgen.log" | tail -1 >>"$out"
     kill "$host"; wait "$host" 2>/dev/null || true
     # Registration again, with dials that wait up to 2 s for the host's first answer: the
@@ -24,8 +29,8 @@ for n in ${BRAMBLE_BENCH_WORKERS:-10 100 1000}; do
     # generator's own sake, and then they dial again as real workers would.
     BRAMBLE_HOME=$home "$bin/bramble" serve 2>"$home/host2.log" &
     host=$!
-    for _ in $(seq 400); do grep -q "listening" "$home/host2.log" 2>/dev/null && break; sleep 0.05; done
-    LOADGEN_REGISTER_ONLY=1 LOADGEN_FIRST_WAIT_MS=2000 "$bin/examples/loadgen" "$home/default" "$n" 0 "$host" 2>>"$home/loadgen.log" \
+    wait_listening "$home/host2.log"
+    LOADGEN_REGISTER_ONLY=1 LOADGEN_PATIENT=1 "$bin/examples/loadgen" "$home/default" "$n" 0 "$host" 2>>"$home/loadgen.log" \
         | tail -1 | sed 's/"registered_ms"/"patient_ms"/; s/"redials"/"patient_redials"/; s/"refused_busy"/"patient_busy"/; s/"registration_host_cpu_ms"/"patient_cpu_ms"/' >>"$out"
     kill "$host"; wait "$host" 2>/dev/null || true
     rm -rf "$home"

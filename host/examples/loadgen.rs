@@ -10,7 +10,7 @@
 //! Prints one JSON line: how long the N workers took to register, the host's RSS with them
 //! idle, its CPU over a 10 s window of their telemetry alone, and a map of ITEMS items (chunksize 1):
 //! items per second and host CPU per item. With LOADGEN_REGISTER_ONLY set it stops after the
-//! registration; LOADGEN_FIRST_WAIT_MS sets how long a first dial waits for an answer.
+//! registration; with LOADGEN_PATIENT set every dial waits up to 2 s for the host's answer.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,12 +20,15 @@ use anyhow::Context;
 use bramble_certs::{Bundle, Role};
 use bramble_client::{Client, JobEvent, Order};
 use bramble_host::profile::Profile;
-use bramble_net::{DialError, FrameReader, Side, write_frame};
+use bramble_net::{Backoff, DialError, Eager, FrameReader, Side, write_frame};
 use bramble_wire::worker::CAP_COMMAND;
 use bramble_wire::{
     Command, Hello, ItemOutput, ItemRange, JobKind, JobSpec, Outcome, Targets, TaskResult,
     Telemetry, ToHost, ToWorker, Work,
 };
+
+/// How long a dial waits once the eager dials are over (as the worker's).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Dials that got no answer in time and were made again.
 static REDIALS: AtomicU64 = AtomicU64::new(0);
@@ -45,12 +48,9 @@ async fn main() -> anyhow::Result<()> {
     let host_pid: u32 = host_pid.parse()?;
     raise_fd_limit();
     // The simulated workers share this machine's cores with the host, so a dial's answer can
-    // be late for the load generator's own sake; LOADGEN_FIRST_WAIT_MS=2000 measures the host
-    // with workers that wait for it patiently.
-    let first_wait = Duration::from_millis(match std::env::var("LOADGEN_FIRST_WAIT_MS") {
-        Ok(ms) => ms.parse().context("LOADGEN_FIRST_WAIT_MS")?,
-        Err(_) => 50,
-    });
+    // be late for the load generator's own sake; LOADGEN_PATIENT=1 measures the host with
+    // workers that wait up to 2 s for it from the first dial on (as after a busy refusal).
+    let patient = std::env::var_os("LOADGEN_PATIENT").is_some();
 
     let bundles_dir = tempfile::tempdir()?;
     let mut bundles = Vec::with_capacity(n);
@@ -65,33 +65,36 @@ async fn main() -> anyhow::Result<()> {
     for (i, bundle) in bundles.into_iter().enumerate() {
         let joined = joined.clone();
         tokio::spawn(async move {
-            // Like a real worker (`worker/src/backoff.rs`): dial again at once for the first
-            // seconds, each dial waiting 50, 100, then 200 ms for the host's first answer.
-            // A host busy with other handshakes refuses at once; then it pauses 50 ms,
-            // doubling up to 0.8 s, each spread from half to one and a half times, and waits
-            // for the answer up to 2 s.
-            let mut wait = first_wait;
-            let mut busy = Duration::from_millis(50);
-            let mut rng = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            // Dials as a worker does (`worker/src/net.rs`), with its dial policy.
+            let mut eager = Eager::new();
+            if patient {
+                eager.busy();
+            }
+            let mut backoff = Backoff::new(i as u64 + 1);
+            let mut unanswered: Option<Instant> = None;
             loop {
-                match simulate(&bundle, wait, i as u64, &joined).await {
+                let started = Instant::now();
+                let wait = eager.dial_wait(unanswered.map(|since| since.elapsed()));
+                let dialed = simulate(&bundle, wait.unwrap_or(CONNECT_TIMEOUT), i as u64, &joined);
+                let e = match dialed.await {
                     Ok(()) => return,
-                    Err(e) if e.downcast_ref::<DialError>().is_some_and(|d| d.busy) => {
-                        BUSY.fetch_add(1, Ordering::Relaxed);
-                        rng ^= rng << 13;
-                        rng ^= rng >> 7;
-                        rng ^= rng << 17;
-                        tokio::time::sleep(busy * (500 + (rng % 1001) as u32) / 1000).await;
-                        busy = (busy * 2).min(Duration::from_millis(800));
-                        wait = Duration::from_secs(2);
-                    }
-                    Err(e) if !e.is::<Joined>() => {
-                        if REDIALS.fetch_add(1, Ordering::Relaxed) < 10 {
-                            eprintln!("sim-{i:04}: dialling again: {e:#}");
-                        }
-                        wait = (wait * 2).min(Duration::from_millis(200)).max(wait);
-                    }
-                    Err(e) => return eprintln!("sim-{i:04}: {e:#}"),
+                    Err(e) if e.is::<Joined>() => return eprintln!("sim-{i:04}: {e:#}"),
+                    Err(e) => e,
+                };
+                if e.downcast_ref::<DialError>().is_some_and(|d| d.busy) {
+                    BUSY.fetch_add(1, Ordering::Relaxed);
+                    unanswered = None;
+                    eager.busy();
+                    tokio::time::sleep(backoff.busy_pause()).await;
+                    continue;
+                }
+                if REDIALS.fetch_add(1, Ordering::Relaxed) < 10 {
+                    eprintln!("sim-{i:04}: dialling again: {e:#}");
+                }
+                if wait.is_some() {
+                    unanswered.get_or_insert(started);
+                } else {
+                    tokio::time::sleep(backoff.next_delay(false)).await;
                 }
             }
         });

@@ -57,7 +57,8 @@ impl Profile {
         self.dir.join("security")
     }
 
-    fn config_path(&self) -> PathBuf {
+    /// `host.toml`.
+    pub fn config_path(&self) -> PathBuf {
         self.dir.join("host.toml")
     }
 

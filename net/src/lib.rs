@@ -3,6 +3,7 @@
 //! settings per side), dialing the hosts of a bundle, and reading and writing frames on
 //! streams. It decides nothing about what the frames mean.
 
+mod backoff;
 mod config;
 mod dial;
 mod frames;
@@ -10,6 +11,7 @@ mod frames;
 pub mod logging;
 mod socket;
 
+pub use backoff::{Backoff, Eager};
 pub use config::{Side, client_config, server_config, transport};
 pub use dial::{DialError, connect, is_refusal};
 pub use frames::{Budget, FrameReader, ReadError, WriteError, read_one, write_frame};

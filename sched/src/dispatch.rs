@@ -149,7 +149,7 @@ impl Scheduler {
         let fallback = self.fallback_ms();
         for (id, w) in &mut self.workers {
             let per_item = ms(w.speed.expected_ms(fallback));
-            w.forecast(*id, per_item, &self.tasks, now);
+            w.refresh_forecast(*id, per_item, &self.tasks, now);
         }
         let total_slots: usize = self
             .workers

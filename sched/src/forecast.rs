@@ -3,6 +3,8 @@
 //! between placement passes and recomputed only when its tasks or its speed changed, or when
 //! time passed a projected finish (an overdue task is assumed to end now), so a pass over a
 //! thousand busy workers reads a thousand cached forecasts instead of walking every task.
+//! A running task is credited the time it has already run (it ends at its start plus its
+//! expected time); before the cache, every task was projected as if it started now.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

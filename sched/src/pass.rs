@@ -104,7 +104,8 @@ impl Pass {
         Some(self.free_at(workers, id) + self.per_item(workers, id)? * items)
     }
 
-    /// Occupies `id`'s earliest slot until `finish`, and files it again in `class`'s heap.
+    /// Occupies `id`'s earliest slot until `finish`, and files it again in `class`'s heap
+    /// (where [`Pass::best_of_class`] has just left it on top).
     pub(crate) fn promise(
         &mut self,
         workers: &BTreeMap<WorkerId, WorkerEntry>,
@@ -126,7 +127,9 @@ impl Pass {
             && let Some(next) = self.finish(workers, id, class.1)
             && let Some(heap) = self.heaps.get_mut(&class)
         {
-            heap.pop();
+            if heap.peek().is_some_and(|Reverse((_, top))| *top == id) {
+                heap.pop();
+            }
             heap.push(Reverse((next, id)));
         }
     }

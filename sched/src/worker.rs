@@ -83,21 +83,22 @@ impl WorkerEntry {
         self.generation += 1;
     }
 
-    /// A task here ended, was refused or moved; whether it was here.
-    pub(crate) fn remove_task(&mut self, task: TaskId) -> bool {
-        let was = self.running.remove(&task);
-        self.generation += u64::from(was);
-        was
+    /// A task here ended, was refused or moved.
+    pub(crate) fn remove_task(&mut self, task: TaskId) {
+        if self.running.remove(&task) {
+            self.generation += 1;
+        }
     }
 
-    /// When its slots free up at `now`, taking `per_item` per item (see [`Forecast`]).
-    pub(crate) fn forecast(
+    /// Brings its forecast up to date for `now`, taking `per_item` per item (recomputed only
+    /// when it no longer holds, see [`Forecast`]).
+    pub(crate) fn refresh_forecast(
         &mut self,
         id: WorkerId,
         per_item: Duration,
         tasks: &BTreeMap<TaskId, Task>,
         now: Instant,
-    ) -> &Forecast {
+    ) {
         let fresh = match self.forecast.take() {
             Some(f) if f.holds(self.generation, per_item, now) => f,
             _ => {
@@ -106,7 +107,7 @@ impl WorkerEntry {
                 Forecast::compute(id, slots, running, tasks, self.generation, per_item, now)
             }
         };
-        self.forecast.insert(fresh)
+        self.forecast = Some(fresh);
     }
 
     /// The forecast of the latest placement pass.

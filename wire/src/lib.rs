@@ -30,7 +30,9 @@ pub use client::{
 };
 pub use codec::{DecodeError, EncodeError, FrameDecoder, MAX_FRAME_LEN};
 pub use ids::{Attempt, EngineId, JobId, TaskId, WorkerId};
-pub use task::{Command, Item, ItemOutput, Outcome, PythonWork, TaskResult, TaskSpec, Work};
+pub use task::{
+    Command, Item, ItemOutput, Outcome, PythonWork, TaskResult, TaskSpec, Work, shell_quote,
+};
 pub use telemetry::{Megahertz, MilliCelsius, Telemetry, ThrottleFlags};
 pub use worker::{Hello, OutputChunk, PythonReport, ToHost, ToWorker, Welcome};
 

@@ -53,14 +53,15 @@ pub enum Work {
     Python(PythonWork),
 }
 
-/// `word` as a POSIX shell would need it typed: as is when it holds only characters the
-/// shell leaves alone, else in single quotes (a `'` inside becomes `'\''`).
-fn shell_word(word: &str) -> std::borrow::Cow<'_, str> {
-    let plain = |c: char| c.is_ascii_alphanumeric() || "_@%+=:,./{}#-".contains(c);
+/// `word` quoted for POSIX sh, as it would be typed: plain words (letters, digits and
+/// `-_./:,+=@%{}`) stay as they are, anything else goes in single quotes (a `'` inside becomes
+/// `'\''`). The worker quotes items with it (`--shell`) and listings show commands with it.
+pub fn shell_quote(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./:,+=@%{}".contains(c);
     if !word.is_empty() && word.chars().all(plain) {
-        word.into()
+        word.to_owned()
     } else {
-        format!("'{}'", word.replace('\'', r"'\''")).into()
+        format!("'{}'", word.replace('\'', r"'\''"))
     }
 }
 
@@ -72,7 +73,7 @@ impl Work {
             Self::Command { command, .. } => command
                 .argv
                 .iter()
-                .map(|w| shell_word(w))
+                .map(|w| shell_quote(w))
                 .collect::<Vec<_>>()
                 .join(" "),
             Self::Python(p) => format!("python: {}", p.name),
@@ -297,6 +298,8 @@ mod tests {
             r"sh -c 'echo a b; it'\''s'"
         );
         assert_eq!(work(&["printf", ""]).describe(), "printf ''");
+        // A word that starts with `#` would start a comment.
+        assert_eq!(work(&["echo", "#x"]).describe(), "echo '#x'");
     }
 
     #[test]

@@ -6,7 +6,6 @@
 #[global_allocator]
 static COUNTING: bramble_wire::fuzz::Counting = bramble_wire::fuzz::Counting;
 
-mod backoff;
 mod config;
 mod coproc;
 mod core;

@@ -4,11 +4,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bramble_net::Side;
+use bramble_net::{Backoff, Eager, Side};
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
-use crate::backoff::{Backoff, Eager};
 use crate::config::WorkerConfig;
 use crate::session::{Ended, Worker};
 use crate::watchdog;

@@ -26,7 +26,7 @@ pub(crate) fn expand(command: &Command, item: &Item) -> Invocation {
     let argv = match (&text, command.shell) {
         (Some(v), false) => command.argv.iter().map(|a| fill(a, v)).collect(),
         (Some(v), true) => {
-            let quoted = shell_quote(v);
+            let quoted = bramble_wire::shell_quote(v);
             let script = command
                 .argv
                 .iter()
@@ -50,19 +50,6 @@ pub(crate) fn expand(command: &Command, item: &Item) -> Invocation {
         }
     };
     Invocation { argv, stdin }
-}
-
-/// Quotes `s` for POSIX sh: plain words stay as they are, anything else goes in single quotes.
-fn shell_quote(s: &str) -> String {
-    let plain = !s.is_empty()
-        && s.chars().all(|c| {
-            c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | ':' | ',' | '+' | '=')
-        });
-    if plain {
-        s.to_owned()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
 }
 
 #[cfg(test)]

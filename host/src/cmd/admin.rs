@@ -38,7 +38,7 @@ pub(super) fn init(
         println!(
             "  only this machine can reach that address: for Pis, `bramble init --force --public \
              ADDRESS:PORT` (or set `public` in {} and enroll them again)",
-            profile.dir.join("host.toml").display()
+            profile.config_path().display()
         );
     }
     println!("next: `bramble serve`, then `bramble enroll NAME` for each Pi");

@@ -25,7 +25,7 @@ const BATCH: usize = 512;
 /// With this many workers or more, a placement pass that took at least [`GATHER_AFTER`] is
 /// followed by a pause as long, in which events are gathered, not flushed: a pass costs
 /// O(workers), and this keeps it to at most half of the driver's time however few events
-/// each would carry (1,000 workers: 8,700 tasks a second without, 22,000–25,000 with). A
+/// each would carry (1,000 workers, 5,000 tasks: 8,700 tasks a second without, 11,100 with). A
 /// small rack's passes are long only when they cut many tasks, which is work, not overhead:
 /// pausing after them cost 10 workers a quarter of their rate, and pausing after long store
 /// commits half.

@@ -39,8 +39,8 @@ const CONNECTION_READ_BUDGET: usize = 2 * bramble_wire::MAX_FRAME_LEN;
 /// host did each handshake several times over.
 const MAX_UNANSWERED: usize = 32;
 
-/// A handshake not finished by then is dropped and its place given to another: its worker
-/// gave up on it and dialled again (the connection's idle timeout would hold it for 15 s).
+/// A handshake not finished by then is dropped: its worker gave up on it and dialled again,
+/// and the connection's idle timeout would hold its memory for 15 s.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the host needs to serve.

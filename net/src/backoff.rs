@@ -1,5 +1,7 @@
-//! Reconnect backoff: capped exponential with ±20 % jitter, so a rack of Pis does not
-//! reconnect in lock-step after a host restart. Pure: the caller sleeps.
+//! When a worker dials its host again: eager dials while the host has only just gone silent,
+//! short random pauses when it is busy, and a capped exponential backoff with ±20 % jitter
+//! after that, so a rack of Pis does not reconnect in lock-step after a host restart. Pure:
+//! the caller dials and sleeps (the worker, and the load generator that simulates a rack).
 
 use std::time::Duration;
 
@@ -24,18 +26,24 @@ const PATIENT: Duration = Duration::from_secs(2);
 
 /// The waits of eager dials.
 #[derive(Debug)]
-pub(crate) struct Eager {
+pub struct Eager {
     next: Duration,
 }
 
-impl Eager {
-    pub(crate) fn new() -> Self {
+impl Default for Eager {
+    fn default() -> Self {
         Self { next: EAGER_FIRST }
+    }
+}
+
+impl Eager {
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// How long the next dial waits while the host has been silent for `silent` (`None`: not
     /// tried yet); `None` once the eager time is over (dial normally, with pauses).
-    pub(crate) fn dial_wait(&mut self, silent: Option<Duration>) -> Option<Duration> {
+    pub fn dial_wait(&mut self, silent: Option<Duration>) -> Option<Duration> {
         if silent.is_some_and(|s| s >= EAGER_FOR) {
             return None;
         }
@@ -45,12 +53,12 @@ impl Eager {
     }
 
     /// The host refused a dial because it is busy: the next dials wait for their answer.
-    pub(crate) fn busy(&mut self) {
+    pub fn busy(&mut self) {
         self.next = PATIENT;
     }
 
     /// The host answered: its next silence starts from the first wait again.
-    pub(crate) fn reset(&mut self) {
+    pub fn reset(&mut self) {
         self.next = EAGER_FIRST;
     }
 }
@@ -63,14 +71,14 @@ const BUSY_LONGEST: Duration = Duration::from_millis(800);
 
 /// Backoff state of one worker.
 #[derive(Debug)]
-pub(crate) struct Backoff {
+pub struct Backoff {
     next: Duration,
     busy: Duration,
     rng: u64,
 }
 
 impl Backoff {
-    pub(crate) fn new(seed: u64) -> Self {
+    pub fn new(seed: u64) -> Self {
         Self {
             next: FIRST,
             busy: BUSY_FIRST,
@@ -79,24 +87,24 @@ impl Backoff {
     }
 
     /// After a connection that lived long enough: start from the short delay again.
-    pub(crate) fn reset(&mut self) {
+    pub fn reset(&mut self) {
         self.next = FIRST;
     }
 
     /// The pause before dialling a busy host again (see [`BUSY_FIRST`]).
-    pub(crate) fn busy_pause(&mut self) -> Duration {
+    pub fn busy_pause(&mut self) -> Duration {
         let base = self.busy;
         self.busy = (self.busy * 2).min(BUSY_LONGEST);
         base * u32::try_from(500 + self.random() % 1001).unwrap_or(1000) / 1000
     }
 
     /// The host let a dial through: its next refusal pauses briefly again.
-    pub(crate) fn connected(&mut self) {
+    pub fn connected(&mut self) {
         self.busy = BUSY_FIRST;
     }
 
     /// The delay before the next attempt.
-    pub(crate) fn next_delay(&mut self, fatal: bool) -> Duration {
+    pub fn next_delay(&mut self, fatal: bool) -> Duration {
         let base = if fatal { FATAL } else { self.next };
         self.next = (self.next * 2).min(CAP);
         let permille = 800 + self.random() % 401; // 0.8 .. 1.2
