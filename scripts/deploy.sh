@@ -3,7 +3,8 @@
 #
 #   scripts/deploy.sh [--dry-run] [--binary FILE] [--profile NAME] user@pi-01 [user@pi-02 ...]
 #
-# For each Pi: enrolls a bundle named after it (`bramble enroll`), copies the aarch64 worker,
+# For each Pi: enrolls a bundle named after it (`bramble enroll --reuse`: a Pi deployed again
+# keeps its bundle), copies the aarch64 worker,
 # the install scripts and the bundle, runs install-worker.sh with sudo, and waits until the
 # worker shows in `bramble status`. --dry-run prints every command instead of running it and
 # changes nothing. Needs key-based ssh and passwordless sudo on the Pis.
@@ -42,7 +43,7 @@ for target in "${targets[@]}"; do
     fi
     [[ $name =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]] || die "cannot make a worker name from $target"
     echo "== $target as worker $name"
-    run "$bramble" --profile "$profile" enroll "$name" --out "$staging/$name.json"
+    run "$bramble" --profile "$profile" enroll "$name" --reuse --out "$staging/$name.json"
     run ssh "$target" mkdir -p /tmp/bramble-install
     run scp "$binary" "$here/install-worker.sh" "$here/bramble-worker.service" "$here/bramble.sysusers" \
         "$here/bramble.tmpfiles" \

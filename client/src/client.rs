@@ -12,7 +12,7 @@ use bramble_net::{FrameReader, Side};
 use bramble_wire::EncodeError;
 use bramble_wire::codec::encode_frame;
 use bramble_wire::{
-    ClientRequest, EngineInfo, HostHealth, JobId, JobSpec, JobSummary, ToClient, WorkerId,
+    ClientRequest, EngineInfo, HostHealth, JobId, JobSpec, JobSummary, Refusal, ToClient, WorkerId,
     WorkerStatus,
 };
 
@@ -248,6 +248,15 @@ impl Client {
     pub async fn health(&self) -> Result<HostHealth, ClientError> {
         match self.ask_again_if_lost(&ClientRequest::Health).await? {
             ToClient::Health(health) => Ok(health),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Connections the host refused in the last ten minutes, newest first: a Pi that keeps
+    /// failing to join, and why.
+    pub async fn refusals(&self) -> Result<Vec<Refusal>, ClientError> {
+        match self.ask_again_if_lost(&ClientRequest::Refusals).await? {
+            ToClient::Refusals(list) => Ok(list),
             other => Err(unexpected(&other)),
         }
     }

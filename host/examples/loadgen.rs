@@ -17,9 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bramble_certs::{Bundle, Role};
+use bramble_certs::Bundle;
 use bramble_client::{Client, JobEvent, Order};
-use bramble_host::profile::Profile;
+use bramble_host::profile::{Again, Profile};
 use bramble_net::{Backoff, DialError, Eager, FrameReader, Side, write_frame};
 use bramble_wire::worker::CAP_COMMAND;
 use bramble_wire::{
@@ -52,11 +52,10 @@ async fn main() -> anyhow::Result<()> {
     // workers that wait up to 2 s for it from the first dial on (as after a busy refusal).
     let patient = std::env::var_os("LOADGEN_PATIENT").is_some();
 
-    let bundles_dir = tempfile::tempdir()?;
     let mut bundles = Vec::with_capacity(n);
     for i in 0..n {
         let name = format!("sim-{i:04}");
-        bundles.push(profile.enroll(Role::Worker, &name, &bundles_dir.path().join(&name))?);
+        bundles.push(profile.enroll_worker(&name, Again::Replace)?.0);
     }
 
     // Each simulated worker says here when the host has welcomed it.

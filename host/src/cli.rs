@@ -45,13 +45,23 @@ pub(crate) enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Issue a worker bundle (kept in the profile's workers/ directory).
+    /// Issue a worker bundle (kept in the profile's workers/ directory) and give the name its
+    /// worker id: ids follow enrollment order and are kept. One bundle per Pi: a name enrolled
+    /// already is refused unless --force or --reuse.
     Enroll {
         /// The worker's name (its hostname, say `pi-01`): shown in status, usable in --targets.
         name: String,
         /// Also write the bundle here.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Issue a new bundle for a name enrolled already; the old one is refused from then on
+        /// (a lost or re-imaged Pi; a revoked name is taken back).
+        #[arg(long, conflicts_with = "reuse")]
+        force: bool,
+        /// For a name enrolled already, give the bundle it has (deploying to the same Pi
+        /// again).
+        #[arg(long)]
+        reuse: bool,
     },
     /// Issue a client bundle for a CLI on another machine.
     ClientBundle {
@@ -190,7 +200,7 @@ pub(crate) enum ClusterAction {
 /// Options shared by the commands that run work.
 #[derive(Debug, Args)]
 pub(crate) struct RunOpts {
-    /// Workers to use: `all` or ids like `0,2,5-7`.
+    /// Workers to use: `all`, or ids (`0,2,5-7`), names (`pi-01`) and labels, comma-separated.
     #[arg(long)]
     pub(crate) targets: Option<String>,
     /// Run CMD through `sh -c` (items are shell-quoted).

@@ -10,10 +10,24 @@ use anyhow::{Context, bail};
 use bramble_certs::bundle::{BUNDLE_VERSION, write_private};
 use bramble_certs::ca::Ca;
 use bramble_certs::{Bundle, HOST_SERVER_NAME, Role, check_name};
+use bramble_wire::WorkerId;
 use serde::{Deserialize, Serialize};
+
+use crate::enrolled::{Enrolled, Enrollment, fingerprint};
 
 /// Default UDP port of `bramble serve`.
 pub const DEFAULT_PORT: u16 = 7707;
+
+/// What `enroll_worker` does with a name that is enrolled already.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Again {
+    /// Refuse (one bundle per Pi).
+    Refuse,
+    /// Give the kept bundle (deploying to the same Pi again).
+    Reuse,
+    /// Issue a new certificate; the old one is refused from then on (`--force`).
+    Replace,
+}
 
 /// `host.toml`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +96,11 @@ impl Profile {
         self.dir.join("revoked.txt")
     }
 
+    /// Enrolled workers: ids and current certificates (see [`crate::enrolled`]).
+    pub fn enrolled_path(&self) -> PathBuf {
+        self.dir.join("enrolled.txt")
+    }
+
     pub fn exists(&self) -> bool {
         self.config_path().exists()
     }
@@ -116,6 +135,8 @@ impl Profile {
         };
         fs::create_dir_all(self.security())
             .with_context(|| format!("creating {}", self.dir.display()))?;
+        // A new CA makes every old bundle, id and job meaningless.
+        let _ = fs::remove_dir_all(self.dir.join("workers"));
         fs::create_dir_all(self.dir.join("workers"))?;
         let label = self
             .dir
@@ -133,10 +154,10 @@ impl Profile {
         fs::write(self.security().join("host.crt"), &host.cert_pem)?;
         write_private(&self.security().join("host.key"), host.key_pem.as_bytes())?;
         fs::write(self.config_path(), toml::to_string(&config)?)?;
-        // A new CA makes every old bundle, id and job meaningless.
         for old in [
             self.store_path(),
             self.revoked_path(),
+            self.enrolled_path(),
             self.security().join("reset.key"),
         ] {
             let _ = fs::remove_file(&old);
@@ -172,12 +193,55 @@ impl Profile {
         Ok(Ca::from_pem(&cert, &key)?)
     }
 
-    /// Issues a worker or client bundle for `name`, writes it to `out` (0600) and returns it.
-    pub fn enroll(&self, role: Role, name: &str, out: &Path) -> anyhow::Result<Bundle> {
+    /// Issues a client bundle for `name` and writes it to `out` (0600).
+    pub fn client_bundle(&self, name: &str, out: &Path) -> anyhow::Result<Bundle> {
         check_name(name)?;
         let config = self.config()?;
         let ca = self.ca()?;
-        self.issue_bundle(&ca, &config, role, name, out)
+        self.issue_bundle(&ca, &config, Role::Client, name, out)
+    }
+
+    /// Enrolls worker `name`: issues its bundle (kept in `workers/NAME.json`), gives the name
+    /// the next id and records its certificate in `enrolled.txt`. A name enrolled already is
+    /// refused, given its kept bundle, or given a new certificate that retires the old one,
+    /// as `again` says. Returns the bundle and the name's id.
+    pub fn enroll_worker(&self, name: &str, again: Again) -> anyhow::Result<(Bundle, WorkerId)> {
+        check_name(name)?;
+        let config = self.config()?;
+        let kept = self.worker_bundle_path(name);
+        let enrolled = Enrolled::load(&self.enrolled_path())?;
+        let before = enrolled.get(name).map(|e| e.id);
+        if before.is_some() || kept.exists() {
+            let id = before.map_or_else(|| "no id yet".to_owned(), |id| format!("id {id}"));
+            match again {
+                Again::Refuse => bail!(
+                    "{name} is enrolled already ({id}): one bundle per Pi; `bramble enroll \
+                     {name} --force` issues a new one and retires the old, `--reuse` gives \
+                     the existing one"
+                ),
+                Again::Reuse => {
+                    let bundle = Bundle::load(&kept).with_context(|| {
+                        format!("{name} is enrolled but its bundle is gone: use --force")
+                    })?;
+                    let id = before.unwrap_or_else(|| enrolled.next_id());
+                    return Ok((bundle, id));
+                }
+                Again::Replace => {}
+            }
+        }
+        let ca = self.ca()?;
+        let bundle = self.issue_bundle(&ca, &config, Role::Worker, name, &kept)?;
+        let der = bramble_certs::tls::certs_from_pem(&bundle.cert)?;
+        let cert = der.first().context("issued bundle has no certificate")?;
+        let id = before.unwrap_or_else(|| enrolled.next_id());
+        let enrollment = Enrollment {
+            id,
+            fingerprint: fingerprint(cert),
+        };
+        crate::enrolled::append(&self.enrolled_path(), name, &enrollment)?;
+        // A revoked name enrolled again is welcome with its new certificate.
+        crate::net::unrevoke(&self.revoked_path(), name)?;
+        Ok((bundle, id))
     }
 
     fn issue_bundle(
@@ -310,18 +374,48 @@ mod tests {
                 .to_string()
                 .contains("--force")
         );
-        let b = p
-            .enroll(Role::Worker, "pi-01", &p.worker_bundle_path("pi-01"))
-            .unwrap();
+        let (b, id) = p.enroll_worker("pi-01", Again::Refuse).unwrap();
         assert_eq!(Bundle::load(&p.worker_bundle_path("pi-01")).unwrap(), b);
+        assert_eq!(id, WorkerId(0));
         assert_eq!(
             Bundle::load(&p.client_bundle_path()).unwrap().role,
             Role::Client
         );
+        assert!(p.enroll_worker("bad name", Again::Refuse).is_err());
         assert!(
-            p.enroll(Role::Worker, "bad name", &tmp.path().join("x.json"))
+            p.client_bundle("bad name", &tmp.path().join("x.json"))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn enrolling_again_refuses_reuses_or_replaces() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = Profile {
+            dir: tmp.path().join("default"),
+        };
+        p.init("127.0.0.1:7707".parse().unwrap(), vec![], false)
+            .unwrap();
+        let (one, _) = p.enroll_worker("pi-01", Again::Refuse).unwrap();
+        let (_, two) = p.enroll_worker("pi-02", Again::Refuse).unwrap();
+        assert_eq!(two, WorkerId(1));
+        let err = p.enroll_worker("pi-01", Again::Refuse).unwrap_err();
+        assert!(err.to_string().contains("enrolled already (id 0)"), "{err}");
+        assert_eq!(
+            p.enroll_worker("pi-01", Again::Reuse).unwrap(),
+            (one.clone(), WorkerId(0))
+        );
+        crate::net::append_revoked(&p.revoked_path(), "pi-01").unwrap();
+        let (new, id) = p.enroll_worker("pi-01", Again::Replace).unwrap();
+        assert_ne!(new.cert, one.cert);
+        assert_eq!(id, WorkerId(0));
+        let enrolled = Enrolled::load(&p.enrolled_path()).unwrap();
+        let der = bramble_certs::tls::certs_from_pem(&new.cert).unwrap();
+        assert_eq!(
+            enrolled.get("pi-01").unwrap().fingerprint,
+            fingerprint(&der[0])
+        );
+        assert_eq!(std::fs::read_to_string(p.revoked_path()).unwrap(), "");
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub enum Event {
         name: String,
         hello: Hello,
         address: String,
+        /// The id the name was given at enrollment, if any; kept unless the name already has
+        /// one or another name took it.
+        enrolled: Option<WorkerId>,
     },
     /// The connection of `session` closed (for any reason).
     WorkerDisconnected { session: SessionId },

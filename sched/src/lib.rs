@@ -163,8 +163,9 @@ impl Scheduler {
                 name,
                 hello,
                 address,
+                enrolled,
             } => {
-                self.handle_connected(now, session, name, hello, address);
+                self.handle_connected(now, session, name, hello, address, enrolled);
             }
             Event::WorkerDisconnected { session } => {
                 if let Some(id) = self.sessions.get(&session).copied() {

@@ -1,5 +1,6 @@
-//! Workers joining and being drained: ids by certificate name (kept across reconnects and
-//! restarts), a newer connection superseding an older one, the welcome, and `bramble drain`.
+//! Workers joining and being drained: ids by certificate name (given at enrollment when the
+//! host knows it, kept across reconnects and restarts), a newer connection superseding an
+//! older one, the welcome, and `bramble drain`.
 
 use std::time::Instant;
 
@@ -17,6 +18,7 @@ impl Scheduler {
         name: String,
         hello: Hello,
         address: String,
+        enrolled: Option<WorkerId>,
     ) {
         let refuse = if hello.capabilities & CAP_COMMAND == 0 {
             Some("worker cannot run command tasks")
@@ -38,7 +40,13 @@ impl Scheduler {
         let id = match self.names.get(&name) {
             Some(id) => *id,
             None => {
-                let id = WorkerId(self.names.values().map(|w| w.0 + 1).max().unwrap_or(0));
+                // Its enrollment's id unless another name has it (a profile whose names got
+                // ids by joining before enrollment gave them), else the next free one.
+                let id = enrolled
+                    .filter(|id| !self.names.values().any(|w| w == id))
+                    .unwrap_or_else(|| {
+                        WorkerId(self.names.values().map(|w| w.0 + 1).max().unwrap_or(0))
+                    });
                 self.names.insert(name.clone(), id);
                 self.actions.push_back(Action::Record(Record::IdAssigned {
                     worker: id,

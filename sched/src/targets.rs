@@ -1,5 +1,6 @@
 //! Which workers a job may use: resolving `Targets` at submit time (apply, scatter) and
-//! filtering candidates at placement time (map, where workers come and go).
+//! filtering candidates at placement time (map, where workers come and go). A target label
+//! also matches a worker of that name.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -8,8 +9,8 @@ use bramble_wire::{EngineId, JobSpec, Targets, Work, WorkerId};
 use super::python::unfit;
 use super::worker::WorkerEntry;
 
-/// A map job's target filter: a worker matches by id, by any of its labels, or by having
-/// one of the engines.
+/// A map job's target filter: a worker matches by id, by its name or any of its labels, or by
+/// having one of the engines.
 #[derive(Clone, Debug)]
 pub(crate) struct TargetFilter {
     ids: BTreeSet<WorkerId>,
@@ -35,6 +36,7 @@ impl TargetFilter {
 
     pub(crate) fn matches(&self, id: WorkerId, w: &WorkerEntry) -> bool {
         self.ids.contains(&id)
+            || self.labels.contains(&w.name)
             || w.hello.labels.iter().any(|l| self.labels.contains(l))
             || w.engines.iter().any(|e| self.engines.contains(e))
     }
@@ -157,11 +159,12 @@ fn resolve_workers(
         }
         Targets::Select { ids, labels } => {
             check_ids(ids)?;
-            if let Some(l) = labels
-                .iter()
-                .find(|l| !workers.values().any(|w| w.hello.labels.contains(l)))
-            {
-                return Err(format!("no connected worker has label {l:?}"));
+            if let Some(l) = labels.iter().find(|l| {
+                !workers
+                    .values()
+                    .any(|w| w.name == **l || w.hello.labels.contains(l))
+            }) {
+                return Err(format!("no connected worker is named or labelled {l:?}"));
             }
             let filter = TargetFilter {
                 ids: ids.iter().copied().collect(),

@@ -237,7 +237,8 @@ impl Cluster {
 
     /// Enrolls and starts workers `w0`..`w<n-1>` (the host is up), waiting for each.
     pub fn add_workers(&mut self, n: usize, extra: impl Fn(usize) -> Vec<String>) {
-        // One at a time: ids follow the order workers first join, so w<i> gets id i.
+        // Enrollment gives w<i> id i; one at a time all the same, so each has joined
+        // before the next starts.
         for i in 0..n {
             let out = self.bramble(&["enroll", &format!("w{i}")]);
             assert!(out.status.success(), "enroll: {}", stderr(&out));

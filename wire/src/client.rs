@@ -138,6 +138,8 @@ pub enum ClientRequest {
     SubmitAndFollow(JobSpec),
     /// The host's own state: its job store's free space and whether writing it fails.
     Health,
+    /// Connections the host refused lately and why (a Pi that keeps failing to join).
+    Refusals,
 }
 
 /// The host's own state, as `Health` answers it.
@@ -153,6 +155,22 @@ pub struct HostHealth {
     pub store_error: Option<String>,
     /// For how long writing has been failing (0 while it works).
     pub stalled_ms: u64,
+}
+
+/// A connection the host refused, as `Refusals` lists it: the newest of each name and address
+/// in the last ten minutes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// The certificate's name (`None` when the handshake failed before it was known).
+    pub name: Option<String>,
+    /// Remote address as the host sees it.
+    pub address: String,
+    /// Why, in words.
+    pub reason: String,
+    /// How often in those ten minutes.
+    pub count: u64,
+    /// How long ago the newest was.
+    pub ago_ms: u64,
 }
 
 /// One Python engine, as `Engines` lists it.
@@ -282,4 +300,5 @@ pub enum ToClient {
     HostNote {
         message: String,
     },
+    Refusals(#[serde(with = "seq")] Vec<Refusal>),
 }

@@ -26,7 +26,7 @@ pub mod worker;
 
 pub use client::{
     ClientRequest, EngineInfo, HostHealth, ItemRange, JobKind, JobSpec, JobState, JobSummary,
-    Targets, ToClient, WorkerStatus,
+    Refusal, Targets, ToClient, WorkerStatus,
 };
 pub use codec::{DecodeError, EncodeError, FrameDecoder, MAX_FRAME_LEN};
 pub use ids::{Attempt, EngineId, JobId, TaskId, WorkerId};

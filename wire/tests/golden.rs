@@ -351,6 +351,7 @@ fn python() {
     );
     check(Targets::Engines(vec![EngineId(0), EngineId(5)]), "03020005");
     check(ClientRequest::Health, "0c");
+    check(ClientRequest::Refusals, "0d");
     check(
         ClientRequest::Submit(JobSpec {
             kind: JobKind::Map,
@@ -384,5 +385,15 @@ fn python() {
             message: "ok".into(),
         },
         "0c026f6b",
+    );
+    check(
+        ToClient::Refusals(vec![Refusal {
+            name: Some("p".into()),
+            address: "a".into(),
+            reason: "r".into(),
+            count: 2,
+            ago_ms: 300,
+        }]),
+        "0d010101700161017202ac02",
     );
 }

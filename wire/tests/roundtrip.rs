@@ -210,9 +210,10 @@ fn kind(r: &mut Rng) -> JobKind {
 }
 
 fn client_request(r: &mut Rng) -> ClientRequest {
-    match r.below(13) {
+    match r.below(14) {
         0 => ClientRequest::Ids,
         12 => ClientRequest::Health,
+        13 => ClientRequest::Refusals,
         1 => ClientRequest::Status,
         2 => ClientRequest::Results {
             job: JobId(r.int()),
@@ -258,7 +259,14 @@ fn client_request(r: &mut Rng) -> ClientRequest {
 }
 
 fn to_client(r: &mut Rng) -> ToClient {
-    match r.below(13) {
+    match r.below(14) {
+        13 => ToClient::Refusals(vec![Refusal {
+            name: r.opt(|r| r.string()),
+            address: r.string(),
+            reason: r.string(),
+            count: r.int(),
+            ago_ms: r.int(),
+        }]),
         11 => ToClient::Health(HostHealth {
             store: r.string(),
             store_free_bytes: r.opt(|r| r.int()),

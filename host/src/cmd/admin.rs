@@ -8,7 +8,8 @@ use anyhow::bail;
 use bramble_certs::{Bundle, Role, check_name};
 use bramble_client::Client;
 use bramble_host::net::append_revoked;
-use bramble_host::profile::Profile;
+use bramble_host::profile::{Again, Profile};
+use bramble_wire::WorkerId;
 
 pub(super) fn init(
     profile: &Profile,
@@ -61,14 +62,15 @@ pub(super) fn enroll(
     profile: &Profile,
     name: &str,
     out: Option<PathBuf>,
+    again: Again,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let kept = profile.worker_bundle_path(name);
-    let bundle = profile.enroll(Role::Worker, name, &kept)?;
+    let (bundle, id) = profile.enroll_worker(name, again)?;
     if let Some(out) = &out {
         bundle.save(out)?;
     }
-    issued(&bundle, &out.unwrap_or(kept), json)
+    let path = out.unwrap_or_else(|| profile.worker_bundle_path(name));
+    issued(&bundle, &path, Some(id), json)
 }
 
 pub(super) fn client_bundle(
@@ -78,13 +80,18 @@ pub(super) fn client_bundle(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let out = out.unwrap_or_else(|| PathBuf::from(format!("{name}.json")));
-    let bundle = profile.enroll(Role::Client, name, &out)?;
-    issued(&bundle, &out, json)
+    let bundle = profile.client_bundle(name, &out)?;
+    issued(&bundle, &out, None, json)
 }
 
-/// Says where an issued bundle is: its path, or with `--json` its name, role, path and the
-/// addresses it dials.
-fn issued(bundle: &Bundle, path: &Path, json: bool) -> anyhow::Result<ExitCode> {
+/// Says where an issued bundle is: its path, or with `--json` its name, role, worker id, path
+/// and the addresses it dials.
+fn issued(
+    bundle: &Bundle,
+    path: &Path,
+    id: Option<WorkerId>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     if bundle.role == Role::Worker && only_loopback(&bundle.hosts) {
         eprintln!(
             "bramble: warning: {} dials only {} (this machine): a Pi given it cannot reach the \
@@ -98,6 +105,7 @@ fn issued(bundle: &Bundle, path: &Path, json: bool) -> anyhow::Result<ExitCode> 
         let report = serde_json::json!({
             "name": bundle.name,
             "role": bundle.role.to_string(),
+            "id": id.map(|id| id.0),
             "bundle": path,
             "hosts": bundle.hosts,
         });

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use bramble_client::Client;
-use bramble_host::profile::Profile;
+use bramble_host::profile::{Again, Profile};
 
 use crate::cli::{Cli, ClusterAction, Command, SubmitJob};
 
@@ -30,7 +30,19 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             public,
             force,
         } => admin::init(&profile, listen, public, force, json),
-        Command::Enroll { name, out } => admin::enroll(&profile, &name, out, json),
+        Command::Enroll {
+            name,
+            out,
+            force,
+            reuse,
+        } => {
+            let again = match (force, reuse) {
+                (true, _) => Again::Replace,
+                (_, true) => Again::Reuse,
+                _ => Again::Refuse,
+            };
+            admin::enroll(&profile, &name, out, again, json)
+        }
         Command::ClientBundle { name, out } => admin::client_bundle(&profile, &name, out, json),
         Command::Serve { listen, policy } => {
             bramble_net::logging::init(tracing::Level::INFO);

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use bramble_client::Client;
-use bramble_wire::{HostHealth, WorkerStatus};
+use bramble_wire::{HostHealth, Refusal, WorkerStatus};
 
 use super::output::{jobs_json, jobs_table};
 
@@ -35,7 +35,13 @@ pub(super) async fn status(client: Client, json: bool, watch: bool) -> anyhow::R
         let text = if json {
             super::output::status_json(&rows)?
         } else {
-            format!("{}\n{}", table(&rows), host_line(&client.health().await?))
+            let (health, refusals) = tokio::join!(client.health(), client.refusals());
+            let mut text = format!("{}\n{}", table(&rows), host_line(&health?));
+            for r in refusals? {
+                text.push('\n');
+                text.push_str(&refusal_line(&r));
+            }
+            text
         };
         let mut out = std::io::stdout().lock();
         if watch && out.is_terminal() {
@@ -138,6 +144,29 @@ fn table(rows: &[WorkerStatus]) -> String {
     lines.join("\n")
 }
 
+/// A connection the host refused lately: who, from where, how often, why.
+fn refusal_line(r: &Refusal) -> String {
+    let who = r.name.as_deref().map_or_else(
+        || format!("a connection from {}", r.address),
+        |name| format!("{name} from {}", r.address),
+    );
+    let times = if r.count == 1 {
+        String::new()
+    } else {
+        format!("{} times, ", r.count)
+    };
+    let hint = if r.reason.contains("UnknownIssuer") || r.reason.contains("BadSignature") {
+        " (a bundle of another profile or an older `bramble init`?)"
+    } else {
+        ""
+    };
+    format!(
+        "refused {who} ({times}last {} ago): {}{hint}",
+        uptime(r.ago_ms),
+        r.reason
+    )
+}
+
 /// Below this much free space the job store's disk is shown as low.
 const LOW_DISK: u64 = 64 << 20;
 
@@ -178,6 +207,30 @@ fn uptime(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_in_words() {
+        let r = Refusal {
+            name: Some("pi-01".into()),
+            address: "10.0.0.5:4000".into(),
+            reason: "pi-01 is already connected from 10.0.0.4:4000; one bundle per Pi".into(),
+            count: 3,
+            ago_ms: 2_000,
+        };
+        assert_eq!(
+            refusal_line(&r),
+            "refused pi-01 from 10.0.0.5:4000 (3 times, last 2s ago): pi-01 is already \
+             connected from 10.0.0.4:4000; one bundle per Pi"
+        );
+        let r = Refusal {
+            name: None,
+            count: 1,
+            reason: "invalid peer certificate: UnknownIssuer".into(),
+            ..r
+        };
+        assert!(refusal_line(&r).starts_with("refused a connection from 10.0.0.5:4000 (last 2s"));
+        assert!(refusal_line(&r).ends_with("older `bramble init`?)"));
+    }
 
     #[test]
     fn uptimes() {

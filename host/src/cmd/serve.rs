@@ -7,9 +7,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use bramble_certs::Role;
 use bramble_host::net::{Host, HostOptions};
-use bramble_host::profile::Profile;
+use bramble_host::profile::{Again, Profile};
 use bramble_host::store::Store;
 use bramble_sched::{Policy, SchedConfig};
 use tracing::info;
@@ -50,6 +49,7 @@ async fn start_host(
         sched,
         store: profile.store_path(),
         revoked: profile.revoked_path(),
+        enrolled: profile.enrolled_path(),
         reset_key: profile.reset_key()?,
     })
     .await?;
@@ -108,14 +108,11 @@ pub(super) async fn cluster(profile: &Profile, local: Local) -> anyhow::Result<E
     let mut bundles = Vec::new();
     let names: Vec<String> = (0..n).map(|i| format!("local-{i}")).collect();
     for name in &names {
-        let path = profile.worker_bundle_path(name);
-        if !path.exists() {
-            profile.enroll(Role::Worker, name, &path)?;
-        }
-        bundles.push(path);
+        profile.enroll_worker(name, Again::Reuse)?;
+        bundles.push(profile.worker_bundle_path(name));
     }
-    // Give local-i its id now, so ids follow names rather than the order workers join.
-    Store::open(&profile.store_path())?.reserve_ids(&names, slots)?;
+    // Engine ids follow names too, rather than the order workers join.
+    Store::open(&profile.store_path())?.reserve_engine_ids(&names, slots)?;
     let host = start_host(profile, None, policy).await?;
     let mut children = Vec::new();
     for bundle in &bundles {

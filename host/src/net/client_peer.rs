@@ -12,7 +12,7 @@ use tracing::{debug, info, warn};
 
 use super::driver::{Query, ToDriver, wall_ms};
 use super::follow::{self, FollowRx};
-use super::revoke::Revocations;
+use super::gate::Gate;
 use crate::store::{Store, StoreError};
 
 /// Stored results are sent in pages of this many.
@@ -26,7 +26,7 @@ const IDLE: std::time::Duration = std::time::Duration::from_secs(10);
 pub(super) struct Ctx {
     pub(super) to_driver: mpsc::Sender<ToDriver>,
     pub(super) store_path: PathBuf,
-    pub(super) revocations: Arc<Revocations>,
+    pub(super) gate: Arc<Gate>,
 }
 
 pub(super) async fn run(conn: quinn::Connection, name: String, ctx: Ctx, budget: Budget) {
@@ -162,9 +162,10 @@ async fn serve(answer: &mut Answer, req: ClientRequest, ctx: &Ctx, name: &str) -
             return results(answer, ctx, name, job, after, follow).await;
         }
         ClientRequest::Wait { job } => return wait(answer, ctx, job).await,
+        ClientRequest::Refusals => ToClient::Refusals(ctx.gate.refusals()),
         ClientRequest::Revoke { name: revoked } => {
             info!("client {name:?} revoked {revoked:?}");
-            match ctx.revocations.revoke(&revoked) {
+            match ctx.gate.revoke(&revoked) {
                 Ok(()) => ToClient::Done,
                 Err(e) => ToClient::Error {
                     message: format!("cannot write revoked.txt: {e}"),

@@ -4,7 +4,7 @@
 mod client_peer;
 mod driver;
 mod follow;
-mod revoke;
+mod gate;
 mod worker_peer;
 
 use std::net::SocketAddr;
@@ -16,14 +16,14 @@ use std::time::Duration;
 use anyhow::Context;
 use bramble_certs::{Identity, Role};
 use bramble_net::Budget;
-use bramble_sched::{SchedConfig, Scheduler};
+use bramble_sched::{SchedConfig, Scheduler, SessionId};
 use bramble_wire::close;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use crate::store::Store;
 pub(crate) use driver::ToDriver;
-pub use revoke::{Revocations, append_name as append_revoked};
+pub use gate::{Gate, append_name as append_revoked, remove_name as unrevoke};
 
 /// Bytes of one-frame streams (requests, large results) being read at once, by everyone...
 const READ_BUDGET: usize = 256 << 20;
@@ -55,6 +55,8 @@ pub struct HostOptions {
     pub store: PathBuf,
     /// The revocation list (`revoked.txt`).
     pub revoked: PathBuf,
+    /// The enrolled workers (`enrolled.txt`).
+    pub enrolled: PathBuf,
     /// Secret for QUIC stateless resets. Kept across restarts, so that a restarted host
     /// resets the connections of the previous run at their next packet and workers and
     /// clients reconnect at once instead of waiting out the idle timeout.
@@ -93,17 +95,20 @@ impl Host {
             );
         }
         sched.resume(std::time::Instant::now(), next_job, next_task, unfinished);
-        let revocations = Arc::new(
-            Revocations::load(&opts.revoked)
-                .with_context(|| format!("reading {}", opts.revoked.display()))?,
-        );
+        let gate = Arc::new(Gate::load(&opts.revoked, &opts.enrolled).with_context(|| {
+            format!(
+                "reading {} and {}",
+                opts.revoked.display(),
+                opts.enrolled.display()
+            )
+        })?);
         let (to_driver, rx) = mpsc::channel(4096);
         let driver = driver::spawn(sched, store, opts.store.clone(), rx)
             .context("starting the driver thread")?;
         let ctx = client_peer::Ctx {
             to_driver: to_driver.clone(),
             store_path: opts.store,
-            revocations,
+            gate,
         };
         tokio::spawn(accept_loop(endpoint.clone(), ctx, Budget::new(READ_BUDGET)));
         Ok(Self {
@@ -195,6 +200,10 @@ async fn accept_loop(endpoint: quinn::Endpoint, ctx: client_peer::Ctx, budget: B
                 Ok(Ok(conn)) => conn,
                 Ok(Err(e)) => {
                     warn!("refused connection from {remote}: {e}");
+                    if let quinn::ConnectionError::TransportError(e) = &e {
+                        // A certificate from another profile, say: worth a line in `status`.
+                        ctx.gate.refused(None, remote, &e.to_string());
+                    }
                     return;
                 }
                 Err(_) => {
@@ -202,27 +211,35 @@ async fn accept_loop(endpoint: quinn::Endpoint, ctx: client_peer::Ctx, budget: B
                     return;
                 }
             };
-            let identity = match identity(&conn) {
+            let (identity, fingerprint) = match identity(&conn) {
                 Ok(id) => id,
                 Err(e) => {
                     warn!("refused connection from {remote}: {e}");
+                    ctx.gate.refused(None, remote, &e.to_string());
                     conn.close(close::REJECTED.into(), e.to_string().as_bytes());
                     return;
                 }
             };
-            if ctx.revocations.is_revoked(&identity.name) {
-                warn!(
-                    "refused {} {:?} from {remote}: certificate revoked",
-                    identity.role, identity.name
-                );
-                conn.close(close::REJECTED.into(), b"certificate revoked");
-                return;
-            }
-            ctx.revocations.track(&identity.name, &conn);
+            let enrolled = match ctx.gate.admit(&identity, &fingerprint, &conn) {
+                Ok(enrolled) => enrolled,
+                Err(why) => {
+                    warn!(
+                        "refused {} {:?} from {remote}: {why}",
+                        identity.role, identity.name
+                    );
+                    conn.close(close::REJECTED.into(), why.as_bytes());
+                    return;
+                }
+            };
             match identity.role {
                 Role::Worker => {
-                    let id = ids.fetch_add(1, Ordering::Relaxed);
-                    worker_peer::run(conn, identity.name, id, ctx.to_driver, budget).await;
+                    let session = SessionId(ids.fetch_add(1, Ordering::Relaxed));
+                    let peer = worker_peer::Peer {
+                        name: identity.name,
+                        session,
+                        enrolled,
+                    };
+                    worker_peer::run(conn, peer, ctx.to_driver, budget).await;
                 }
                 Role::Client => client_peer::run(conn, identity.name, ctx, budget).await,
                 Role::Host => {
@@ -258,8 +275,8 @@ impl Drop for Unanswered {
     }
 }
 
-/// Role and name from the peer's verified certificate.
-fn identity(conn: &quinn::Connection) -> anyhow::Result<Identity> {
+/// Role and name from the peer's verified certificate, and the certificate's fingerprint.
+fn identity(conn: &quinn::Connection) -> anyhow::Result<(Identity, String)> {
     let certs = conn
         .peer_identity()
         .and_then(|any| {
@@ -270,5 +287,6 @@ fn identity(conn: &quinn::Connection) -> anyhow::Result<Identity> {
     let leaf = certs
         .first()
         .context("peer presented an empty certificate chain")?;
-    Ok(bramble_certs::identity::peer_identity(leaf)?)
+    let identity = bramble_certs::identity::peer_identity(leaf)?;
+    Ok((identity, crate::enrolled::fingerprint(leaf)))
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bramble_net::{Budget, FrameReader, ReadError, write_frame};
 use bramble_sched::{Event, SessionId};
-use bramble_wire::{ToHost, close};
+use bramble_wire::{ToHost, WorkerId, close};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -23,21 +23,25 @@ enum End {
     Closed,
 }
 
+/// Who the connection is.
+pub(super) struct Peer {
+    /// From its certificate.
+    pub name: String,
+    pub session: SessionId,
+    /// The id its name was given at enrollment (`enrolled.txt`), if it has one.
+    pub enrolled: Option<WorkerId>,
+}
+
 pub(super) async fn run(
     conn: quinn::Connection,
-    name: String,
-    id: u64,
+    peer: Peer,
     to_driver: mpsc::Sender<ToDriver>,
     budget: Budget,
 ) {
-    let session = SessionId(id);
-    let address = conn.remote_address().to_string();
+    let (name, session) = (&peer.name, peer.session);
     let end = match tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await {
         Ok(Ok((mut send, recv))) => {
-            let end = serve(
-                &conn, &name, session, address, &to_driver, &budget, &mut send, recv,
-            )
-            .await;
+            let end = serve(&conn, &peer, &to_driver, &budget, &mut send, recv).await;
             // Closed before the control stream's send half is dropped: the drop finishes the
             // stream, and that FIN could reach the peer first, as if the host had answered.
             if let End::Protocol(why) = &end {
@@ -61,17 +65,15 @@ pub(super) async fn run(
         .await;
 }
 
-#[allow(clippy::too_many_arguments)] // the connection's facts and its two control streams
 async fn serve(
     conn: &quinn::Connection,
-    name: &str,
-    session: SessionId,
-    address: String,
+    peer: &Peer,
     to_driver: &mpsc::Sender<ToDriver>,
     budget: &Budget,
     send: &mut quinn::SendStream,
     recv: quinn::RecvStream,
 ) -> End {
+    let (name, session) = (peer.name.as_str(), peer.session);
     let mut frames = FrameReader::new(recv);
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, frames.next::<ToHost>()).await {
         Ok(Ok(Some(ToHost::Hello(hello)))) => hello,
@@ -87,7 +89,8 @@ async fn serve(
         session,
         name: name.to_owned(),
         hello,
-        address,
+        address: conn.remote_address().to_string(),
+        enrolled: peer.enrolled,
     };
     if to_driver
         .send(ToDriver::WorkerOpened { session, tx })

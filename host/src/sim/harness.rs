@@ -102,6 +102,7 @@ impl Sim {
             name,
             hello,
             address: format!("sim:{i}"),
+            enrolled: None,
         });
         // Like the real worker: everything in the outbox is sent at once, and kept until the
         // host confirms it.

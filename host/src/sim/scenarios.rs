@@ -1,5 +1,6 @@
 //! Scenario and randomised simulation tests of the scheduler (tier 2 of STYLE.md).
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use bramble_wire::{JobKind, JobState, Outcome, Targets, WorkerId};
@@ -123,8 +124,17 @@ fn map_respects_ids_and_labels() {
     );
     assert_eq!(
         sim.jobs[&c].error.as_deref(),
-        Some("no connected worker has label \"tpu\"")
+        Some("no connected worker is named or labelled \"tpu\"")
     );
+    // A worker's name targets it like a label.
+    let by_name = Targets::Select {
+        ids: vec![],
+        labels: vec!["w3".into(), "gpu".into()],
+    };
+    let c = sim.submit(JobKind::Apply, 0, 1, by_name);
+    sim.run_until_jobs_done(1_000);
+    let on: BTreeSet<WorkerId> = sim.jobs[&c].items.values().map(|(w, _)| *w).collect();
+    assert_eq!(on, BTreeSet::from([WorkerId(2), WorkerId(3)]));
 }
 
 #[test]

@@ -292,27 +292,24 @@ mod tests {
     }
 
     #[test]
-    fn reserved_ids_follow_existing_ones() {
+    fn reserved_engine_ids_follow_existing_ones() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("jobs.db")).unwrap();
         store
             .apply(
-                &[Record::IdAssigned {
-                    worker: WorkerId(4),
+                &[Record::EngineIdAssigned {
                     name: "x".into(),
+                    slot: 0,
+                    engine: EngineId(4),
                 }],
                 0,
             )
             .unwrap();
         store
-            .reserve_ids(&["a".into(), "b".into(), "x".into()], 2)
+            .reserve_engine_ids(&["a".into(), "b".into(), "x".into()], 2)
             .unwrap();
         let known = store.known().unwrap();
-        let ids = known.names;
-        assert_eq!(
-            (ids["a"], ids["b"], ids["x"]),
-            (WorkerId(5), WorkerId(6), WorkerId(4))
-        );
+        assert!(known.names.is_empty());
         let engine = |name: &str, slot| known.engines[&(name.to_owned(), slot)].0;
         assert_eq!(
             [
@@ -321,7 +318,7 @@ mod tests {
                 engine("b", 0),
                 engine("x", 1)
             ],
-            [0, 1, 2, 5]
+            [5, 6, 7, 9]
         );
     }
 }

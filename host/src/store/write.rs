@@ -26,16 +26,12 @@ impl Store {
         Ok(seqs)
     }
 
-    /// Assigns ids to names that have none yet, and engine ids to their `slots` slots
-    /// (`cluster start`'s local workers: ids then follow the names, not the order in which
-    /// the workers happen to join).
-    pub fn reserve_ids(&mut self, names: &[String], slots: u16) -> Result<(), StoreError> {
+    /// Assigns engine ids to the `slots` slots of names whose slots have none yet
+    /// (`cluster start`'s local workers: engine ids then follow the names, not the order in
+    /// which the workers happen to join; their worker ids come from enrollment).
+    pub fn reserve_engine_ids(&mut self, names: &[String], slots: u16) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         for name in names {
-            tx.execute(
-                "INSERT OR IGNORE INTO workers (name, id) SELECT ?1, COALESCE(MAX(id) + 1, 0) FROM workers",
-                params![name],
-            )?;
             for slot in 0..slots {
                 tx.execute(
                     "INSERT OR IGNORE INTO engines (name, slot, id)

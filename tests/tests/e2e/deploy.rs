@@ -203,7 +203,10 @@ fn deploy_dry_run_prints_every_step_and_changes_nothing() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = bramble_tests::stdout(&out);
     for name in ["pi-01", "pi-10-0-0-7"] {
-        assert!(text.contains(&format!("enroll {name} --out")), "{text}");
+        assert!(
+            text.contains(&format!("enroll {name} --reuse --out")),
+            "{text}"
+        );
         assert!(
             text.contains(&format!(
                 "install-worker.sh --bundle /tmp/bramble-install/{name}.json"

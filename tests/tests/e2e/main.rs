@@ -11,6 +11,8 @@ mod cli;
 mod deploy;
 /// Draining a worker: running tasks finish, no new work, kept across restarts.
 mod drain;
+/// One bundle per Pi: enrolling again, a duplicate connection, ids given at enrollment.
+mod enroll;
 /// Hostile conditions: a full disk, greedy and confused peers, huge jobs.
 mod hostile;
 /// Async jobs, scatter, cancel, co-processes, worker config.
