@@ -261,6 +261,40 @@ impl Client {
         }
     }
 
+    /// Which of these staged files (by SHA-256) the host does not have yet.
+    pub async fn missing_blobs(
+        &self,
+        sha256s: Vec<[u8; 32]>,
+    ) -> Result<Vec<[u8; 32]>, ClientError> {
+        match self
+            .ask_again_if_lost(&ClientRequest::MissingBlobs(sha256s))
+            .await?
+        {
+            ToClient::MissingBlobs(list) => Ok(list),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Puts a piece of a staged file on the host (pieces in order; the last completes it).
+    pub async fn put_blob(
+        &self,
+        sha256: [u8; 32],
+        offset: u64,
+        total: u64,
+        data: Vec<u8>,
+    ) -> Result<(), ClientError> {
+        let req = ClientRequest::PutBlob {
+            sha256,
+            offset,
+            total,
+            data,
+        };
+        match self.ask_again_if_lost(&req).await? {
+            ToClient::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Every Python engine of the connected workers, by id.
     pub async fn engines(&self) -> Result<Vec<EngineInfo>, ClientError> {
         match self.ask_again_if_lost(&ClientRequest::Engines).await? {

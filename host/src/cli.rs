@@ -212,6 +212,18 @@ pub(crate) struct RunOpts {
     /// Re-run a failed item up to N times, on another worker when possible.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub(crate) retries: u32,
+    /// Files or directories to send with the job: each item runs in a fresh directory that
+    /// holds them (sent to each worker once and cached there; a directory keeps its name).
+    #[arg(long, value_name = "PATH", num_args = 1..)]
+    pub(crate) stage: Vec<PathBuf>,
+    /// Bring back the files each item leaves in its directory that match PATTERN (`*.png`,
+    /// `out/**`), into --fetch-dir; repeatable.
+    #[arg(long, value_name = "PATTERN")]
+    pub(crate) fetch: Vec<String>,
+    /// Where --fetch writes the files (their paths kept; a later item's file of the same name
+    /// replaces an earlier one's: name outputs after the item, like `{}.out`).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub(crate) fetch_dir: PathBuf,
 }
 
 /// Where a job's items come from (or `::: a b c` after the command).

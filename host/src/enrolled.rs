@@ -94,11 +94,7 @@ pub fn append(path: &Path, name: &str, enrollment: &Enrollment) -> std::io::Resu
 
 /// SHA-256 of a certificate's DER, lowercase hex.
 pub fn fingerprint(cert_der: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, cert_der)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    bramble_wire::hex(ring::digest::digest(&ring::digest::SHA256, cert_der).as_ref())
 }
 
 #[cfg(test)]

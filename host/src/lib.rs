@@ -10,6 +10,7 @@
 #[global_allocator]
 static COUNTING: bramble_wire::fuzz::Counting = bramble_wire::fuzz::Counting;
 
+pub mod blobs;
 pub mod enrolled;
 pub mod net;
 pub mod profile;

@@ -96,6 +96,11 @@ impl Profile {
         self.dir.join("revoked.txt")
     }
 
+    /// Staged files (see [`crate::blobs`]).
+    pub fn blobs_path(&self) -> PathBuf {
+        self.dir.join("blobs")
+    }
+
     /// Enrolled workers: ids and current certificates (see [`crate::enrolled`]).
     pub fn enrolled_path(&self) -> PathBuf {
         self.dir.join("enrolled.txt")

@@ -49,7 +49,8 @@ pub fn transport(side: Side) -> quinn::TransportConfig {
         Side::Worker => {
             t.initial_rtt(DIAL_RTT);
             t.keep_alive_interval(Some(Duration::from_secs(3)));
-            t.max_concurrent_uni_streams(0u32.into());
+            // The host opens streams to a worker only to send it staged files, a few at once.
+            t.max_concurrent_uni_streams(4u32.into());
         }
         Side::Client => {
             t.initial_rtt(DIAL_RTT);

@@ -140,7 +140,7 @@ impl Scheduler {
         job::validate(spec)?;
         let pins = if spec.kind == JobKind::Map {
             targets::check_map(&spec.targets, &spec.work, &self.workers)?;
-            self.check_python_map(&spec.work)?;
+            self.check_map_fit(&spec.work)?;
             Vec::new()
         } else {
             targets::resolve(&spec.targets, &spec.work, &self.workers)?

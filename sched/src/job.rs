@@ -3,7 +3,10 @@
 
 use std::collections::BTreeSet;
 
-use bramble_wire::{Attempt, Item, JobId, JobKind, JobSpec, TaskId, Work, WorkerId};
+use bramble_wire::{
+    Attempt, Item, JobId, JobKind, JobSpec, StagedCommand, TaskId, Work, WorkerId,
+    is_plain_relative,
+};
 
 use super::event::TaskRow;
 use super::targets::Pin;
@@ -201,10 +204,55 @@ pub const MAX_CHUNKSIZE: u32 = 10_000;
 /// Items per job at most (ids and counts are stored as SQLite's signed 64-bit integers).
 pub(crate) const MAX_ITEMS: u64 = 1 << 40;
 
+/// Files staged with one job at most.
+pub(crate) const MAX_STAGED_FILES: usize = 10_000;
+
+/// Staged paths are plain relative paths, each once, none inside another; fetch patterns are
+/// relative too; fetching needs a directory per item, which co-processes do not have.
+fn validate_staged(staged: &StagedCommand) -> Result<(), String> {
+    if staged.files.len() > MAX_STAGED_FILES {
+        return Err(format!("at most {MAX_STAGED_FILES} staged files per job"));
+    }
+    let mut seen = BTreeSet::new();
+    for f in &staged.files {
+        if !is_plain_relative(&f.path) {
+            return Err(format!(
+                "staged path {:?} must be relative, without `.` or `..`",
+                f.path
+            ));
+        }
+        if !seen.insert(f.path.as_str()) {
+            return Err(format!("{:?} is staged twice", f.path));
+        }
+    }
+    for f in &staged.files {
+        let mut prefix = f.path.as_str();
+        while let Some((dir, _)) = prefix.rsplit_once('/') {
+            if seen.contains(dir) {
+                return Err(format!("{dir:?} is staged as a file and as a directory"));
+            }
+            prefix = dir;
+        }
+    }
+    if let Some(p) = staged.fetch.iter().find(|p| !is_plain_relative(p)) {
+        return Err(format!(
+            "--fetch pattern {p:?} must be relative to the task's directory, without `.` or `..`"
+        ));
+    }
+    if staged.persistent && !staged.fetch.is_empty() {
+        return Err("--fetch brings back each item's files; a --persistent co-process serves many                     items in one directory"
+            .into());
+    }
+    Ok(())
+}
+
 /// Checks what the host must refuse before accepting a job.
 pub(crate) fn validate(spec: &JobSpec) -> Result<(), String> {
+    if let Work::StagedCommand(staged) = &spec.work {
+        validate_staged(staged)?;
+    }
     match &spec.work {
-        Work::Command { command, .. } => {
+        Work::Command { command, .. } | Work::StagedCommand(StagedCommand { command, .. }) => {
             if command.argv.first().is_none_or(String::is_empty) {
                 return Err("empty command".into());
             }
@@ -263,10 +311,7 @@ mod tests {
     }
 
     fn argv(s: &mut JobSpec) -> &mut Vec<String> {
-        match &mut s.work {
-            Work::Command { command, .. } => &mut command.argv,
-            Work::Python(_) => panic!("a command job"),
-        }
+        s.work.argv_mut().expect("a command job")
     }
 
     #[test]
@@ -375,5 +420,54 @@ mod tests {
         let mut s = spec(JobKind::Scatter, 1, 1);
         argv(&mut s).push("{}".into());
         assert!(validate(&s).unwrap_err().contains("stdin"));
+    }
+
+    #[test]
+    fn staged_paths_are_plain_and_unique_and_fetch_needs_an_item_directory() {
+        let file = |path: &str| bramble_wire::StagedFile {
+            path: path.into(),
+            sha256: [0; 32],
+            size: 1,
+            executable: false,
+        };
+        let check = |paths: &[&str], fetch: &[&str], persistent: bool| {
+            let mut s = spec(JobKind::Map, 1, 1);
+            let Work::Command { command, .. } = s.work else {
+                unreachable!()
+            };
+            s.work = Work::StagedCommand(StagedCommand {
+                command,
+                persistent,
+                files: paths.iter().map(|p| file(p)).collect(),
+                fetch: fetch.iter().map(|p| (*p).to_owned()).collect(),
+            });
+            validate(&s)
+        };
+        assert_eq!(check(&["run.py", "data/a.csv"], &["*.out"], false), Ok(()));
+        assert_eq!(check(&["run.py"], &[], true), Ok(()));
+        for bad in ["/etc/passwd", "../x", "a/../b", "a//b", "./a", ""] {
+            let err = check(&[bad], &[], false).unwrap_err();
+            assert!(err.contains("must be relative"), "{bad}: {err}");
+        }
+        assert!(
+            check(&["a", "a"], &[], false)
+                .unwrap_err()
+                .contains("twice")
+        );
+        assert!(
+            check(&["d", "d/x"], &[], false)
+                .unwrap_err()
+                .contains("as a directory")
+        );
+        assert!(
+            check(&["a"], &["../out"], false)
+                .unwrap_err()
+                .contains("--fetch")
+        );
+        assert!(
+            check(&["a"], &["*.out"], true)
+                .unwrap_err()
+                .contains("--persistent")
+        );
     }
 }

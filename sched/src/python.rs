@@ -2,15 +2,25 @@
 //! cloudpickle needs), refusals that say why (naming both versions on a mismatch), and output
 //! of running items passed on to the job's watchers.
 
+use bramble_wire::worker::CAP_STAGE;
 use bramble_wire::{OutputChunk, ToClient, Work, WorkerId};
 
 use crate::worker::WorkerEntry;
 use crate::{Action, Scheduler};
 
-/// Why `w` cannot run `work`, or `None` if it can. Commands run anywhere.
+/// Why `w` cannot run `work`, or `None` if it can. Commands run anywhere; staged commands
+/// on workers that fetch staged files.
 pub(crate) fn unfit(w: &WorkerEntry, work: &Work) -> Option<String> {
-    let Work::Python(p) = work else {
-        return None;
+    let p = match work {
+        Work::Command { .. } => return None,
+        Work::StagedCommand(_) if w.hello.capabilities & CAP_STAGE == 0 => {
+            return Some(format!(
+                "{}'s bramble-worker ({}) is too old for staged files: upgrade it",
+                w.name, w.hello.version
+            ));
+        }
+        Work::StagedCommand(_) => return None,
+        Work::Python(p) => p,
     };
     if w.engines.is_empty() {
         return Some(format!("{} runs no Python engines", w.name));
@@ -34,9 +44,10 @@ pub(crate) fn unfit(w: &WorkerEntry, work: &Work) -> Option<String> {
 }
 
 impl Scheduler {
-    /// A map of Python work needs at least one connected worker that can run it now.
-    pub(crate) fn check_python_map(&self, work: &Work) -> Result<(), String> {
-        if !matches!(work, Work::Python(_)) {
+    /// A map of Python or staged work needs at least one connected worker that can run it
+    /// now.
+    pub(crate) fn check_map_fit(&self, work: &Work) -> Result<(), String> {
+        if matches!(work, Work::Command { .. }) {
             return Ok(());
         }
         let reasons: Vec<String> = self
@@ -49,7 +60,10 @@ impl Scheduler {
         match reasons.first() {
             None if self.workers.is_empty() => Err("no workers connected".into()),
             None => Ok(()),
-            Some(_) => Err(format!("no engine can run this: {}", reasons.join("; "))),
+            Some(_) if matches!(work, Work::Python(_)) => {
+                Err(format!("no engine can run this: {}", reasons.join("; ")))
+            }
+            Some(_) => Err(format!("no worker can run this: {}", reasons.join("; "))),
         }
     }
 

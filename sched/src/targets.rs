@@ -61,6 +61,13 @@ pub(crate) fn resolve(
     }
     let ids = resolve_workers(targets, workers)?;
     if !python {
+        // Staged commands need workers that fetch staged files.
+        if let Some((id, why)) = ids
+            .iter()
+            .find_map(|id| unfit(&workers[id], work).map(|why| (id, why)))
+        {
+            return Err(format!("worker {id}: {why}"));
+        }
         return Ok(ids.into_iter().map(|id| (id, None)).collect());
     }
     // Every engine of the targeted workers, in engine id order (as clients list them, so a

@@ -190,6 +190,11 @@ impl Cluster {
         self.home.path().join("default").join(rel)
     }
 
+    /// Path inside the cluster's `BRAMBLE_HOME` (logs, worker caches).
+    pub fn home_path(&self, rel: &str) -> PathBuf {
+        self.home.path().join(rel)
+    }
+
     /// What the cluster process logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.home.path().join("cluster.log")).unwrap_or_default()
@@ -279,6 +284,7 @@ impl Cluster {
     /// wait for some of its debug lines).
     pub fn spawn_worker(&mut self, i: usize, extra: &[String]) {
         let bundle = self.profile_path(&format!("workers/w{i}.json"));
+        let cache = self.home.path().join(format!("w{i}.cache"));
         let mut cmd = self.command(
             "bramble-worker",
             &[
@@ -286,6 +292,8 @@ impl Cluster {
                 bundle.to_str().expect("utf-8 path"),
                 "--slots",
                 "1",
+                "--cache-dir",
+                cache.to_str().expect("utf-8 path"),
             ],
         );
         cmd.args(extra).env("BRAMBLE_LOG", "debug");

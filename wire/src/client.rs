@@ -140,6 +140,19 @@ pub enum ClientRequest {
     Health,
     /// Connections the host refused lately and why (a Pi that keeps failing to join).
     Refusals,
+    /// Which of these staged files (by SHA-256) the host does not have yet; answered with
+    /// `MissingBlobs`.
+    MissingBlobs(#[serde(with = "seq")] Vec<[u8; 32]>),
+    /// A piece of a staged file: `data` goes at `offset` of the file of `total` bytes. Pieces
+    /// come in order; the last one completes the file, which the host keeps only if its
+    /// content has that SHA-256. Answered with `Done`.
+    PutBlob {
+        sha256: [u8; 32],
+        offset: u64,
+        total: u64,
+        #[serde(with = "bytes")]
+        data: Vec<u8>,
+    },
 }
 
 /// The host's own state, as `Health` answers it.
@@ -301,4 +314,5 @@ pub enum ToClient {
         message: String,
     },
     Refusals(#[serde(with = "seq")] Vec<Refusal>),
+    MissingBlobs(#[serde(with = "seq")] Vec<[u8; 32]>),
 }

@@ -31,7 +31,8 @@ pub use client::{
 pub use codec::{DecodeError, EncodeError, FrameDecoder, MAX_FRAME_LEN};
 pub use ids::{Attempt, EngineId, JobId, TaskId, WorkerId};
 pub use task::{
-    Command, Item, ItemOutput, Outcome, PythonWork, TaskResult, TaskSpec, Work, shell_quote,
+    Command, FetchedFile, Item, ItemOutput, Outcome, PythonWork, StagedCommand, StagedFile,
+    TaskResult, TaskSpec, Work, hex, is_plain_relative, shell_quote,
 };
 pub use telemetry::{Megahertz, MilliCelsius, Telemetry, ThrottleFlags};
 pub use worker::{Hello, OutputChunk, PythonReport, ToHost, ToWorker, Welcome};

@@ -41,6 +41,91 @@ pub struct Command {
     pub timeout_ms: u64,
 }
 
+/// A file sent with a job (`--stage`), by content: the host keeps it once, and each worker
+/// fetches it once (`ToHost::FetchBlob`), keeps it in its cache and places it in the working
+/// directory of every item of the job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedFile {
+    /// Where, relative to the working directory: `/`-separated words, none empty, `.` or
+    /// `..` (checked by the host on submit, and by the worker again).
+    pub path: String,
+    /// SHA-256 of the content.
+    pub sha256: [u8; 32],
+    pub size: u64,
+    /// Placed executable (a script).
+    pub executable: bool,
+}
+
+impl StagedFile {
+    /// The content's SHA-256 in lowercase hex: its name in the host's and workers' caches.
+    pub fn hex(&self) -> String {
+        hex(&self.sha256)
+    }
+}
+
+/// Bytes in lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// A command run with files (`--stage`, `--fetch`). Each item runs in a fresh working
+/// directory that holds the staged files (a co-process: one directory per slot and job), and
+/// afterwards the files there matching `fetch` come back with its result, in
+/// [`ItemOutput::value`] (see [`FetchedFile`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedCommand {
+    pub command: Command,
+    pub persistent: bool,
+    #[serde(with = "seq")]
+    pub files: Vec<StagedFile>,
+    /// Patterns relative to the working directory: `*` and `?` within a name, `**` any number
+    /// of directories.
+    #[serde(with = "seq")]
+    pub fetch: Vec<String>,
+}
+
+/// A file an item left in its working directory that matched [`StagedCommand::fetch`]. A
+/// staged item's `ItemOutput::value` is its fetched files, a postcard `Vec<FetchedFile>`
+/// ([`FetchedFile::encode_all`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchedFile {
+    pub path: String,
+    #[serde(with = "bytes")]
+    pub data: Vec<u8>,
+}
+
+impl FetchedFile {
+    /// `files` as an item's value.
+    pub fn encode_all(files: &[Self]) -> Vec<u8> {
+        if files.is_empty() {
+            return Vec::new();
+        }
+        postcard::to_extend(files, Vec::new()).unwrap_or_default()
+    }
+
+    /// An item's value back as files (empty: none).
+    pub fn decode_all(value: &[u8]) -> Result<Vec<Self>, crate::DecodeError> {
+        if value.is_empty() {
+            return Ok(Vec::new());
+        }
+        crate::codec::decode_body(value)
+    }
+}
+
+/// Whether `path` is a plain relative path (`a/b.txt`): `/`-separated words, none empty, `.`
+/// or `..`, no NUL. Staged and fetched files must be.
+pub fn is_plain_relative(path: &str) -> bool {
+    !path.is_empty()
+        && !path.contains('\0')
+        && path
+            .split('/')
+            .all(|w| !w.is_empty() && w != "." && w != "..")
+}
+
 /// What a job's tasks run. Append only: new kinds of work are new variants.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Work {
@@ -51,6 +136,9 @@ pub enum Work {
     /// A Python function called once per item in a warm engine, with the item's arguments
     /// appended to its own; the return value comes back in `ItemOutput::value`.
     Python(PythonWork),
+    /// A command with files sent along and files brought back. Only to workers with
+    /// [`crate::worker::CAP_STAGE`].
+    StagedCommand(StagedCommand),
 }
 
 /// `word` quoted for POSIX sh, as it would be typed: plain words (letters, digits and
@@ -69,14 +157,43 @@ impl Work {
     /// The command line, for listings: each word shell-quoted where it needs it, so that
     /// `sh -c 'echo a b'` reads back as typed.
     pub fn describe(&self) -> String {
-        match self {
-            Self::Command { command, .. } => command
+        let quoted = |command: &Command| {
+            command
                 .argv
                 .iter()
                 .map(|w| shell_quote(w))
                 .collect::<Vec<_>>()
-                .join(" "),
+                .join(" ")
+        };
+        match self {
+            Self::Command { command, .. } => quoted(command),
             Self::Python(p) => format!("python: {}", p.name),
+            Self::StagedCommand(s) => {
+                let files = s.files.len();
+                let plural = if files == 1 { "" } else { "s" };
+                format!("{} [{files} staged file{plural}]", quoted(&s.command))
+            }
+        }
+    }
+
+    /// The command and whether it is a co-process, for command work (staged or not).
+    pub fn command(&self) -> Option<(&Command, bool)> {
+        match self {
+            Self::Command {
+                command,
+                persistent,
+            } => Some((command, *persistent)),
+            Self::StagedCommand(s) => Some((&s.command, s.persistent)),
+            Self::Python(_) => None,
+        }
+    }
+
+    /// The command's argv, for command work (the host fills templates into it for scatter).
+    pub fn argv_mut(&mut self) -> Option<&mut Vec<String>> {
+        match self {
+            Self::Command { command, .. } => Some(&mut command.argv),
+            Self::StagedCommand(s) => Some(&mut s.command.argv),
+            Self::Python(_) => None,
         }
     }
 
@@ -85,6 +202,7 @@ impl Work {
     pub fn keeps_job_state(&self) -> bool {
         match self {
             Self::Command { persistent, .. } => *persistent,
+            Self::StagedCommand(s) => s.persistent,
             Self::Python(_) => true,
         }
     }
@@ -93,6 +211,7 @@ impl Work {
     pub fn timeout_ms(&self) -> u64 {
         match self {
             Self::Command { command, .. } => command.timeout_ms,
+            Self::StagedCommand(s) => s.command.timeout_ms,
             Self::Python(p) => p.timeout_ms,
         }
     }

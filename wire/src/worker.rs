@@ -19,6 +19,10 @@ pub const CAP_COMMAND: u64 = 0x1;
 /// slot); whether it can is in its [`PythonReport`].
 pub const CAP_PYTHON: u64 = 0x2;
 
+/// Capability bit: the worker runs [`crate::Work::StagedCommand`] tasks, fetching their files
+/// with `ToHost::FetchBlob`.
+pub const CAP_STAGE: u64 = 0x4;
+
 /// The first frame a worker sends on its control stream.
 ///
 /// Identity is *not* in here: the host takes the worker's name from its verified certificate.
@@ -62,7 +66,14 @@ pub enum ToHost {
     /// Output of a running Python item, as it is printed (not recorded: the result carries
     /// the whole capped output).
     Output(OutputChunk),
+    /// Send me the staged file with this SHA-256. The host answers on a unidirectional stream
+    /// of its own: the 32-byte hash, the size as 8 bytes little-endian ([`BLOB_MISSING`] if it
+    /// does not have it), then the content.
+    FetchBlob { sha256: [u8; 32] },
 }
+
+/// The size a host gives for a staged file it does not have.
+pub const BLOB_MISSING: u64 = u64::MAX;
 
 /// A worker's Python, as its probe found it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

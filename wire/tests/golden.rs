@@ -353,6 +353,32 @@ fn python() {
     check(ClientRequest::Health, "0c");
     check(ClientRequest::Refusals, "0d");
     check(
+        ClientRequest::MissingBlobs(vec![[7; 32]]),
+        &format!("0e01{}", "07".repeat(32)),
+    );
+    check(
+        ToHost::FetchBlob { sha256: [1; 32] },
+        &format!("07{}", "01".repeat(32)),
+    );
+    check(
+        Work::StagedCommand(StagedCommand {
+            command: Command {
+                argv: vec!["a".into()],
+                shell: false,
+                timeout_ms: 0,
+            },
+            persistent: false,
+            files: vec![StagedFile {
+                path: "p".into(),
+                sha256: [2; 32],
+                size: 3,
+                executable: true,
+            }],
+            fetch: vec!["*".into()],
+        }),
+        &format!("02010161000000010170{}030101012a", "02".repeat(32)),
+    );
+    check(
         ClientRequest::Submit(JobSpec {
             kind: JobKind::Map,
             work: Work::Command {

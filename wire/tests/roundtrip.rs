@@ -69,7 +69,30 @@ fn output(r: &mut Rng) -> ItemOutput {
     }
 }
 
+fn sha(r: &mut Rng) -> [u8; 32] {
+    std::array::from_fn(|_| r.next() as u8)
+}
+
 fn work(r: &mut Rng) -> Work {
+    if r.below(4) == 0 {
+        return Work::StagedCommand(StagedCommand {
+            command: Command {
+                argv: (0..1 + r.below(4)).map(|_| r.string()).collect(),
+                shell: r.below(2) == 1,
+                timeout_ms: r.int(),
+            },
+            persistent: r.below(2) == 0,
+            files: (0..r.below(3))
+                .map(|_| StagedFile {
+                    path: r.string(),
+                    sha256: sha(r),
+                    size: r.int(),
+                    executable: r.below(2) == 0,
+                })
+                .collect(),
+            fetch: (0..r.below(3)).map(|_| r.string()).collect(),
+        });
+    }
     if r.below(3) == 0 {
         return Work::Python(PythonWork {
             function: r.opt(Rng::bytes),
@@ -112,7 +135,8 @@ fn telemetry(r: &mut Rng) -> Telemetry {
 }
 
 fn to_host(r: &mut Rng) -> ToHost {
-    match r.below(7) {
+    match r.below(8) {
+        7 => ToHost::FetchBlob { sha256: sha(r) },
         0 => ToHost::Hello(Hello {
             protocol_minor: r.next() as u16,
             capabilities: r.int(),
@@ -210,8 +234,15 @@ fn kind(r: &mut Rng) -> JobKind {
 }
 
 fn client_request(r: &mut Rng) -> ClientRequest {
-    match r.below(14) {
+    match r.below(16) {
         0 => ClientRequest::Ids,
+        14 => ClientRequest::MissingBlobs((0..r.below(3)).map(|_| sha(r)).collect()),
+        15 => ClientRequest::PutBlob {
+            sha256: sha(r),
+            offset: r.int(),
+            total: r.int(),
+            data: r.bytes(),
+        },
         12 => ClientRequest::Health,
         13 => ClientRequest::Refusals,
         1 => ClientRequest::Status,
@@ -259,7 +290,8 @@ fn client_request(r: &mut Rng) -> ClientRequest {
 }
 
 fn to_client(r: &mut Rng) -> ToClient {
-    match r.below(14) {
+    match r.below(15) {
+        14 => ToClient::MissingBlobs((0..r.below(3)).map(|_| sha(r)).collect()),
         13 => ToClient::Refusals(vec![Refusal {
             name: r.opt(|r| r.string()),
             address: r.string(),

@@ -26,7 +26,9 @@ Options:
                            [default: /etc/bramble/bundle.json]
   --config FILE            config file [default: /etc/bramble/worker.toml, if present]
   --slots N                tasks run at once [default: number of CPUs]
-  --work-dir DIR           working directory of tasks
+  --work-dir DIR           working directory of tasks (staged jobs: a fresh one per item)
+  --cache-dir DIR          where staged files are kept [default: $CACHE_DIRECTORY (systemd),
+                           else $XDG_CACHE_HOME/bramble-worker, else ~/.cache/bramble-worker]
   --label NAME             label usable as a target (repeatable)
   --max-output-bytes N     bytes of stdout and of stderr kept per task [default: 1048576]
   --python PROGRAM         the Python that runs engines (a virtualenv's python works)
@@ -41,10 +43,11 @@ Options:
   -h, --help               print this help
   -V, --version            print the version
 
-Config file keys (all optional; flags override): bundle, slots, work_dir, labels,
+Config file keys (all optional; flags override): bundle, slots, work_dir, cache_dir,
+cache_max_mib (staged files kept, least recently used dropped first; default 2048), labels,
 max_output_bytes, telemetry_interval_ms, startup_command (argv run after every connect),
 allow (program names tasks may start; `sh` must be listed for --shell tasks, and the python
-program for Python engines), python.";
+program for Python engines), python. An example with every key: docs/worker.toml.";
 
 /// The worker config file, `worker.toml`.
 #[derive(Debug, Default, Deserialize)]
@@ -53,6 +56,8 @@ struct FileConfig {
     bundle: Option<PathBuf>,
     slots: Option<u16>,
     work_dir: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
+    cache_max_mib: Option<u64>,
     labels: Option<Vec<String>>,
     max_output_bytes: Option<u64>,
     telemetry_interval_ms: Option<u64>,
@@ -75,6 +80,9 @@ pub(crate) struct WorkerConfig {
     pub(crate) sim: Option<crate::sim::SimConfig>,
     /// The Python that runs engines.
     pub(crate) python: String,
+    /// Where staged files are kept, and how many bytes of them at most.
+    pub(crate) cache_dir: PathBuf,
+    pub(crate) cache_max_bytes: u64,
 }
 
 /// What the command line asked for.
@@ -92,6 +100,7 @@ struct Flags {
     config: Option<PathBuf>,
     slots: Option<u16>,
     work_dir: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
     labels: Vec<String>,
     max_output_bytes: Option<u64>,
     python: Option<String>,
@@ -113,6 +122,7 @@ pub(crate) fn load(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<P
             Long("config") => flags.config = Some(parser.value()?.into()),
             Long("slots") => flags.slots = Some(parser.value()?.parse()?),
             Long("work-dir") => flags.work_dir = Some(parser.value()?.into()),
+            Long("cache-dir") => flags.cache_dir = Some(parser.value()?.into()),
             Long("label") => flags.labels.push(parser.value()?.string()?),
             Long("max-output-bytes") => flags.max_output_bytes = Some(parser.value()?.parse()?),
             Long("python") => flags.python = Some(parser.value()?.string()?),
@@ -179,6 +189,11 @@ fn resolve(flags: Flags, file: FileConfig) -> anyhow::Result<WorkerConfig> {
     }
     let mut labels = file.labels.unwrap_or_default();
     labels.extend(flags.labels);
+    let cache_dir = flags
+        .cache_dir
+        .or(file.cache_dir)
+        .or_else(default_cache_dir)
+        .context("no cache directory: give --cache-dir")?;
     Ok(WorkerConfig {
         bundle,
         slots,
@@ -197,7 +212,21 @@ fn resolve(flags: Flags, file: FileConfig) -> anyhow::Result<WorkerConfig> {
             .or(file.python)
             .filter(|p| !p.is_empty())
             .unwrap_or_else(|| "python3".into()),
+        cache_dir,
+        cache_max_bytes: file.cache_max_mib.unwrap_or(2048).saturating_mul(1 << 20),
     })
+}
+
+/// systemd's `CacheDirectory=` (`$CACHE_DIRECTORY`), else the user's cache directory.
+fn default_cache_dir() -> Option<PathBuf> {
+    let env = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    env("CACHE_DIRECTORY")
+        .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("bramble-worker")))
+        .or_else(|| env("HOME").map(|d| d.join(".cache/bramble-worker")))
 }
 
 /// `--sim PRESET`, `--sim-ambient C`, `--sim-speed F`, `--sim-time-scale K`.

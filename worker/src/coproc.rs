@@ -220,10 +220,7 @@ mod tests {
     use bramble_wire::{Attempt, Item, TaskId, Work};
 
     fn command_of(s: &TaskSpec) -> Command {
-        match &s.work {
-            Work::Command { command, .. } => command.clone(),
-            Work::Python(_) => panic!("a command task"),
-        }
+        s.work.command().expect("a command task").0.clone()
     }
 
     fn spec(script: &str, values: &[&str]) -> TaskSpec {

@@ -173,10 +173,7 @@ mod tests {
     use bramble_wire::{Attempt, TaskId, Work};
 
     fn command_of(s: &TaskSpec) -> Command {
-        match &s.work {
-            Work::Command { command, .. } => command.clone(),
-            Work::Python(_) => panic!("a command task"),
-        }
+        s.work.command().expect("a command task").0.clone()
     }
 
     fn spec(argv: &[&str], items: Vec<Item>, timeout_ms: u64) -> TaskSpec {

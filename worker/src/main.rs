@@ -17,6 +17,7 @@ mod outbox;
 mod sensors;
 mod session;
 mod sim;
+mod stage;
 mod startup;
 mod tail;
 mod template;

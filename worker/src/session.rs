@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bramble_net::{FrameReader, write_frame};
 use bramble_wire::codec::encode_frame_to_slice;
-use bramble_wire::worker::{CAP_COMMAND, CAP_PYTHON};
+use bramble_wire::worker::{CAP_COMMAND, CAP_PYTHON, CAP_STAGE};
 use bramble_wire::{
     Hello, OutputChunk, PROTOCOL_MINOR, PythonReport, TaskId, TaskResult, ToHost, ToWorker, Work,
 };
@@ -21,6 +21,7 @@ use crate::engine::{self, Engines};
 use crate::limits::ExecLimits;
 use crate::sensors::Sensors;
 use crate::sim::Sim;
+use crate::stage::{self, Stage};
 use crate::{coproc, exec, startup, watchdog};
 
 /// Results up to this size go on the control stream; larger ones get their own stream so
@@ -73,6 +74,9 @@ pub(crate) struct Worker {
     startup_error: Arc<Mutex<Option<String>>>,
     /// `--sim`: the simulated board whose model replaces the sensors.
     sim: Option<Sim>,
+    /// Staged files, and the ones to ask the host for.
+    stage: Stage,
+    stage_asks: mpsc::UnboundedReceiver<[u8; 32]>,
 }
 
 /// The open control stream of a connection.
@@ -102,10 +106,11 @@ impl Worker {
             ..config.limits.clone()
         });
         let (output_tx, output_rx) = mpsc::unbounded_channel();
+        let (stage, stage_asks) = Stage::new(&config.cache_dir, config.cache_max_bytes);
         Self {
             hello: Hello {
                 protocol_minor: PROTOCOL_MINOR,
-                capabilities: CAP_COMMAND | CAP_PYTHON,
+                capabilities: CAP_COMMAND | CAP_PYTHON | CAP_STAGE,
                 slots: config.slots,
                 boot_id,
                 labels: config.labels.clone(),
@@ -128,6 +133,8 @@ impl Worker {
             startup_command: config.startup_command.clone(),
             startup_error: Arc::default(),
             sim,
+            stage,
+            stage_asks,
         }
     }
 
@@ -206,6 +213,11 @@ impl Worker {
         if let Some(report) = report {
             write_msg(&mut link, &ToHost::Python(report)).await?;
         }
+        // Staged files asked of the previous connection and not arrived.
+        while self.stage_asks.try_recv().is_ok() {}
+        for sha256 in self.stage.wanted() {
+            write_msg(&mut link, &ToHost::FetchBlob { sha256 }).await?;
+        }
         let mut tick = tokio::time::interval(self.telemetry_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut tbuf = [0u8; 512];
@@ -222,6 +234,13 @@ impl Worker {
                     self.feed(Input::TaskEnded(result), &mut link).await?;
                 }
                 Some(chunk) = self.output_rx.recv() => write_msg(&mut link, &ToHost::Output(chunk)).await?,
+                Some(sha256) = self.stage_asks.recv() => {
+                    write_msg(&mut link, &ToHost::FetchBlob { sha256 }).await?;
+                }
+                uni = conn.accept_uni() => {
+                    // The host opens streams to this worker only to send staged files.
+                    tokio::spawn(self.stage.clone().receive(uni?));
+                }
                 Ok(()) = self.python.changed() => {
                     let report = self.python.borrow_and_update().clone();
                     if let Some(report) = report {
@@ -276,6 +295,7 @@ impl Worker {
                 Action::EndJob(job) => {
                     self.pool.end_job(job);
                     self.engines.end_job(job);
+                    self.stage.end_job(job);
                 }
                 Action::Send(msg) => to_send.push(msg),
             }
@@ -315,8 +335,12 @@ impl Worker {
         let pool = self.pool.clone();
         let engines = self.engines.clone();
         let output = self.output_tx.clone();
+        let stage = self.stage.clone();
         tokio::spawn(async move {
             let result = match spec.work.clone() {
+                Work::StagedCommand(staged) => {
+                    stage::run_task(spec, &staged, &limits, &stage, &pool, cancel_rx).await
+                }
                 Work::Command {
                     command,
                     persistent: true,

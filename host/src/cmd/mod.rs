@@ -7,6 +7,7 @@ mod inputs;
 mod output;
 mod query;
 mod serve;
+mod stage;
 mod work;
 
 use std::path::Path;

@@ -3,6 +3,7 @@
 //! tables. Failures and truncation are reported on stderr, never silently.
 
 use std::io::{self, Write};
+use std::path::PathBuf;
 
 use bramble_wire::{ItemOutput, JobSpec, JobSummary, WorkerId, WorkerStatus};
 use serde_json::json;
@@ -27,6 +28,8 @@ pub(super) struct Printer {
     held: Vec<(WorkerId, ItemOutput)>,
     /// Results that did not exit 0.
     pub(super) failed: u64,
+    /// `--fetch`: where items' fetched files are written.
+    pub(super) fetch_dir: Option<PathBuf>,
 }
 
 impl Printer {
@@ -37,6 +40,7 @@ impl Printer {
             spec,
             held: Vec::new(),
             failed: 0,
+            fetch_dir: None,
         }
     }
 
@@ -65,6 +69,14 @@ impl Printer {
     }
 
     fn print(&self, worker: WorkerId, out: &ItemOutput) -> io::Result<()> {
+        let fetched = match &self.fetch_dir {
+            Some(dir) if !out.value.is_empty() => super::stage::write_fetched(dir, &out.value)
+                .unwrap_or_else(|e| {
+                    eprintln!("bramble: [item {} on worker {worker}] {e:#}", out.index);
+                    Vec::new()
+                }),
+            _ => Vec::new(),
+        };
         if self.json {
             let item = self.spec.as_ref().and_then(|s| s.item(out.index));
             let item = item.as_deref().map(String::from_utf8_lossy);
@@ -79,6 +91,7 @@ impl Printer {
                 "stderr": String::from_utf8_lossy(&out.stderr),
                 "truncated_bytes": out.truncated_bytes,
                 "ms": out.duration_ms,
+                "fetched": fetched,
             });
             return writeln!(io::stdout().lock(), "{line}");
         }

@@ -50,6 +50,7 @@ async fn start_host(
         store: profile.store_path(),
         revoked: profile.revoked_path(),
         enrolled: profile.enrolled_path(),
+        blobs: profile.blobs_path(),
         reset_key: profile.reset_key()?,
     })
     .await?;
@@ -122,6 +123,9 @@ pub(super) async fn cluster(profile: &Profile, local: Local) -> anyhow::Result<E
             .arg(bundle)
             .arg("--slots")
             .arg(slots.to_string())
+            // One machine, one cache of staged files, kept with the profile.
+            .arg("--cache-dir")
+            .arg(profile.dir.join("worker-cache"))
             .kill_on_drop(true);
         if let Some(python) = &python {
             worker.arg("--python").arg(python);

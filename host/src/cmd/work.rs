@@ -5,17 +5,19 @@
 //! output.
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::bail;
 use bramble_client::{Client, JobEnd, JobEvent, JobStream, Order};
-use bramble_wire::{Command, ItemRange, JobId, JobKind, JobSpec, Work};
+use bramble_wire::{Command, ItemRange, JobId, JobKind, JobSpec, StagedCommand, Work};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::TASKS_FAILED;
 use super::inputs::{parse_range, parse_targets, read_inputs, split_command, timeout_ms};
 use super::output::{Layout, Printer};
+use super::stage::{self, Source};
 use crate::cli::{ApplyArgs, InputArgs, MapArgs, RunOpts, ScatterArgs};
 
 /// Exit code of `wait --timeout` when the job is still running (as coreutils `timeout`).
@@ -26,6 +28,47 @@ pub(super) struct Job {
     spec: JobSpec,
     order: Order,
     layout: Layout,
+    /// Staged files, put on the host before the job is submitted.
+    staged: Vec<Source>,
+    /// Where fetched files go (with `--fetch`).
+    fetch_dir: Option<PathBuf>,
+}
+
+impl Job {
+    fn new(spec: JobSpec, order: Order, layout: Layout, run: &RunOpts) -> anyhow::Result<Self> {
+        let staged = stage::collect(&run.stage)?;
+        let mut spec = spec;
+        if !staged.is_empty() || !run.fetch.is_empty() {
+            let Work::Command {
+                command,
+                persistent,
+            } = spec.work
+            else {
+                bail!("--stage and --fetch are for commands");
+            };
+            spec.work = Work::StagedCommand(StagedCommand {
+                command,
+                persistent,
+                files: staged.iter().map(|s| s.file.clone()).collect(),
+                fetch: run.fetch.clone(),
+            });
+        }
+        Ok(Self {
+            spec,
+            order,
+            layout,
+            staged,
+            fetch_dir: (!run.fetch.is_empty()).then(|| run.fetch_dir.clone()),
+        })
+    }
+
+    /// Puts the staged files the host does not have.
+    async fn put_files(&self, client: &Client) -> anyhow::Result<()> {
+        if !self.staged.is_empty() {
+            stage::upload(client, &self.staged).await?;
+        }
+        Ok(())
+    }
 }
 
 /// A job's items: listed, or a range the host makes them from.
@@ -82,18 +125,15 @@ pub(super) fn apply_job(args: &ApplyArgs) -> anyhow::Result<Job> {
     if trailing.is_some() {
         bail!("apply takes no items (`:::`); use map or scatter");
     }
-    Ok(Job {
-        spec: spec(
-            JobKind::Apply,
-            argv,
-            Items::List(Vec::new()),
-            1,
-            &args.run,
-            false,
-        )?,
-        order: Order::Completion,
-        layout: Layout::ByWorker,
-    })
+    let spec = spec(
+        JobKind::Apply,
+        argv,
+        Items::List(Vec::new()),
+        1,
+        &args.run,
+        false,
+    )?;
+    Job::new(spec, Order::Completion, Layout::ByWorker, &args.run)
 }
 
 pub(super) fn map_job(args: &MapArgs) -> anyhow::Result<Job> {
@@ -110,38 +150,35 @@ pub(super) fn map_job(args: &MapArgs) -> anyhow::Result<Job> {
         &args.run,
         args.persistent,
     )?;
-    Ok(Job {
-        spec,
-        order: if args.unordered {
-            Order::Completion
-        } else {
-            Order::Input
-        },
-        layout: Layout::Lines,
-    })
+    let order = if args.unordered {
+        Order::Completion
+    } else {
+        Order::Input
+    };
+    Job::new(spec, order, Layout::Lines, &args.run)
 }
 
 pub(super) fn scatter_job(args: &ScatterArgs) -> anyhow::Result<Job> {
     let (argv, trailing) = split_command(&args.command)?;
     let items = items(&args.input, trailing)?;
-    Ok(Job {
-        spec: spec(JobKind::Scatter, argv, items, 1, &args.run, false)?,
-        order: Order::Input,
-        layout: Layout::Lines,
-    })
+    let spec = spec(JobKind::Scatter, argv, items, 1, &args.run, false)?;
+    Job::new(spec, Order::Input, Layout::Lines, &args.run)
 }
 
 /// Submits and prints the results until the job ends; Ctrl-C cancels it.
 pub(super) async fn run(client: Client, job: Job, json: bool) -> anyhow::Result<ExitCode> {
+    job.put_files(&client).await?;
     let spec = json.then(|| job.spec.clone());
     let stream = client.submit_and_follow(job.spec, job.order).await?;
     let total = stream.total().unwrap_or(0);
     let mut printer = Printer::new(job.layout, json, spec);
+    printer.fetch_dir = job.fetch_dir;
     print_until_end(&client, stream, total, &mut printer, true, json).await
 }
 
 /// `submit`: prints the job id and leaves the job running.
 pub(super) async fn submit(client: Client, job: Job, json: bool) -> anyhow::Result<ExitCode> {
+    job.put_files(&client).await?;
     let (id, total) = client.submit(job.spec).await?;
     if json {
         println!("{}", serde_json::json!({ "job": id.0, "total": total }));

@@ -6,13 +6,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bramble_net::{Budget, ReadError, write_frame};
-use bramble_wire::{ClientRequest, JobId, JobSpec, JobState, ToClient, close};
+use bramble_wire::{ClientRequest, JobId, JobSpec, JobState, ToClient, Work, close};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use super::driver::{Query, ToDriver, wall_ms};
 use super::follow::{self, FollowRx};
 use super::gate::Gate;
+use crate::blobs::Blobs;
 use crate::store::{Store, StoreError};
 
 /// Stored results are sent in pages of this many.
@@ -27,6 +28,7 @@ pub(super) struct Ctx {
     pub(super) to_driver: mpsc::Sender<ToDriver>,
     pub(super) store_path: PathBuf,
     pub(super) gate: Arc<Gate>,
+    pub(super) blobs: Blobs,
 }
 
 pub(super) async fn run(conn: quinn::Connection, name: String, ctx: Ctx, budget: Budget) {
@@ -108,6 +110,11 @@ async fn request(
 }
 
 async fn serve(answer: &mut Answer, req: ClientRequest, ctx: &Ctx, name: &str) -> Result<(), Gone> {
+    if let ClientRequest::Submit(spec) | ClientRequest::SubmitAndFollow(spec) = &req
+        && let Some(message) = unstaged(&ctx.blobs, spec)
+    {
+        return answer.write(&ToClient::Error { message }).await;
+    }
     let reply = match req {
         ClientRequest::Ids => {
             ask(ctx, |reply| ToDriver::Query {
@@ -136,6 +143,27 @@ async fn serve(answer: &mut Answer, req: ClientRequest, ctx: &Ctx, name: &str) -
                 reply,
             })
             .await
+        }
+        ClientRequest::MissingBlobs(list) => {
+            let blobs = ctx.blobs.clone();
+            ToClient::MissingBlobs(list.into_iter().filter(|s| !blobs.has(s)).collect())
+        }
+        ClientRequest::PutBlob {
+            sha256,
+            offset,
+            total,
+            data,
+        } => {
+            let blobs = ctx.blobs.clone();
+            let put =
+                tokio::task::spawn_blocking(move || blobs.put(&sha256, offset, total, &data)).await;
+            match put {
+                Ok(Ok(())) => ToClient::Done,
+                Ok(Err(message)) => ToClient::Error { message },
+                Err(e) => ToClient::Error {
+                    message: format!("storing a staged file failed: {e}"),
+                },
+            }
         }
         ClientRequest::Submit(spec) => {
             ask(ctx, |reply| ToDriver::Submit {
@@ -174,6 +202,19 @@ async fn serve(answer: &mut Answer, req: ClientRequest, ctx: &Ctx, name: &str) -
         }
     };
     answer.write(&reply).await
+}
+
+/// A staged file of the job the host does not have, in words (clients put them first).
+fn unstaged(blobs: &Blobs, spec: &JobSpec) -> Option<String> {
+    let Work::StagedCommand(staged) = &spec.work else {
+        return None;
+    };
+    let f = staged.files.iter().find(|f| !blobs.has(&f.sha256))?;
+    Some(format!(
+        "staged file {} ({}) is not on the host: put it first",
+        f.path,
+        crate::blobs::hex(&f.sha256)
+    ))
 }
 
 async fn ask(ctx: &Ctx, make: impl FnOnce(oneshot::Sender<ToClient>) -> ToDriver) -> ToClient {

@@ -57,6 +57,8 @@ pub struct HostOptions {
     pub revoked: PathBuf,
     /// The enrolled workers (`enrolled.txt`).
     pub enrolled: PathBuf,
+    /// Staged files (`blobs/`).
+    pub blobs: PathBuf,
     /// Secret for QUIC stateless resets. Kept across restarts, so that a restarted host
     /// resets the connections of the previous run at their next packet and workers and
     /// clients reconnect at once instead of waiting out the idle timeout.
@@ -109,6 +111,7 @@ impl Host {
             to_driver: to_driver.clone(),
             store_path: opts.store,
             gate,
+            blobs: crate::blobs::Blobs::new(&opts.blobs),
         };
         tokio::spawn(accept_loop(endpoint.clone(), ctx, Budget::new(READ_BUDGET)));
         Ok(Self {
@@ -238,6 +241,7 @@ async fn accept_loop(endpoint: quinn::Endpoint, ctx: client_peer::Ctx, budget: B
                         name: identity.name,
                         session,
                         enrolled,
+                        blobs: ctx.blobs.clone(),
                     };
                     worker_peer::run(conn, peer, ctx.to_driver, budget).await;
                 }

@@ -5,11 +5,13 @@ use std::time::Duration;
 
 use bramble_net::{Budget, FrameReader, ReadError, write_frame};
 use bramble_sched::{Event, SessionId};
+use bramble_wire::worker::BLOB_MISSING;
 use bramble_wire::{ToHost, WorkerId, close};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::driver::{PeerCmd, ToDriver};
+use crate::blobs::Blobs;
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -30,6 +32,8 @@ pub(super) struct Peer {
     pub session: SessionId,
     /// The id its name was given at enrollment (`enrolled.txt`), if it has one.
     pub enrolled: Option<WorkerId>,
+    /// Staged files, sent when the worker asks.
+    pub blobs: Blobs,
 }
 
 pub(super) async fn run(
@@ -109,6 +113,10 @@ async fn serve(
                     Ok(None) => return End::Gone("control stream finished".into()),
                     Err(e) => return ended(e),
                 };
+                if let ToHost::FetchBlob { sha256 } = msg {
+                    tokio::spawn(send_blob(conn.clone(), peer.blobs.clone(), sha256));
+                    continue;
+                }
                 if let Some(end) = forward(msg, session, to_driver).await {
                     return end;
                 }
@@ -163,6 +171,7 @@ async fn forward(
         ToHost::Python(report) => Event::PythonReported { session, report },
         ToHost::Output(chunk) => Event::OutputReceived { session, chunk },
         ToHost::Goodbye => return Some(End::Gone("worker said goodbye".into())),
+        ToHost::FetchBlob { .. } => return None, // answered by the connection (`send_blob`)
         ToHost::Hello(_) => return Some(End::Protocol("second Hello".into())),
     };
     to_driver
@@ -200,5 +209,32 @@ fn kind(msg: &ToHost) -> &'static str {
         ToHost::TaskRefused { .. } => "TaskRefused",
         ToHost::Python(_) => "Python",
         ToHost::Output(_) => "Output",
+        ToHost::FetchBlob { .. } => "FetchBlob",
+    }
+}
+
+/// Sends a staged file on a stream of its own: hash, size (`BLOB_MISSING` if the host does
+/// not have it), content. A failure is the worker's to notice (its stream ends short).
+async fn send_blob(conn: quinn::Connection, blobs: Blobs, sha256: [u8; 32]) {
+    let sent = async {
+        let mut stream = conn.open_uni().await?;
+        let file = tokio::fs::File::open(blobs.path(&sha256)).await;
+        let size = match &file {
+            Ok(f) => f.metadata().await?.len(),
+            Err(_) => BLOB_MISSING,
+        };
+        stream.write_all(&sha256).await?;
+        stream.write_all(&size.to_le_bytes()).await?;
+        if let Ok(mut file) = file {
+            tokio::io::copy(&mut file, &mut stream).await?;
+        }
+        stream.finish()?;
+        anyhow::Ok(())
+    };
+    if let Err(e) = sent.await {
+        warn!(
+            "sending staged file {} failed: {e}",
+            crate::blobs::hex(&sha256)
+        );
     }
 }

@@ -23,5 +23,7 @@ mod lost;
 mod security;
 /// The first steps of the ipyparallel tutorial, through the CLI.
 mod seed;
+/// Files that travel with the work: --stage, --fetch, the workers' cache.
+mod stage;
 /// Simulated Pis: thermal model, throttling in status.
 mod thermal;

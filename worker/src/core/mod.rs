@@ -198,7 +198,7 @@ impl Core {
         self.slots.start(&spec, engine);
         let function = match spec.work {
             Work::Python(_) => self.functions.get(&spec.job).cloned(),
-            Work::Command { .. } => None,
+            Work::Command { .. } | Work::StagedCommand(_) => None,
         };
         self.actions.push_back(Action::Start(Start {
             spec,
