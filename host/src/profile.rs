@@ -170,13 +170,15 @@ impl Profile {
         for suffix in ["-wal", "-shm"] {
             let _ = fs::remove_file(self.dir.join(format!("jobs.db{suffix}")));
         }
-        self.issue_bundle(
+        let mut local = self.issue_bundle(
             &ca,
             &config,
             Role::Client,
             "local-cli",
             &self.client_bundle_path(),
         )?;
+        local.hosts = local_hosts(&config);
+        local.save(&self.client_bundle_path())?;
         Ok(config)
     }
 
@@ -276,22 +278,27 @@ impl Profile {
     }
 
     /// The host was started on port 0 and got `addr`: its port goes into host.toml (for the
-    /// listen address and every public address with port 0) and into every bundle issued so
-    /// far (`--listen 127.0.0.1:0` picks a free port this way, with no race for it).
+    /// listen address and every public address with port 0) and into every address with port
+    /// 0 of every bundle issued so far (`--listen 127.0.0.1:0` picks a free port this way,
+    /// with no race for it).
     pub fn settle_address(&self, addr: SocketAddr) -> anyhow::Result<()> {
+        let settle = |hosts: &mut Vec<String>| -> anyhow::Result<()> {
+            for h in hosts {
+                let (host, port) = split_host_port(h)?;
+                if port == 0 {
+                    let host = if host.contains(':') {
+                        format!("[{host}]")
+                    } else {
+                        host
+                    };
+                    *h = format!("{host}:{}", addr.port());
+                }
+            }
+            Ok(())
+        };
         let mut config = self.config()?;
         config.listen = addr.to_string();
-        for public in &mut config.public {
-            let (host, port) = split_host_port(public)?;
-            if port == 0 {
-                let host = if host.contains(':') {
-                    format!("[{host}]")
-                } else {
-                    host
-                };
-                *public = format!("{host}:{}", addr.port());
-            }
-        }
+        settle(&mut config.public)?;
         fs::write(self.config_path(), toml::to_string(&config)?)?;
         let mut bundles = vec![self.client_bundle_path()];
         for entry in fs::read_dir(self.dir.join("workers"))? {
@@ -299,7 +306,7 @@ impl Profile {
         }
         for path in bundles {
             let mut bundle = Bundle::load(&path)?;
-            bundle.hosts = config.public.clone();
+            settle(&mut bundle.hosts)?;
             bundle.save(&path)?;
         }
         Ok(())
@@ -337,14 +344,53 @@ fn read(path: &Path) -> anyhow::Result<String> {
     fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }
 
-/// Without `--public`: a wildcard listen address is reachable as 127.0.0.1 locally; other
-/// machines need `--public`.
+/// Without `--public`: a wildcard listen address is reached at this machine's addresses (its
+/// IPv4 addresses other than loopback; loopback when it has none, and `init` says so); any
+/// other at itself.
 fn default_public(listen: SocketAddr) -> Vec<String> {
-    if listen.ip().is_unspecified() {
-        vec![format!("127.0.0.1:{}", listen.port())]
-    } else {
-        vec![listen.to_string()]
+    if !listen.ip().is_unspecified() {
+        return vec![listen.to_string()];
     }
+    let lan = std::fs::read_to_string("/proc/net/fib_trie")
+        .map(|t| local_ipv4(&t))
+        .unwrap_or_default();
+    if lan.is_empty() {
+        return vec![format!("127.0.0.1:{}", listen.port())];
+    }
+    lan.iter()
+        .map(|ip| format!("{ip}:{}", listen.port()))
+        .collect()
+}
+
+/// What a bundle used on this machine dials (the local CLI, `cluster start`'s workers):
+/// loopback when the host listens on every interface or on loopback, so that nothing local
+/// depends on the network; else the address it listens on.
+pub fn local_hosts(config: &HostConfig) -> Vec<String> {
+    match config.listen.parse::<SocketAddr>() {
+        Ok(l) if l.ip().is_unspecified() && l.is_ipv6() => vec![format!("[::1]:{}", l.port())],
+        Ok(l) if l.ip().is_unspecified() => vec![format!("127.0.0.1:{}", l.port())],
+        Ok(l) if l.ip().is_loopback() => vec![l.to_string()],
+        _ => config.public.clone(),
+    }
+}
+
+/// This machine's IPv4 addresses other than loopback, from the text of `/proc/net/fib_trie`
+/// (an address line `|-- A.B.C.D` followed by `/32 host LOCAL`), in order, each once.
+fn local_ipv4(fib_trie: &str) -> Vec<std::net::Ipv4Addr> {
+    let mut out = Vec::new();
+    let mut last: Option<std::net::Ipv4Addr> = None;
+    for line in fib_trie.lines().map(str::trim) {
+        if let Some(addr) = line.strip_prefix("|-- ") {
+            last = addr.parse().ok();
+        } else if line == "/32 host LOCAL"
+            && let Some(ip) = last.take()
+            && !ip.is_loopback()
+            && !out.contains(&ip)
+        {
+            out.push(ip);
+        }
+    }
+    out
 }
 
 /// `"10.0.0.2:7707"` → `("10.0.0.2", 7707)`; `"[::1]:7707"` → `("::1", 7707)`.
@@ -372,7 +418,12 @@ mod tests {
         };
         let listen: SocketAddr = "0.0.0.0:7707".parse().unwrap();
         let config = p.init(listen, vec![], false).unwrap();
-        assert_eq!(config.public, ["127.0.0.1:7707"]);
+        // Pis dial this machine's addresses; its own CLI dials loopback.
+        assert!(!config.public.is_empty());
+        assert_eq!(
+            Bundle::load(&p.client_bundle_path()).unwrap().hosts,
+            ["127.0.0.1:7707"]
+        );
         assert!(
             p.init(listen, vec![], false)
                 .unwrap_err()
@@ -424,6 +475,27 @@ mod tests {
     }
 
     #[test]
+    fn local_addresses_from_the_fib_trie() {
+        let trie = "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 0.0.0.0\n        /0 universe UNICAST\n\
+                    |-- 127.0.0.1\n   /32 host LOCAL\n |-- 192.0.2.0\n  /24 link UNICAST\n\
+                    |-- 192.0.2.2\n   /32 host LOCAL\n |-- 192.0.2.255\n /32 link BROADCAST\n\
+                    Local:\n |-- 192.0.2.2\n /32 host LOCAL\n |-- 10.1.2.3\n /32 host LOCAL\n";
+        let got: Vec<String> = local_ipv4(trie).iter().map(ToString::to_string).collect();
+        assert_eq!(got, ["192.0.2.2", "10.1.2.3"]);
+        let config = |listen: &str| HostConfig {
+            listen: listen.into(),
+            public: vec!["192.0.2.2:7707".into()],
+            policy: "thermal".into(),
+            heartbeat_ms: 1000,
+            worker_timeout_ms: 5000,
+        };
+        assert_eq!(local_hosts(&config("0.0.0.0:7707")), ["127.0.0.1:7707"]);
+        assert_eq!(local_hosts(&config("[::]:7707")), ["[::1]:7707"]);
+        assert_eq!(local_hosts(&config("127.0.0.1:9")), ["127.0.0.1:9"]);
+        assert_eq!(local_hosts(&config("192.0.2.2:7707")), ["192.0.2.2:7707"]);
+    }
+
+    #[test]
     fn host_port_split() {
         assert_eq!(
             split_host_port("10.0.0.2:7707").unwrap(),
@@ -432,6 +504,13 @@ mod tests {
         assert_eq!(split_host_port("[::1]:1").unwrap(), ("::1".into(), 1));
         assert!(split_host_port("pi.local").is_err());
         assert!(split_host_port(":7707").is_err());
+    }
+
+    /// The example in docs/ parses (every key is required, so it shows them all).
+    #[test]
+    fn the_documented_example_parses() {
+        let c: HostConfig = toml::from_str(include_str!("../../docs/host.toml")).unwrap();
+        assert_eq!(c.policy, "thermal");
     }
 
     /// Bounded fuzz run (CI): `host.toml` texts, random and mangled, give an error, never a

@@ -334,6 +334,29 @@ mod tests {
         );
     }
 
+    /// The example in docs/ parses and shows every key.
+    #[test]
+    fn the_documented_example_has_every_key() {
+        let f: FileConfig = toml::from_str(include_str!("../../docs/worker.toml")).unwrap();
+        let FileConfig {
+            bundle,
+            slots,
+            work_dir,
+            cache_dir,
+            cache_max_mib,
+            labels,
+            max_output_bytes,
+            telemetry_interval_ms,
+            startup_command,
+            allow,
+            python,
+        } = f;
+        assert!(bundle.is_some() && slots.is_some() && work_dir.is_some());
+        assert!(cache_dir.is_some() && cache_max_mib.is_some() && labels.is_some());
+        assert!(max_output_bytes.is_some() && telemetry_interval_ms.is_some());
+        assert!(startup_command.is_some() && allow.is_some() && python.is_some());
+    }
+
     /// Bounded fuzz run (CI): `worker.toml` texts, random and mangled, give an error, never
     /// a panic.
     #[test]

@@ -24,6 +24,7 @@ pub(super) fn init(
             "profile": profile.dir,
             "listen": config.listen.to_string(),
             "public": config.public,
+            "local": bramble_host::profile::local_hosts(&config),
             "client_bundle": profile.client_bundle_path(),
         });
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -31,9 +32,10 @@ pub(super) fn init(
     }
     println!("created profile {}", profile.dir.display());
     println!(
-        "  host listens on {}; workers and clients dial {}",
+        "  host listens on {}; Pis and other machines dial {}; this machine's CLI dials {}",
         config.listen,
-        config.public.join(", ")
+        config.public.join(", "),
+        bramble_host::profile::local_hosts(&config).join(", ")
     );
     if only_loopback(&config.public) {
         println!(

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bramble_host::net::{Host, HostOptions};
-use bramble_host::profile::{Again, Profile};
+use bramble_host::profile::{Again, Profile, local_hosts};
 use bramble_host::store::Store;
 use bramble_sched::{Policy, SchedConfig};
 use tracing::info;
@@ -109,8 +109,12 @@ pub(super) async fn cluster(profile: &Profile, local: Local) -> anyhow::Result<E
     let mut bundles = Vec::new();
     let names: Vec<String> = (0..n).map(|i| format!("local-{i}")).collect();
     for name in &names {
-        profile.enroll_worker(name, Again::Reuse)?;
-        bundles.push(profile.worker_bundle_path(name));
+        // On this machine: they dial loopback, whatever the Pis dial.
+        let (mut bundle, _) = profile.enroll_worker(name, Again::Reuse)?;
+        bundle.hosts = local_hosts(&profile.config()?);
+        let path = profile.worker_bundle_path(name);
+        bundle.save(&path)?;
+        bundles.push(path);
     }
     // Engine ids follow names too, rather than the order workers join.
     Store::open(&profile.store_path())?.reserve_engine_ids(&names, slots)?;

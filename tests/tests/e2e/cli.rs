@@ -171,6 +171,49 @@ fn a_bundle_that_dials_only_this_machine_is_called_out() {
 }
 
 #[test]
+fn init_gives_pis_this_machines_addresses_and_its_own_cli_loopback() {
+    // Only bundles are written: nothing dials the addresses they record.
+    let c = Cluster::init();
+    let out = c.bramble(&["--json", "init", "--force"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let public: Vec<String> = serde_json::from_value(report["public"].clone()).unwrap();
+    let lan: Vec<String> = std::fs::read_to_string("/proc/net/fib_trie")
+        .unwrap_or_default()
+        .lines()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .filter(|w| w[1].trim() == "/32 host LOCAL")
+        .filter_map(|w| w[0].trim().strip_prefix("|-- "))
+        .filter(|ip| !ip.starts_with("127."))
+        .map(|ip| format!("{ip}:7707"))
+        .fold(Vec::new(), |mut v, a| {
+            if !v.contains(&a) {
+                v.push(a);
+            }
+            v
+        });
+    if lan.is_empty() {
+        assert_eq!(public, ["127.0.0.1:7707"]);
+    } else {
+        assert_eq!(public, lan);
+    }
+    assert_eq!(report["local"], serde_json::json!(["127.0.0.1:7707"]));
+    let local = bramble_certs::Bundle::load(&c.profile_path("security/client.json")).unwrap();
+    assert_eq!(local.hosts, ["127.0.0.1:7707"]);
+    let out = c.bramble(&["--json", "enroll", "pi-01"]);
+    let issued: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(issued["hosts"], serde_json::json!(public));
+    // A warning only when the Pis would be given loopback.
+    assert_eq!(
+        stderr(&out).contains("warning"),
+        lan.is_empty(),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn completions_are_scripts_the_shell_accepts() {
     let c = Cluster::init();
     let out = c.bramble(&["completions", "bash"]);
