@@ -261,6 +261,32 @@ impl Client {
         }
     }
 
+    /// Removes ended jobs and their results from the job store (all or none); returns them.
+    pub async fn forget(&self, jobs: Vec<JobId>) -> Result<Vec<JobId>, ClientError> {
+        self.forgotten(&ClientRequest::Forget { jobs }).await
+    }
+
+    /// Forgets the ended jobs older than `older_than_ms`, keeping the newest `keep`; returns
+    /// them.
+    pub async fn prune(
+        &self,
+        older_than_ms: Option<u64>,
+        keep: Option<u64>,
+    ) -> Result<Vec<JobId>, ClientError> {
+        self.forgotten(&ClientRequest::Prune {
+            older_than_ms,
+            keep,
+        })
+        .await
+    }
+
+    async fn forgotten(&self, req: &ClientRequest) -> Result<Vec<JobId>, ClientError> {
+        match self.ask_again_if_lost(req).await? {
+            ToClient::Forgotten(jobs) => Ok(jobs),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Which of these staged files (by SHA-256) the host does not have yet.
     pub async fn missing_blobs(
         &self,

@@ -115,7 +115,27 @@ pub(crate) enum Command {
         job: SubmitJob,
     },
     /// Jobs with state, progress and elapsed time.
-    Jobs,
+    Jobs {
+        /// Only jobs in this state.
+        #[arg(long, value_enum)]
+        state: Option<JobStateArg>,
+    },
+    /// Remove ended jobs and their results from the host's job store.
+    Forget {
+        /// The job ids (`bramble jobs` lists them); a running job is refused.
+        #[arg(required = true, value_name = "JOB")]
+        jobs: Vec<u64>,
+    },
+    /// Forget ended jobs by age or count, so the job store does not grow without bound.
+    #[command(group(clap::ArgGroup::new("which").required(true).multiple(true).args(["older_than", "keep"])))]
+    Prune {
+        /// Those that ended longer ago than this: `90s`, `30m`, `12h`, `7d`.
+        #[arg(long, value_name = "AGE")]
+        older_than: Option<String>,
+        /// Apart from the newest N ended jobs.
+        #[arg(long, value_name = "N")]
+        keep: Option<u64>,
+    },
     /// Block until a job has ended (exit 0 all ok, 1 failures or cancelled, 124 timeout).
     Wait {
         /// The job id (`bramble jobs` lists them).
@@ -197,6 +217,14 @@ pub(crate) enum ClusterAction {
     },
 }
 
+/// A job state, as `jobs --state` takes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum JobStateArg {
+    Running,
+    Done,
+    Cancelled,
+}
+
 /// Options shared by the commands that run work.
 #[derive(Debug, Args)]
 pub(crate) struct RunOpts {
@@ -220,6 +248,13 @@ pub(crate) struct RunOpts {
     /// `out/**`), into --fetch-dir; repeatable.
     #[arg(long, value_name = "PATTERN")]
     pub(crate) fetch: Vec<String>,
+    /// Prefix each line of output with the item (its values tab-separated), GNU parallel's
+    /// --tag.
+    #[arg(long)]
+    pub(crate) tag: bool,
+    /// `now,fail=N`: cancel the job (killing what runs) once N items have failed.
+    #[arg(long, value_name = "now,fail=N")]
+    pub(crate) halt: Option<String>,
     /// Where --fetch writes the files (their paths kept; a later item's file of the same name
     /// replaces an earlier one's: name outputs after the item, like `{}.out`).
     #[arg(long, value_name = "DIR", default_value = ".")]

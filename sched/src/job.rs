@@ -259,7 +259,12 @@ pub(crate) fn validate(spec: &JobSpec) -> Result<(), String> {
             if spec.items.iter().any(|i| std::str::from_utf8(i).is_err()) {
                 return Err("a command's items must be UTF-8 text".into());
             }
-            if spec.kind == JobKind::Scatter && command.argv.iter().any(|a| a.contains("{}")) {
+            if spec.kind == JobKind::Scatter
+                && command
+                    .argv
+                    .iter()
+                    .any(|a| bramble_wire::template::takes_item(a))
+            {
                 return Err(
                     "scatter gives each target its chunk on stdin; `{}` is not allowed".into(),
                 );

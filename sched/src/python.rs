@@ -2,15 +2,26 @@
 //! cloudpickle needs), refusals that say why (naming both versions on a mismatch), and output
 //! of running items passed on to the job's watchers.
 
-use bramble_wire::worker::CAP_STAGE;
+use bramble_wire::template;
+use bramble_wire::worker::{CAP_STAGE, CAP_TEMPLATES};
 use bramble_wire::{OutputChunk, ToClient, Work, WorkerId};
 
 use crate::worker::WorkerEntry;
 use crate::{Action, Scheduler};
 
-/// Why `w` cannot run `work`, or `None` if it can. Commands run anywhere; staged commands
-/// on workers that fetch staged files.
+/// Why `w` cannot run `work`, or `None` if it can. Commands run anywhere (those with GNU
+/// parallel's newer placeholders on workers that fill them); staged commands on workers that
+/// fetch staged files.
 pub(crate) fn unfit(w: &WorkerEntry, work: &Work) -> Option<String> {
+    if let Some((command, _)) = work.command()
+        && w.hello.capabilities & CAP_TEMPLATES == 0
+        && command.argv.iter().any(|a| template::uses_extended(a))
+    {
+        return Some(format!(
+            "{}'s bramble-worker ({}) is too old for placeholders like {{.}} and {{1}}: upgrade it",
+            w.name, w.hello.version
+        ));
+    }
     let p = match work {
         Work::Command { .. } => return None,
         Work::StagedCommand(_) if w.hello.capabilities & CAP_STAGE == 0 => {
@@ -47,9 +58,6 @@ impl Scheduler {
     /// A map of Python or staged work needs at least one connected worker that can run it
     /// now.
     pub(crate) fn check_map_fit(&self, work: &Work) -> Result<(), String> {
-        if matches!(work, Work::Command { .. }) {
-            return Ok(());
-        }
         let reasons: Vec<String> = self
             .workers
             .values()

@@ -153,6 +153,18 @@ pub enum ClientRequest {
         #[serde(with = "bytes")]
         data: Vec<u8>,
     },
+    /// Remove these ended jobs and their results from the job store; answered with
+    /// `Forgotten` (nothing is forgotten if one is unknown or running).
+    Forget {
+        #[serde(with = "seq")]
+        jobs: Vec<JobId>,
+    },
+    /// Forget the ended jobs that ended more than `older_than_ms` ago (if given), apart from
+    /// the newest `keep` ended ones (if given); answered with `Forgotten`.
+    Prune {
+        older_than_ms: Option<u64>,
+        keep: Option<u64>,
+    },
 }
 
 /// The host's own state, as `Health` answers it.
@@ -315,4 +327,6 @@ pub enum ToClient {
     },
     Refusals(#[serde(with = "seq")] Vec<Refusal>),
     MissingBlobs(#[serde(with = "seq")] Vec<[u8; 32]>),
+    /// The jobs forgotten.
+    Forgotten(#[serde(with = "seq")] Vec<JobId>),
 }

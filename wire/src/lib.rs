@@ -22,6 +22,7 @@ pub mod ids;
 pub mod serde_bounded;
 pub mod task;
 pub mod telemetry;
+pub mod template;
 pub mod worker;
 
 pub use client::{

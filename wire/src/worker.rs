@@ -23,6 +23,11 @@ pub const CAP_PYTHON: u64 = 0x2;
 /// with `ToHost::FetchBlob`.
 pub const CAP_STAGE: u64 = 0x4;
 
+/// Capability bit: the worker fills GNU parallel's placeholders beyond `{}` and `{#}` (`{.}`,
+/// `{/}`, `{//}`, `{/.}`, `{N}`...: [`crate::template`]); older ones would pass them on as
+/// written.
+pub const CAP_TEMPLATES: u64 = 0x8;
+
 /// The first frame a worker sends on its control stream.
 ///
 /// Identity is *not* in here: the host takes the worker's name from its verified certificate.

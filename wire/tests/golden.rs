@@ -353,6 +353,14 @@ fn python() {
     check(ClientRequest::Health, "0c");
     check(ClientRequest::Refusals, "0d");
     check(
+        ClientRequest::Prune {
+            older_than_ms: Some(1),
+            keep: None,
+        },
+        "11010100",
+    );
+    check(ToClient::Forgotten(vec![JobId(3)]), "0f0103");
+    check(
         ClientRequest::MissingBlobs(vec![[7; 32]]),
         &format!("0e01{}", "07".repeat(32)),
     );

@@ -234,8 +234,15 @@ fn kind(r: &mut Rng) -> JobKind {
 }
 
 fn client_request(r: &mut Rng) -> ClientRequest {
-    match r.below(16) {
+    match r.below(18) {
         0 => ClientRequest::Ids,
+        16 => ClientRequest::Forget {
+            jobs: (0..r.below(3)).map(|_| JobId(r.int())).collect(),
+        },
+        17 => ClientRequest::Prune {
+            older_than_ms: r.opt(|r| r.int()),
+            keep: r.opt(|r| r.int()),
+        },
         14 => ClientRequest::MissingBlobs((0..r.below(3)).map(|_| sha(r)).collect()),
         15 => ClientRequest::PutBlob {
             sha256: sha(r),
@@ -290,7 +297,8 @@ fn client_request(r: &mut Rng) -> ClientRequest {
 }
 
 fn to_client(r: &mut Rng) -> ToClient {
-    match r.below(15) {
+    match r.below(16) {
+        15 => ToClient::Forgotten((0..r.below(3)).map(|_| JobId(r.int())).collect()),
         14 => ToClient::MissingBlobs((0..r.below(3)).map(|_| sha(r)).collect()),
         13 => ToClient::Refusals(vec![Refusal {
             name: r.opt(|r| r.string()),

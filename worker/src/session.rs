@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bramble_net::{FrameReader, write_frame};
 use bramble_wire::codec::encode_frame_to_slice;
-use bramble_wire::worker::{CAP_COMMAND, CAP_PYTHON, CAP_STAGE};
+use bramble_wire::worker::{CAP_COMMAND, CAP_PYTHON, CAP_STAGE, CAP_TEMPLATES};
 use bramble_wire::{
     Hello, OutputChunk, PROTOCOL_MINOR, PythonReport, TaskId, TaskResult, ToHost, ToWorker, Work,
 };
@@ -110,7 +110,7 @@ impl Worker {
         Self {
             hello: Hello {
                 protocol_minor: PROTOCOL_MINOR,
-                capabilities: CAP_COMMAND | CAP_PYTHON | CAP_STAGE,
+                capabilities: CAP_COMMAND | CAP_PYTHON | CAP_STAGE | CAP_TEMPLATES,
                 slots: config.slots,
                 boot_id,
                 labels: config.labels.clone(),

@@ -1,6 +1,6 @@
 //! Turning a command template and an item into the argv to run and the stdin to feed. Pure.
 
-use bramble_wire::{Command, Item};
+use bramble_wire::{Command, Item, template};
 
 /// What to spawn for one item.
 #[derive(Debug, PartialEq, Eq)]
@@ -10,44 +10,31 @@ pub(crate) struct Invocation {
     pub(crate) stdin: Option<Vec<u8>>,
 }
 
-/// `{}` → item, `{#}` → index. Without any `{}` the item goes to stdin (with a newline).
-/// In shell mode the argv is joined with spaces, run by `sh -c`, and `{}` is shell-quoted;
-/// `apply` items have no value, so a `{}` stays as written. (The host accepts only UTF-8
-/// items for commands; anything else is substituted lossily.)
+/// Placeholders (`{}`, `{.}`, `{/}`, `{//}`, `{/.}`, `{N}`..., `{#}`: see
+/// `bramble_wire::template`) filled with the item. Without any placeholder that takes the item,
+/// the item goes to stdin (with a newline). In shell mode the argv is joined with spaces, run by
+/// `sh -c`, and every value is shell-quoted; `apply` items have no value, so value
+/// placeholders stay as written. (The host accepts only UTF-8 items for commands; anything
+/// else is substituted lossily.)
 pub(crate) fn expand(command: &Command, item: &Item) -> Invocation {
-    let index = item.index.to_string();
-    let has_slot = command.argv.iter().any(|a| a.contains("{}"));
-    let fill = |arg: &str, value: &str| arg.replace("{#}", &index).replace("{}", value);
-    let stdin = match (&item.value, has_slot) {
+    let takes_item = command.argv.iter().any(|a| template::takes_item(a));
+    let stdin = match (&item.value, takes_item) {
         (Some(v), false) => Some([v.as_slice(), b"\n"].concat()),
         _ => None,
     };
     let text = item.value.as_deref().map(String::from_utf8_lossy);
-    let argv = match (&text, command.shell) {
-        (Some(v), false) => command.argv.iter().map(|a| fill(a, v)).collect(),
-        (Some(v), true) => {
-            let quoted = bramble_wire::shell_quote(v);
-            let script = command
-                .argv
-                .iter()
-                .map(|a| fill(a, &quoted))
-                .collect::<Vec<_>>()
-                .join(" ");
-            vec!["sh".into(), "-c".into(), script]
-        }
-        (None, false) => command
-            .argv
-            .iter()
-            .map(|a| a.replace("{#}", &index))
-            .collect(),
-        (None, true) => {
-            let script = command
-                .argv
-                .iter()
-                .map(|a| a.replace("{#}", &index))
-                .collect::<Vec<_>>();
-            vec!["sh".into(), "-c".into(), script.join(" ")]
-        }
+    let filled = command
+        .argv
+        .iter()
+        .map(|a| template::fill(a, item.index, text.as_deref(), command.shell));
+    let argv = if command.shell {
+        vec![
+            "sh".into(),
+            "-c".into(),
+            filled.collect::<Vec<_>>().join(" "),
+        ]
+    } else {
+        filled.collect()
     };
     Invocation { argv, stdin }
 }
@@ -97,6 +84,19 @@ mod tests {
         assert_eq!(inv.argv, ["sh", "-c", r"echo 'it'\''s $HOME' | tr a b"]);
         let inv = expand(&cmd(&["echo {}"], true), &item(0, Some("plain-1")));
         assert_eq!(inv.argv[2], "echo plain-1");
+    }
+
+    #[test]
+    fn gnu_parallel_forms_and_sources() {
+        let inv = expand(
+            &cmd(&["convert", "{}", "out/{/.}.png"], false),
+            &item(0, Some("in/a.jpg")),
+        );
+        assert_eq!(inv.argv, ["convert", "in/a.jpg", "out/a.png"]);
+        assert_eq!(inv.stdin, None);
+        let two = format!("x{}y", template::SOURCE_SEPARATOR);
+        let inv = expand(&cmd(&["echo", "{2}{1}"], false), &item(0, Some(&two)));
+        assert_eq!(inv.argv, ["echo", "yx"]);
     }
 
     #[test]

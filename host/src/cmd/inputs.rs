@@ -1,10 +1,11 @@
-//! Parsing what the user gives a job: targets, items (`--range`, `--inputs`, `:::`), and the
-//! command itself. Pure except for reading `--inputs`.
+//! Parsing what the user gives a job: targets, items (`--range`, `--inputs`, `:::`, `::::`),
+//! and the command itself. Pure except for reading `--inputs` and `::::` files.
 
 use std::io::BufRead;
 use std::path::Path;
 
 use anyhow::{Context, bail};
+use bramble_wire::template::SOURCE_SEPARATOR;
 use bramble_wire::{ItemRange, Targets, WorkerId};
 
 /// `all`, or ids, id ranges and labels: `0,2,5-7,gpu`. Ids alone keep their order (apply
@@ -72,18 +73,88 @@ pub(super) fn read_inputs(path: &Path) -> anyhow::Result<Vec<String>> {
     lines.with_context(|| format!("reading --inputs {}", path.display()))
 }
 
-/// Splits `CMD.. ::: a b c` into the command and the items after `:::` (if any).
+/// Items made from sources at most (every combination of several sources is one item).
+const MAX_COMBINATIONS: usize = 10_000_000;
+
+/// Splits `CMD.. ::: a b c ::: 1 2 :::: FILE` into the command and its items, GNU parallel
+/// style: each `:::` gives values, each `::::` names files of one value per line (`-`: stdin);
+/// several sources give every combination (the first source varying slowest), its values
+/// joined for `{1}`, `{2}`, ... (`bramble_wire::template`).
 pub(super) fn split_command(
     words: &[String],
 ) -> anyhow::Result<(Vec<String>, Option<Vec<String>>)> {
-    let (cmd, items) = match words.iter().position(|w| w == ":::") {
-        Some(i) => (words[..i].to_vec(), Some(words[i + 1..].to_vec())),
-        None => (words.to_vec(), None),
+    let Some(first) = words.iter().position(|w| w == ":::" || w == "::::") else {
+        if words.first().is_none_or(String::is_empty) {
+            bail!("no command given (put it after `--`)");
+        }
+        return Ok((words.to_vec(), None));
     };
+    let cmd = words[..first].to_vec();
     if cmd.first().is_none_or(String::is_empty) {
         bail!("no command given (put it after `--`)");
     }
-    Ok((cmd, items))
+    let mut sources: Vec<Vec<String>> = Vec::new();
+    let mut files = false;
+    for w in &words[first..] {
+        if w == ":::" || w == "::::" {
+            files = w == "::::";
+            sources.push(Vec::new());
+            continue;
+        }
+        let values = if files {
+            read_inputs(Path::new(w)).with_context(|| format!(":::: {w}"))?
+        } else {
+            vec![w.clone()]
+        };
+        if let Some(source) = sources.last_mut() {
+            source.extend(values);
+        }
+    }
+    Ok((cmd, Some(combinations(sources)?)))
+}
+
+/// Every combination of one value from each source, the first varying slowest.
+fn combinations(sources: Vec<Vec<String>>) -> anyhow::Result<Vec<String>> {
+    let count = sources
+        .iter()
+        .try_fold(1usize, |n, s| n.checked_mul(s.len()))
+        .filter(|n| *n <= MAX_COMBINATIONS)
+        .with_context(|| format!("more than {MAX_COMBINATIONS} combinations of items"))?;
+    let mut sources = sources.into_iter();
+    let Some(first) = sources.next() else {
+        return Ok(Vec::new());
+    };
+    let mut items = first;
+    for source in sources {
+        let mut next = Vec::with_capacity(count);
+        for a in &items {
+            for b in &source {
+                next.push(format!("{a}{SOURCE_SEPARATOR}{b}"));
+            }
+        }
+        items = next;
+    }
+    Ok(items)
+}
+
+/// An age, `90s`, `30m`, `12h`, `7d` (or plain seconds) → milliseconds.
+pub(super) fn parse_age(s: &str) -> anyhow::Result<u64> {
+    let (n, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let secs_per: u64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => bail!("--older-than {s:?}: expected a number with s, m, h or d (like 7d)"),
+    };
+    let n: u64 = n
+        .parse()
+        .with_context(|| format!("--older-than {s:?}: expected a number with s, m, h or d"))?;
+    n.checked_mul(secs_per * 1000)
+        .with_context(|| format!("--older-than {s:?}: too long"))
 }
 
 /// Seconds (fractions allowed) → milliseconds; 0 means none.
@@ -143,6 +214,38 @@ mod tests {
         assert_eq!((cmd, items.unwrap()), (words("echo {}"), words("a b c")));
         assert_eq!(split_command(&words("echo hi")).unwrap().1, None);
         assert!(split_command(&words("::: a")).is_err());
+        let sep = SOURCE_SEPARATOR;
+        let (_, items) = split_command(&words("echo {1} {2} ::: a b ::: 1 2 3")).unwrap();
+        assert_eq!(
+            items.unwrap(),
+            ["a", "b"]
+                .iter()
+                .flat_map(|a| ["1", "2", "3"].map(|n| format!("{a}{sep}{n}")))
+                .collect::<Vec<_>>()
+        );
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(tmp.path(), "x\ny\n").unwrap();
+        let line = format!("cat {{}} :::: {} ::: 1", tmp.path().display());
+        let (_, items) = split_command(&words(&line)).unwrap();
+        assert_eq!(items.unwrap(), [format!("x{sep}1"), format!("y{sep}1")]);
+        let err = split_command(&words("echo :::: /nonexistent/list")).unwrap_err();
+        assert!(format!("{err:#}").contains("/nonexistent/list"), "{err:#}");
+        let many: String = (0..4000).map(|i| format!(" {i}")).collect();
+        let line = format!("echo :::{many} :::{many}");
+        assert!(
+            split_command(&words(&line))
+                .unwrap_err()
+                .to_string()
+                .contains("combinations")
+        );
+    }
+
+    #[test]
+    fn ages() {
+        assert_eq!(parse_age("90s").unwrap(), 90_000);
+        assert_eq!(parse_age("7d").unwrap(), 7 * 86_400_000);
+        assert_eq!(parse_age("5").unwrap(), 5_000);
+        assert!(parse_age("3w").is_err() && parse_age("h").is_err());
     }
 
     #[test]
@@ -161,7 +264,10 @@ mod tests {
             let s = String::from_utf8_lossy(input);
             let _ = parse_targets(Some(&s));
             let _ = parse_range(&s);
-            let _ = split_command(&words(&s));
+            // `::::` would read files named by the input.
+            if !s.contains("::::") {
+                let _ = split_command(&words(&s));
+            }
         });
     }
 }

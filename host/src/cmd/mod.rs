@@ -79,7 +79,14 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { watch } => {
             client_command(&profile, bundle, |c| query::status(c, json, watch))
         }
-        Command::Jobs => client_command(&profile, bundle, |c| query::jobs(c, json)),
+        Command::Jobs { state } => {
+            client_command(&profile, bundle, |c| query::jobs(c, state, json))
+        }
+        Command::Forget { jobs } => client_command(&profile, bundle, |c| query::forget(c, jobs)),
+        Command::Prune { older_than, keep } => {
+            let older_than_ms = older_than.as_deref().map(inputs::parse_age).transpose()?;
+            client_command(&profile, bundle, |c| query::prune(c, older_than_ms, keep))
+        }
         Command::Drain { worker } => {
             client_command(&profile, bundle, |c| admin::drain(c, worker, true))
         }

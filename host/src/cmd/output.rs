@@ -30,6 +30,8 @@ pub(super) struct Printer {
     pub(super) failed: u64,
     /// `--fetch`: where items' fetched files are written.
     pub(super) fetch_dir: Option<PathBuf>,
+    /// `--tag`: each line of output starts with its item (needs `spec`).
+    pub(super) tag: bool,
 }
 
 impl Printer {
@@ -41,6 +43,7 @@ impl Printer {
             held: Vec::new(),
             failed: 0,
             fetch_dir: None,
+            tag: false,
         }
     }
 
@@ -66,6 +69,16 @@ impl Printer {
             self.print(w, &out)?;
         }
         io::stdout().flush()
+    }
+
+    /// `--tag`'s prefix for an item: its values, tab-separated.
+    fn tag_of(&self, index: u64) -> Option<String> {
+        if !self.tag {
+            return None;
+        }
+        let item = self.spec.as_ref()?.item(index)?;
+        let text = String::from_utf8_lossy(&item);
+        Some(text.replace(bramble_wire::template::SOURCE_SEPARATOR, "\t"))
     }
 
     fn print(&self, worker: WorkerId, out: &ItemOutput) -> io::Result<()> {
@@ -103,6 +116,15 @@ impl Printer {
             let mut stderr = io::stderr().lock();
             for line in String::from_utf8_lossy(&out.stderr).lines() {
                 writeln!(stderr, "[stderr:{worker}] {line}")?;
+            }
+        } else if let Some(tag) = self.tag_of(out.index) {
+            let mut stdout = io::stdout().lock();
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                writeln!(stdout, "{tag}\t{line}")?;
+            }
+            let mut stderr = io::stderr().lock();
+            for line in String::from_utf8_lossy(&out.stderr).lines() {
+                writeln!(stderr, "{tag}\t{line}")?;
             }
         } else {
             io::stdout().lock().write_all(&out.stdout)?;

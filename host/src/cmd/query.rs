@@ -1,13 +1,14 @@
-//! `ids` and `status`.
+//! `ids`, `status`, `jobs`, `forget` and `prune`.
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use bramble_client::Client;
-use bramble_wire::{HostHealth, Refusal, WorkerStatus};
+use bramble_wire::{HostHealth, JobId, JobState, Refusal, WorkerStatus};
 
 use super::output::{jobs_json, jobs_table};
+use crate::cli::JobStateArg;
 
 pub(super) async fn ids(client: Client) -> anyhow::Result<ExitCode> {
     let ids = client.ids().await?;
@@ -16,8 +17,20 @@ pub(super) async fn ids(client: Client) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) async fn jobs(client: Client, json: bool) -> anyhow::Result<ExitCode> {
-    let jobs = client.jobs().await?;
+pub(super) async fn jobs(
+    client: Client,
+    state: Option<JobStateArg>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut jobs = client.jobs().await?;
+    if let Some(state) = state {
+        let want = match state {
+            JobStateArg::Running => JobState::Running,
+            JobStateArg::Done => JobState::Done,
+            JobStateArg::Cancelled => JobState::Cancelled,
+        };
+        jobs.retain(|j| j.state == want);
+    }
     println!(
         "{}",
         if json {
@@ -27,6 +40,33 @@ pub(super) async fn jobs(client: Client, json: bool) -> anyhow::Result<ExitCode>
         }
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `forget JOB...`.
+pub(super) async fn forget(client: Client, jobs: Vec<u64>) -> anyhow::Result<ExitCode> {
+    let gone = client.forget(jobs.into_iter().map(JobId).collect()).await?;
+    println!("forgot {}", list(&gone));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `prune [--older-than AGE] [--keep N]`.
+pub(super) async fn prune(
+    client: Client,
+    older_than_ms: Option<u64>,
+    keep: Option<u64>,
+) -> anyhow::Result<ExitCode> {
+    let gone = client.prune(older_than_ms, keep).await?;
+    if gone.is_empty() {
+        println!("nothing to prune");
+    } else {
+        println!("forgot {} job(s): {}", gone.len(), list(&gone));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list(jobs: &[JobId]) -> String {
+    let ids: Vec<String> = jobs.iter().map(ToString::to_string).collect();
+    ids.join(", ")
 }
 
 pub(super) async fn status(client: Client, json: bool, watch: bool) -> anyhow::Result<ExitCode> {

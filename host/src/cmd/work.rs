@@ -32,6 +32,10 @@ pub(super) struct Job {
     staged: Vec<Source>,
     /// Where fetched files go (with `--fetch`).
     fetch_dir: Option<PathBuf>,
+    /// `--tag`.
+    tag: bool,
+    /// `--halt now,fail=N`: cancel once this many items failed.
+    halt_after: Option<u64>,
 }
 
 impl Job {
@@ -59,6 +63,8 @@ impl Job {
             layout,
             staged,
             fetch_dir: (!run.fetch.is_empty()).then(|| run.fetch_dir.clone()),
+            tag: run.tag,
+            halt_after: run.halt.as_deref().map(parse_halt).transpose()?,
         })
     }
 
@@ -68,6 +74,22 @@ impl Job {
             stage::upload(client, &self.staged).await?;
         }
         Ok(())
+    }
+}
+
+/// `--halt now,fail=N` → N.
+fn parse_halt(s: &str) -> anyhow::Result<u64> {
+    let n = s
+        .strip_prefix("now,fail=")
+        .and_then(|n| n.parse::<u64>().ok())
+        .filter(|n| *n > 0);
+    match n {
+        Some(n) => Ok(n),
+        None if s.starts_with("soon") => bail!(
+            "--halt {s}: only `now,fail=N` (tasks are sent to workers ahead of time, so there \
+             is no moment when none has started)"
+        ),
+        None => bail!("--halt {s}: expected now,fail=N with N at least 1"),
     }
 }
 
@@ -168,12 +190,18 @@ pub(super) fn scatter_job(args: &ScatterArgs) -> anyhow::Result<Job> {
 /// Submits and prints the results until the job ends; Ctrl-C cancels it.
 pub(super) async fn run(client: Client, job: Job, json: bool) -> anyhow::Result<ExitCode> {
     job.put_files(&client).await?;
-    let spec = json.then(|| job.spec.clone());
+    let spec = (json || job.tag).then(|| job.spec.clone());
     let stream = client.submit_and_follow(job.spec, job.order).await?;
     let total = stream.total().unwrap_or(0);
     let mut printer = Printer::new(job.layout, json, spec);
     printer.fetch_dir = job.fetch_dir;
-    print_until_end(&client, stream, total, &mut printer, true, json).await
+    printer.tag = job.tag;
+    let follow = Follow {
+        cancel_on_interrupt: true,
+        halt_after: job.halt_after,
+        json,
+    };
+    print_until_end(&client, stream, total, &mut printer, follow).await
 }
 
 /// `submit`: prints the job id and leaves the job running.
@@ -198,7 +226,12 @@ pub(super) async fn results(
     let mut printer = Printer::new(Layout::Lines, json, None);
     if follow {
         let stream = client.follow(JobId(job), Order::Input);
-        return print_until_end(&client, stream, 0, &mut printer, false, json).await;
+        let follow = Follow {
+            cancel_on_interrupt: false,
+            halt_after: None,
+            json,
+        };
+        return print_until_end(&client, stream, 0, &mut printer, follow).await;
     }
     let mut stream = client.results(JobId(job), Order::Input);
     let mut ended = false;
@@ -221,23 +254,31 @@ pub(super) async fn results(
     Ok(exit_code(printer.failed))
 }
 
+/// How a job is followed.
+struct Follow {
+    /// Ctrl-C cancels the job (it was submitted by this command).
+    cancel_on_interrupt: bool,
+    /// `--halt now,fail=N`.
+    halt_after: Option<u64>,
+    json: bool,
+}
+
 /// Prints a followed job's events until it ends.
 async fn print_until_end(
     client: &Client,
     mut stream: JobStream,
     total: u64,
     printer: &mut Printer,
-    cancel_on_interrupt: bool,
-    json: bool,
+    follow: Follow,
 ) -> anyhow::Result<ExitCode> {
     let job = stream.job();
-    let progress = progress_bar(total, json);
+    let progress = progress_bar(total, follow.json);
     let end = loop {
         let event = tokio::select! {
             event = stream.next() => event?,
             _ = tokio::signal::ctrl_c() => {
                 progress.finish_and_clear();
-                if cancel_on_interrupt {
+                if follow.cancel_on_interrupt {
                     eprintln!("bramble: interrupted; cancelling job {job}");
                     if let Err(e) = client.cancel(job).await {
                         eprintln!("bramble: could not cancel job {job}: {e}");
@@ -251,6 +292,18 @@ async fn print_until_end(
             Some(JobEvent::Item(item)) => {
                 progress.suspend(|| printer.push(item.worker, item.output))?;
                 progress.inc(1);
+                if follow.halt_after.is_some_and(|n| printer.failed >= n) {
+                    progress.finish_and_clear();
+                    printer.finish()?;
+                    eprintln!(
+                        "bramble: --halt: {} item(s) failed; cancelling job {job}",
+                        printer.failed
+                    );
+                    if let Err(e) = client.cancel(job).await {
+                        eprintln!("bramble: could not cancel job {job}: {e}");
+                    }
+                    return Ok(ExitCode::from(TASKS_FAILED));
+                }
             }
             Some(JobEvent::HostNote { message }) => {
                 progress.suspend(|| eprintln!("bramble: host: {message}"));

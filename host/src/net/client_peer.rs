@@ -14,7 +14,7 @@ use super::driver::{Query, ToDriver, wall_ms};
 use super::follow::{self, FollowRx};
 use super::gate::Gate;
 use crate::blobs::Blobs;
-use crate::store::{Store, StoreError};
+use crate::store::{Forget, Store, StoreError};
 
 /// Stored results are sent in pages of this many.
 const PAGE: u32 = 512;
@@ -177,6 +177,21 @@ async fn serve(answer: &mut Answer, req: ClientRequest, ctx: &Ctx, name: &str) -
             return submit_and_follow(answer, ctx, name, spec).await;
         }
         ClientRequest::Cancel { job } => ask(ctx, |reply| ToDriver::Cancel { job, reply }).await,
+        ClientRequest::Forget { jobs } => {
+            info!("client {name:?} forgets jobs {jobs:?}");
+            let what = Forget::Jobs(jobs);
+            ask(ctx, |reply| ToDriver::Forget { what, reply }).await
+        }
+        ClientRequest::Prune {
+            older_than_ms,
+            keep,
+        } => {
+            let what = Forget::Prune {
+                older_than_ms,
+                keep,
+            };
+            ask(ctx, |reply| ToDriver::Forget { what, reply }).await
+        }
         ClientRequest::Drain { worker } => drain(ctx, name, worker, true).await,
         ClientRequest::Undrain { worker } => drain(ctx, name, worker, false).await,
         ClientRequest::Jobs => match Reader::open(ctx).await {

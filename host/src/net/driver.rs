@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use super::follow::FollowTx;
-use crate::store::Store;
+use crate::store::{Forget, Store};
 
 /// Messages handled per batch at most, so a flood cannot starve the flush.
 const BATCH: usize = 512;
@@ -79,6 +79,11 @@ pub(crate) enum ToDriver {
     },
     Cancel {
         job: JobId,
+        reply: oneshot::Sender<ToClient>,
+    },
+    /// `forget`, `prune`: the store's writer removes ended jobs.
+    Forget {
+        what: Forget,
         reply: oneshot::Sender<ToClient>,
     },
     Drain {
@@ -253,6 +258,19 @@ impl Driver {
                 }
                 self.sched
                     .handle(now(), Event::JobSubmitted { request, spec });
+            }
+            ToDriver::Forget { what, reply } => {
+                let answer = match self.store.forget(&what, wall_ms()) {
+                    Ok(Ok(jobs)) => {
+                        info!("forgot {} job(s)", jobs.len());
+                        ToClient::Forgotten(jobs)
+                    }
+                    Ok(Err(message)) => ToClient::Error { message },
+                    Err(e) => ToClient::Error {
+                        message: e.to_string(),
+                    },
+                };
+                let _ = reply.send(answer);
             }
             ToDriver::Cancel { job, reply } => {
                 let request = self.request(reply);

@@ -4,6 +4,7 @@
 //! it through their own read-only connections ([`read`]); a restarted host resumes from it
 //! ([`restore`]). Schema and migrations: [`schema`] and `docs/JOBSTORE.md`.
 
+mod forget;
 mod read;
 mod restore;
 mod schema;
@@ -11,6 +12,7 @@ mod write;
 
 use std::path::Path;
 
+pub use forget::Forget;
 pub use read::StoredResult;
 use rusqlite::{Connection, OpenFlags};
 use schema::VERSION;

@@ -54,8 +54,12 @@ impl Store {
 
     /// Ids above every stored job and task: (next job, next task).
     pub fn next_ids(&self) -> Result<(u64, u64), StoreError> {
+        // Past every id in the table and every id of a forgotten row (`given`).
         let next = |table: &str| -> Result<u64, StoreError> {
-            let sql = format!("SELECT COALESCE(MAX(id), 0) + 1 FROM {table}");
+            let sql = format!(
+                "SELECT MAX((SELECT COALESCE(MAX(id), 0) FROM {table}),
+                            (SELECT COALESCE(MAX(id), 0) FROM given WHERE what = '{table}')) + 1"
+            );
             Ok(self.conn.query_row(&sql, [], |r| r.get(0))?)
         };
         Ok((next("jobs")?, next("tasks")?))

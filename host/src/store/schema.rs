@@ -71,6 +71,10 @@ CREATE TABLE IF NOT EXISTS results (
     UNIQUE (job, idx)
 );
 CREATE INDEX IF NOT EXISTS results_by_job ON results(job);
+CREATE TABLE IF NOT EXISTS given (
+    what TEXT PRIMARY KEY,
+    id   INTEGER NOT NULL
+);
 ";
 
 /// Creates the tables of an empty store, or migrates an older one, in one transaction.

@@ -19,6 +19,8 @@ mod hostile;
 mod jobs;
 /// Nothing lost: host and worker crashes, stops, retries, revocation.
 mod lost;
+/// GNU parallel's idioms: placeholders, several sources, --tag, --halt; forget and prune.
+mod parallel;
 /// Refusals: bad bundles, wrong roles, garbage frames, missing certificates.
 mod security;
 /// The first steps of the ipyparallel tutorial, through the CLI.

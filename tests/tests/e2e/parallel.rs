@@ -1,0 +1,138 @@
+use bramble_tests::{Cluster, stderr, stdout};
+
+#[test]
+fn gnu_parallel_placeholders_sources_and_tags() {
+    let c = Cluster::start(2);
+    let out = c.bramble(&[
+        "map",
+        "--",
+        "echo",
+        "{}",
+        "{.}",
+        "{/}",
+        "{//}",
+        "{/.}",
+        "#{#}",
+        ":::",
+        "dir/a.tar.gz",
+        "b.txt",
+    ]);
+    assert_eq!(
+        stdout(&out),
+        "dir/a.tar.gz dir/a.tar a.tar.gz dir a.tar #0\nb.txt b b.txt . b #1\n",
+        "{}",
+        stderr(&out)
+    );
+    // Several sources: every combination, the first varying slowest; `::::` reads a file.
+    let out = c.bramble(&[
+        "map", "--", "echo", "{1}-{2}", ":::", "a", "b", ":::", "1", "2",
+    ]);
+    assert_eq!(stdout(&out), "a-1\na-2\nb-1\nb-2\n", "{}", stderr(&out));
+    let list = c.home_path("list.txt");
+    std::fs::write(&list, "x\ny\n").unwrap();
+    let out = c.bramble(&[
+        "map",
+        "--",
+        "echo",
+        "{}",
+        "::::",
+        list.to_str().unwrap(),
+        ":::",
+        "1",
+    ]);
+    assert_eq!(stdout(&out), "x 1\ny 1\n", "{}", stderr(&out));
+    // --tag: each line starts with its item's values.
+    let out = c.bramble(&[
+        "map",
+        "--tag",
+        "--",
+        "printf",
+        "%s\\n%s\\n",
+        "{1}",
+        "{2}",
+        ":::",
+        "a",
+        ":::",
+        "1",
+        "2",
+    ]);
+    assert_eq!(
+        stdout(&out),
+        "a\t1\ta\na\t1\t1\na\t2\ta\na\t2\t2\n",
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn halt_cancels_after_failures_and_jobs_can_be_listed_by_state_and_forgotten() {
+    let c = Cluster::start(2);
+    // Item 0 succeeds at once; the other nineteen fail after a second each, two at a time:
+    // the first failure comes about nine seconds before the job could end.
+    let mut args = vec![
+        "map",
+        "--halt",
+        "now,fail=1",
+        "--",
+        "sh",
+        "-c",
+        "sleep $0; exit $0",
+    ];
+    args.extend([":::", "0"]);
+    args.extend(std::iter::repeat_n("1", 19));
+    let out = c.bramble(&args);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--halt: 1 item(s) failed; cancelling job 1"),
+        "{}",
+        stderr(&out)
+    );
+    let out = c.bramble(&["map", "--halt", "soon,fail=1", "--", "true", ":::", "a"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+
+    for _ in 0..2 {
+        assert!(
+            c.bramble(&["map", "--", "true", ":::", "a"])
+                .status
+                .success()
+        );
+    }
+    let running = c.bramble(&["submit", "map", "--", "sleep", "30", ":::", "a"]);
+    let running = stdout(&running).trim().to_owned();
+    let ids = |state: &str| -> Vec<u64> {
+        let out = c.bramble(&["--json", "jobs", "--state", state]);
+        let jobs: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        jobs.as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["job"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(ids("cancelled"), [1]);
+    assert_eq!(ids("done"), [2, 3]);
+    assert_eq!(ids("running"), [running.parse::<u64>().unwrap()]);
+
+    let out = c.bramble(&["forget", &running]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("is running"), "{}", stderr(&out));
+    let out = c.bramble(&["forget", "1"]);
+    assert_eq!(stdout(&out), "forgot 1\n", "{}", stderr(&out));
+    let out = c.bramble(&["results", "1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let out = c.bramble(&["prune", "--keep", "1"]);
+    assert_eq!(stdout(&out), "forgot 1 job(s): 2\n", "{}", stderr(&out));
+    let out = c.bramble(&["prune", "--older-than", "1h"]);
+    assert_eq!(stdout(&out), "nothing to prune\n", "{}", stderr(&out));
+    assert_eq!(ids("done"), [3]);
+    let out = c.bramble(&["prune"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "prune needs --older-than or --keep"
+    );
+    // New jobs never get a forgotten job's id.
+    let out = c.bramble(&["submit", "map", "--", "true", ":::", "a"]);
+    let next: u64 = stdout(&out).trim().parse().unwrap();
+    assert!(next > running.parse().unwrap(), "{next}");
+}
