@@ -33,9 +33,9 @@ pub struct Bundle {
 impl Bundle {
     /// Loads and checks a bundle file.
     pub fn load(path: &Path) -> Result<Self, CertsError> {
-        let text = fs::read_to_string(path).map_err(|source| CertsError::Io {
+        let text = fs::read_to_string(path).map_err(|error| CertsError::Io {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         Self::parse(&text).map_err(|reason| CertsError::BadBundle {
             path: path.display().to_string(),
@@ -83,9 +83,9 @@ impl Bundle {
 
 /// Writes `bytes` to `path` with mode 0600 (the file is replaced if it exists).
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CertsError> {
-    let io = |source| CertsError::Io {
+    let io = |error| CertsError::Io {
         path: path.display().to_string(),
-        source,
+        error,
     };
     let mut opts = fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);

@@ -29,12 +29,9 @@ pub const HOST_SERVER_NAME: &str = "bramble-host";
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]
 pub enum CertsError {
-    /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    /// Reading or writing a file failed (said once: not also as the error's source).
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
     /// A bundle file is not valid bundle JSON.
     #[error("{path}: not a bramble bundle: {reason}")]
     BadBundle { path: String, reason: String },

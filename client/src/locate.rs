@@ -43,8 +43,17 @@ pub fn load_bundle(profile: Option<&str>, bundle: Option<&Path>) -> Result<Bundl
         .map(Path::to_owned)
         .or_else(|| std::env::var_os("BRAMBLE_BUNDLE").map(PathBuf::from));
     let bundle = match explicit {
-        Some(path) => Bundle::load(&path)
-            .map_err(|e| ClientError::Bundle(format!("cannot use the client bundle: {e}")))?,
+        Some(path) => Bundle::load(&path).map_err(|e| {
+            let hint = match &e {
+                bramble_certs::CertsError::Io { error, .. }
+                    if error.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    " (make one on the host with `bramble client-bundle NAME`)"
+                }
+                _ => "",
+            };
+            ClientError::Bundle(format!("cannot use the client bundle: {e}{hint}"))
+        })?,
         None => {
             let name = match profile {
                 Some(p) => p.to_owned(),

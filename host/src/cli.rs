@@ -171,6 +171,12 @@ pub(crate) enum Command {
         /// The worker's name or id.
         worker: String,
     },
+    /// Write man pages (bramble.1, and bramble-COMMAND.1 for each command) into DIR, e.g.
+    /// `bramble man ~/.local/share/man/man1`.
+    Man {
+        /// The directory (created if missing).
+        dir: PathBuf,
+    },
     /// Print a completion script for SHELL, e.g. `bramble completions bash >
     /// ~/.local/share/bash-completion/completions/bramble`.
     Completions {
@@ -311,4 +317,39 @@ pub(crate) struct ScatterArgs {
     /// The command after `--`; it reads its chunk on stdin; `::: a b c` gives items.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub(crate) command: Vec<String>,
+}
+
+/// Commands that work on the profile, not through the host: `--bundle` (global, for the
+/// commands that connect) means nothing to them and is hidden from their help.
+const LOCAL_COMMANDS: [&str; 7] = [
+    "init",
+    "enroll",
+    "client-bundle",
+    "serve",
+    "cluster",
+    "completions",
+    "man",
+];
+
+/// The command line's definition, as `parse` uses it and as completions and man pages show it.
+/// A local command gets a hidden `--bundle` of its own, which the global one is not propagated
+/// over.
+pub(crate) fn command() -> clap::Command {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    for name in LOCAL_COMMANDS {
+        cmd = cmd.mut_subcommand(name, |sub| {
+            let hidden = clap::Arg::new("bundle")
+                .long("bundle")
+                .hide(true)
+                .value_parser(clap::value_parser!(PathBuf));
+            sub.arg(hidden)
+        });
+    }
+    cmd
+}
+
+/// Parses the process's arguments (exits with clap's message and code 2 on bad ones).
+pub(crate) fn parse() -> Cli {
+    let matches = command().get_matches();
+    <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }

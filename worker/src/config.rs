@@ -156,7 +156,18 @@ fn resolve(flags: Flags, file: FileConfig) -> anyhow::Result<WorkerConfig> {
         .or_else(|| std::env::var_os("BRAMBLE_BUNDLE").map(PathBuf::from))
         .or(file.bundle)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_BUNDLE));
-    let bundle = Bundle::load(&bundle_path)?;
+    let bundle = Bundle::load(&bundle_path).map_err(|e| match e {
+        bramble_certs::CertsError::Io { error, .. }
+            if error.kind() == std::io::ErrorKind::NotFound =>
+        {
+            anyhow::anyhow!(
+                "{}: no such bundle (issue one on the host with `bramble enroll NAME` and give \
+                 it with --bundle FILE)",
+                bundle_path.display()
+            )
+        }
+        e => e.into(),
+    })?;
     if bundle.role != Role::Worker {
         bail!(
             "{}: a {} bundle cannot run a worker (use `bramble enroll`)",

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use bramble_certs::{Bundle, Role, check_name};
 use bramble_client::Client;
 use bramble_host::net::append_revoked;
@@ -163,6 +163,35 @@ pub(super) fn revoke(
         (Err(e), _) => return Err(e.into()),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `bramble.1` and `bramble-COMMAND.1` (subcommands of subcommands too) into `dir`,
+/// generated from the clap definitions; returns how many.
+pub(super) fn man_pages(cli: clap::Command, dir: &Path) -> anyhow::Result<usize> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut cli = cli.bin_name("bramble");
+    cli.build();
+    let mut pages = vec![("bramble".to_owned(), cli.clone())];
+    let mut i = 0;
+    while i < pages.len() {
+        let (name, cmd) = pages[i].clone();
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            let full = format!("{name}-{}", sub.get_name());
+            let page = sub
+                .clone()
+                .display_name(full.clone())
+                .bin_name(full.replace("-", " "));
+            pages.push((full, page));
+        }
+        i += 1;
+    }
+    for (name, cmd) in &pages {
+        let path = dir.join(format!("{name}.1"));
+        let mut out = Vec::new();
+        clap_mangen::Man::new(cmd.clone()).render(&mut out)?;
+        std::fs::write(&path, out).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(pages.len())
 }
 
 /// `drain NAME` / `undrain NAME`.

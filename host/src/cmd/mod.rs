@@ -71,8 +71,13 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Revoke { name, force } => admin::revoke(&profile, bundle, &name, force),
         Command::Completions { shell } => {
-            let mut cli = <Cli as clap::CommandFactory>::command();
+            let mut cli = crate::cli::command();
             clap_complete::generate(shell, &mut cli, "bramble", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir } => {
+            let written = admin::man_pages(crate::cli::command(), &dir)?;
+            println!("wrote {written} man pages into {}", dir.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Ids => client_command(&profile, bundle, query::ids),

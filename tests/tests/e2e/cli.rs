@@ -214,6 +214,45 @@ fn init_gives_pis_this_machines_addresses_and_its_own_cli_loopback() {
 }
 
 #[test]
+fn man_pages_local_commands_and_missing_bundles() {
+    let c = Cluster::init();
+    let dir = c.home_path("man");
+    let out = c.bramble(&["man", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let map = std::fs::read_to_string(dir.join("bramble-map.1")).unwrap();
+    assert!(
+        map.starts_with(".ie") || map.contains(".TH bramble-map"),
+        "{map}"
+    );
+    assert!(map.contains("stage") && map.contains("halt"), "{map}");
+    assert!(dir.join("bramble.1").exists() && dir.join("bramble-submit-map.1").exists());
+    // --bundle is for commands that talk to the host: not offered by those that do not.
+    for cmd in ["init", "enroll", "serve", "client-bundle"] {
+        let help = stdout(&c.bramble(&[cmd, "--help"]));
+        assert!(!help.contains("--bundle"), "{cmd}: {help}");
+    }
+    assert!(stdout(&c.bramble(&["map", "--help"])).contains("--bundle"));
+    // A missing bundle is said once, with where to get one.
+    let out = c
+        .command("bramble-worker", &["--bundle", "/nonexistent/pi.json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert_eq!(err.matches("/nonexistent/pi.json").count(), 1, "{err}");
+    assert!(
+        err.contains("bramble enroll NAME") && !err.contains("os error 2): "),
+        "{err}"
+    );
+    let out = c.bramble(&["--bundle", "/nonexistent/laptop.json", "ids"]);
+    assert!(
+        stderr(&out).contains("bramble client-bundle NAME"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn completions_are_scripts_the_shell_accepts() {
     let c = Cluster::init();
     let out = c.bramble(&["completions", "bash"]);
