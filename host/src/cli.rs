@@ -258,6 +258,14 @@ pub(crate) struct RunOpts {
     /// --tag.
     #[arg(long)]
     pub(crate) tag: bool,
+    /// Write GNU parallel's job log (Seq, Host, Starttime, JobRuntime, Send, Receive, Exitval,
+    /// Signal, Command) to FILE as results come.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) joblog: Option<PathBuf>,
+    /// Keep each item's stdout, stderr and seq in DIR/1/VALUE/ (DIR/1/A/2/B/ for several
+    /// sources), as GNU parallel's --results.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) results: Option<PathBuf>,
     /// `now,fail=N`: cancel the job (killing what runs) once N items have failed.
     #[arg(long, value_name = "now,fail=N")]
     pub(crate) halt: Option<String>,

@@ -51,9 +51,18 @@ impl Stage {
     /// for.
     pub(crate) fn new(dir: &Path, max_bytes: u64) -> (Self, mpsc::UnboundedReceiver<[u8; 32]>) {
         let (ask, asks) = mpsc::unbounded_channel();
-        let runs = dir.join("run");
-        // Item directories of a previous run of the worker are nobody's now.
-        let _ = std::fs::remove_dir_all(&runs);
+        // Workers on one machine may share a cache: each makes its directories under its own
+        // process id, and those of processes gone are nobody's now.
+        let all_runs = dir.join("run");
+        if let Ok(entries) = std::fs::read_dir(&all_runs) {
+            for e in entries.filter_map(Result::ok) {
+                let pid = e.file_name().to_string_lossy().parse::<u32>().ok();
+                if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let runs = all_runs.join(std::process::id().to_string());
         let stage = Self {
             inner: Arc::new(Inner {
                 blobs: dir.join("blobs"),

@@ -6,6 +6,7 @@ mod admin;
 mod inputs;
 mod output;
 mod query;
+mod records;
 mod serve;
 mod stage;
 mod work;

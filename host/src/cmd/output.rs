@@ -6,6 +6,8 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 
 use bramble_wire::{ItemOutput, JobSpec, JobSummary, WorkerId, WorkerStatus};
+
+use super::records::Records;
 use serde_json::json;
 
 /// How results are laid out.
@@ -32,6 +34,8 @@ pub(super) struct Printer {
     pub(super) fetch_dir: Option<PathBuf>,
     /// `--tag`: each line of output starts with its item (needs `spec`).
     pub(super) tag: bool,
+    /// `--joblog`, `--results` (need `spec`).
+    pub(super) records: Option<Records>,
 }
 
 impl Printer {
@@ -44,6 +48,7 @@ impl Printer {
             failed: 0,
             fetch_dir: None,
             tag: false,
+            records: None,
         }
     }
 
@@ -51,6 +56,11 @@ impl Printer {
     pub(super) fn push(&mut self, worker: WorkerId, output: ItemOutput) -> io::Result<()> {
         if !output.outcome.is_success() {
             self.failed += 1;
+        }
+        if let (Some(records), Some(spec)) = (&mut self.records, &self.spec)
+            && let Err(e) = records.write(worker, &output, spec)
+        {
+            eprintln!("bramble: [item {}] {e:#}", output.index);
         }
         match self.layout {
             Layout::Lines => self.print(worker, &output),

@@ -17,6 +17,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::TASKS_FAILED;
 use super::inputs::{parse_range, parse_targets, read_inputs, split_command, timeout_ms};
 use super::output::{Layout, Printer};
+use super::records::Records;
 use super::stage::{self, Source};
 use crate::cli::{ApplyArgs, InputArgs, MapArgs, RunOpts, ScatterArgs};
 
@@ -36,6 +37,9 @@ pub(super) struct Job {
     tag: bool,
     /// `--halt now,fail=N`: cancel once this many items failed.
     halt_after: Option<u64>,
+    /// `--joblog`, `--results`.
+    joblog: Option<PathBuf>,
+    results: Option<PathBuf>,
 }
 
 impl Job {
@@ -65,6 +69,8 @@ impl Job {
             fetch_dir: (!run.fetch.is_empty()).then(|| run.fetch_dir.clone()),
             tag: run.tag,
             halt_after: run.halt.as_deref().map(parse_halt).transpose()?,
+            joblog: run.joblog.clone(),
+            results: run.results.clone(),
         })
     }
 
@@ -190,12 +196,16 @@ pub(super) fn scatter_job(args: &ScatterArgs) -> anyhow::Result<Job> {
 /// Submits and prints the results until the job ends; Ctrl-C cancels it.
 pub(super) async fn run(client: Client, job: Job, json: bool) -> anyhow::Result<ExitCode> {
     job.put_files(&client).await?;
-    let spec = (json || job.tag).then(|| job.spec.clone());
+    let records = (job.joblog.is_some() || job.results.is_some())
+        .then(|| Records::open(job.joblog.as_deref(), job.results.as_deref()))
+        .transpose()?;
+    let spec = (json || job.tag || records.is_some()).then(|| job.spec.clone());
     let stream = client.submit_and_follow(job.spec, job.order).await?;
     let total = stream.total().unwrap_or(0);
     let mut printer = Printer::new(job.layout, json, spec);
     printer.fetch_dir = job.fetch_dir;
     printer.tag = job.tag;
+    printer.records = records;
     let follow = Follow {
         cancel_on_interrupt: true,
         halt_after: job.halt_after,

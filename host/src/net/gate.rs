@@ -5,7 +5,7 @@
 //! The decision is [`decide`], a pure function; [`Gate`] keeps the files and the live
 //! connections around it.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -210,7 +210,9 @@ impl Refusals {
 #[derive(Default)]
 pub struct Gate {
     files: Mutex<Files>,
-    live: Mutex<Vec<Live>>,
+    /// Live connections by certificate name (closed ones are swept when the name comes
+    /// again, so a rack of a thousand costs a thousand lookups, not a million).
+    live: Mutex<HashMap<String, Vec<Live>>>,
     refusals: Mutex<Refusals>,
 }
 
@@ -255,8 +257,9 @@ impl Gate {
                 tracing::warn!("reading the revocation or enrollment list: {e}");
             }
             let mut live = self.live.lock().map_err(|_| "gate poisoned".to_owned())?;
-            live.retain(|l| l.conn.close_reason().is_none());
-            let facts: Vec<LiveFacts<'_>> = live
+            let same = live.entry(identity.name.clone()).or_default();
+            same.retain(|l| l.conn.close_reason().is_none());
+            let facts: Vec<LiveFacts<'_>> = same
                 .iter()
                 .map(|l| LiveFacts {
                     name: &l.name,
@@ -273,13 +276,13 @@ impl Gate {
             );
             if let Verdict::Admit { retire, .. } = &verdict {
                 for i in retire.iter().rev() {
-                    let old = live.swap_remove(*i);
+                    let old = same.swap_remove(*i);
                     old.conn.close(
                         close::REJECTED.into(),
                         b"this bundle was replaced by a newer enrollment",
                     );
                 }
-                live.push(Live {
+                same.push(Live {
                     name: identity.name.clone(),
                     role: identity.role,
                     fingerprint: fingerprint.to_owned(),
@@ -321,10 +324,9 @@ impl Gate {
             files.revoked.value.insert(name.to_owned());
         }
         if let Ok(mut live) = self.live.lock() {
-            for l in live.iter().filter(|l| l.name == name) {
+            for l in live.remove(name).unwrap_or_default() {
                 l.conn.close(close::REJECTED.into(), b"certificate revoked");
             }
-            live.retain(|l| l.name != name);
         }
         Ok(())
     }

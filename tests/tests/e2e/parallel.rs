@@ -62,6 +62,42 @@ fn gnu_parallel_placeholders_sources_and_tags() {
         "{}",
         stderr(&out)
     );
+    // --joblog and --results, as GNU parallel writes them.
+    let (log, res) = (c.home_path("joblog.tsv"), c.home_path("res"));
+    let out = c.bramble(&[
+        "map",
+        "--joblog",
+        log.to_str().unwrap(),
+        "--results",
+        res.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        "echo out $0; exit $1",
+        "{1}",
+        "{2}",
+        ":::",
+        "a/b",
+        ":::",
+        "0",
+        "3",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let log = std::fs::read_to_string(log).unwrap();
+    let rows: Vec<Vec<&str>> = log.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(rows[0][0], "Seq");
+    assert_eq!(rows.len(), 3, "{log}");
+    assert_eq!(
+        (rows[1][0], rows[1][6], rows[1][8]),
+        ("1", "0", "sh -c echo out $0; exit $1 a/b 0")
+    );
+    assert_eq!((rows[2][0], rows[2][6]), ("2", "3"));
+    let dir = res.join("1/a\\_b/2/3");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("stdout")).unwrap(),
+        "out a/b\n"
+    );
+    assert_eq!(std::fs::read_to_string(dir.join("seq")).unwrap(), "2\n");
 }
 
 #[test]

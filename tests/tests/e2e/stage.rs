@@ -85,9 +85,15 @@ fn a_script_and_its_data_travel_with_the_job_once_per_worker() {
     // (A backup attempt that lost its race may still be cleaning up after the job ended.)
     for w in ["w0", "w1"] {
         let run_dir = c.home_path(&format!("{w}.cache/run"));
-        c.wait_until(10, "item directories removed", || {
-            std::fs::read_dir(&run_dir).map_or(true, |mut d| d.next().is_none())
-        });
+        let items_left = || -> usize {
+            std::fs::read_dir(&run_dir)
+                .into_iter()
+                .flatten()
+                .filter_map(Result::ok)
+                .map(|own| std::fs::read_dir(own.path()).map_or(0, Iterator::count))
+                .sum()
+        };
+        c.wait_until(10, "item directories removed", || items_left() == 0);
     }
     let blobs = std::fs::read_dir(c.profile_path("blobs")).unwrap().count();
     assert_eq!(blobs, 6, "the host keeps each staged file once");
