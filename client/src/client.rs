@@ -280,6 +280,26 @@ impl Client {
         .await
     }
 
+    /// Names a job (unique among the host's jobs).
+    pub async fn name_job(&self, job: JobId, name: &str) -> Result<(), ClientError> {
+        let req = ClientRequest::NameJob {
+            job,
+            name: name.to_owned(),
+        };
+        match self.ask_again_if_lost(&req).await? {
+            ToClient::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The named jobs, oldest first.
+    pub async fn job_names(&self) -> Result<Vec<(JobId, String)>, ClientError> {
+        match self.ask_again_if_lost(&ClientRequest::JobNames).await? {
+            ToClient::JobNames(names) => Ok(names),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     async fn forgotten(&self, req: &ClientRequest) -> Result<Vec<JobId>, ClientError> {
         match self.ask_again_if_lost(req).await? {
             ToClient::Forgotten(jobs) => Ok(jobs),

@@ -122,9 +122,9 @@ pub(crate) enum Command {
     },
     /// Remove ended jobs and their results from the host's job store.
     Forget {
-        /// The job ids (`bramble jobs` lists them); a running job is refused.
+        /// The jobs' ids or names (`bramble jobs` lists them); a running job is refused.
         #[arg(required = true, value_name = "JOB")]
-        jobs: Vec<u64>,
+        jobs: Vec<String>,
     },
     /// Forget ended jobs by age or count, so the job store does not grow without bound.
     #[command(group(clap::ArgGroup::new("which").required(true).multiple(true).args(["older_than", "keep"])))]
@@ -138,24 +138,24 @@ pub(crate) enum Command {
     },
     /// Block until a job has ended (exit 0 all ok, 1 failures or cancelled, 124 timeout).
     Wait {
-        /// The job id (`bramble jobs` lists them).
-        job: u64,
+        /// The job's id or name (`bramble jobs` lists them).
+        job: String,
         /// Give up after this many seconds.
         #[arg(long, value_name = "SECS")]
         timeout: Option<f64>,
     },
     /// Print a job's results in input order.
     Results {
-        /// The job id (`bramble jobs` lists them).
-        job: u64,
+        /// The job's id or name (`bramble jobs` lists them).
+        job: String,
         /// Keep printing results as they arrive until the job ends.
         #[arg(long)]
         follow: bool,
     },
     /// Stop a job: queued tasks dropped, running ones killed.
     Cancel {
-        /// The job id (`bramble jobs` lists them).
-        job: u64,
+        /// The job's id or name (`bramble jobs` lists them).
+        job: String,
     },
     /// Refuse a worker or client certificate name from now on; live connections are dropped.
     Revoke {
@@ -254,6 +254,9 @@ pub(crate) struct RunOpts {
     /// `out/**`), into --fetch-dir; repeatable.
     #[arg(long, value_name = "PATTERN")]
     pub(crate) fetch: Vec<String>,
+    /// Name the job (unique among the host's jobs): commands that take a JOB take its name.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) name: Option<String>,
     /// Prefix each line of output with the item (its values tab-separated), GNU parallel's
     /// --tag.
     #[arg(long)]

@@ -165,6 +165,11 @@ pub enum ClientRequest {
         older_than_ms: Option<u64>,
         keep: Option<u64>,
     },
+    /// Give a job a name (`--name`), unique among the jobs the host keeps; answered with
+    /// `Done`.
+    NameJob { job: JobId, name: String },
+    /// The named jobs; answered with `JobNames`.
+    JobNames,
 }
 
 /// The host's own state, as `Health` answers it.
@@ -329,4 +334,6 @@ pub enum ToClient {
     MissingBlobs(#[serde(with = "seq")] Vec<[u8; 32]>),
     /// The jobs forgotten.
     Forgotten(#[serde(with = "seq")] Vec<JobId>),
+    /// The named jobs, oldest first.
+    JobNames(#[serde(with = "seq")] Vec<(JobId, String)>),
 }

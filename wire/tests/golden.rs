@@ -361,6 +361,17 @@ fn python() {
     );
     check(ToClient::Forgotten(vec![JobId(3)]), "0f0103");
     check(
+        ToClient::JobNames(vec![(JobId(3), "n".into())]),
+        "100103016e",
+    );
+    check(
+        ClientRequest::NameJob {
+            job: JobId(2),
+            name: "n".into(),
+        },
+        "1202016e",
+    );
+    check(
         ClientRequest::MissingBlobs(vec![[7; 32]]),
         &format!("0e01{}", "07".repeat(32)),
     );

@@ -234,8 +234,13 @@ fn kind(r: &mut Rng) -> JobKind {
 }
 
 fn client_request(r: &mut Rng) -> ClientRequest {
-    match r.below(18) {
+    match r.below(20) {
         0 => ClientRequest::Ids,
+        18 => ClientRequest::NameJob {
+            job: JobId(r.int()),
+            name: r.string(),
+        },
+        19 => ClientRequest::JobNames,
         16 => ClientRequest::Forget {
             jobs: (0..r.below(3)).map(|_| JobId(r.int())).collect(),
         },
@@ -297,7 +302,8 @@ fn client_request(r: &mut Rng) -> ClientRequest {
 }
 
 fn to_client(r: &mut Rng) -> ToClient {
-    match r.below(16) {
+    match r.below(17) {
+        16 => ToClient::JobNames(vec![(JobId(r.int()), r.string())]),
         15 => ToClient::Forgotten((0..r.below(3)).map(|_| JobId(r.int())).collect()),
         14 => ToClient::MissingBlobs((0..r.below(3)).map(|_| sha(r)).collect()),
         13 => ToClient::Refusals(vec![Refusal {

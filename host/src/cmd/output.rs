@@ -5,7 +5,9 @@
 use std::io::{self, Write};
 use std::path::PathBuf;
 
-use bramble_wire::{ItemOutput, JobSpec, JobSummary, WorkerId, WorkerStatus};
+use std::collections::BTreeMap;
+
+use bramble_wire::{ItemOutput, JobId, JobSpec, JobSummary, WorkerId, WorkerStatus};
 
 use super::records::Records;
 use serde_json::json;
@@ -160,15 +162,16 @@ impl Printer {
 }
 
 /// `jobs` as a table.
-pub(super) fn jobs_table(jobs: &[JobSummary]) -> String {
+pub(super) fn jobs_table(jobs: &[JobSummary], names: &BTreeMap<JobId, String>) -> String {
     let mut lines = vec![format!(
-        "{:>5}  {:<8} {:<10} {:>15} {:>7} {:>9}  COMMAND",
-        "JOB", "KIND", "STATE", "DONE/TOTAL", "FAILED", "ELAPSED"
+        "{:>5}  {:<16} {:<8} {:<10} {:>15} {:>7} {:>9}  COMMAND",
+        "JOB", "NAME", "KIND", "STATE", "DONE/TOTAL", "FAILED", "ELAPSED"
     )];
     for j in jobs {
         lines.push(format!(
-            "{:>5}  {:<8} {:<10} {:>15} {:>7} {:>9}  {}",
+            "{:>5}  {:<16} {:<8} {:<10} {:>15} {:>7} {:>9}  {}",
             j.job.0,
+            names.get(&j.job).map_or("-", String::as_str),
             format!("{:?}", j.kind).to_lowercase(),
             format!("{:?}", j.state).to_lowercase(),
             format!("{}/{}", j.done, j.total),
@@ -203,12 +206,16 @@ fn one_line(text: &str, width: usize) -> String {
 }
 
 /// `jobs --json`.
-pub(super) fn jobs_json(jobs: &[JobSummary]) -> serde_json::Result<String> {
+pub(super) fn jobs_json(
+    jobs: &[JobSummary],
+    names: &BTreeMap<JobId, String>,
+) -> serde_json::Result<String> {
     let rows: Vec<serde_json::Value> = jobs
         .iter()
         .map(|j| {
             json!({
                 "job": j.job.0,
+                "name": names.get(&j.job),
                 "kind": format!("{:?}", j.kind).to_lowercase(),
                 "state": format!("{:?}", j.state).to_lowercase(),
                 "done": j.done,

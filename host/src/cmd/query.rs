@@ -22,7 +22,8 @@ pub(super) async fn jobs(
     state: Option<JobStateArg>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let mut jobs = client.jobs().await?;
+    let (jobs, names) = tokio::join!(client.jobs(), client.job_names());
+    let (mut jobs, names) = (jobs?, names?.into_iter().collect());
     if let Some(state) = state {
         let want = match state {
             JobStateArg::Running => JobState::Running,
@@ -34,17 +35,21 @@ pub(super) async fn jobs(
     println!(
         "{}",
         if json {
-            jobs_json(&jobs)?
+            jobs_json(&jobs, &names)?
         } else {
-            jobs_table(&jobs)
+            jobs_table(&jobs, &names)
         }
     );
     Ok(ExitCode::SUCCESS)
 }
 
 /// `forget JOB...`.
-pub(super) async fn forget(client: Client, jobs: Vec<u64>) -> anyhow::Result<ExitCode> {
-    let gone = client.forget(jobs.into_iter().map(JobId).collect()).await?;
+pub(super) async fn forget(client: Client, jobs: Vec<String>) -> anyhow::Result<ExitCode> {
+    let mut ids = Vec::with_capacity(jobs.len());
+    for job in &jobs {
+        ids.push(super::work::resolve_job(&client, job).await?);
+    }
+    let gone = client.forget(ids).await?;
     println!("forgot {}", list(&gone));
     Ok(ExitCode::SUCCESS)
 }

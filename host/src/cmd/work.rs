@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use bramble_client::{Client, JobEnd, JobEvent, JobStream, Order};
 use bramble_wire::{Command, ItemRange, JobId, JobKind, JobSpec, StagedCommand, Work};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -40,6 +40,8 @@ pub(super) struct Job {
     /// `--joblog`, `--results`.
     joblog: Option<PathBuf>,
     results: Option<PathBuf>,
+    /// `--name`.
+    name: Option<String>,
 }
 
 impl Job {
@@ -71,16 +73,64 @@ impl Job {
             halt_after: run.halt.as_deref().map(parse_halt).transpose()?,
             joblog: run.joblog.clone(),
             results: run.results.clone(),
+            name: run.name.as_deref().map(check_job_name).transpose()?,
         })
     }
 
-    /// Puts the staged files the host does not have.
-    async fn put_files(&self, client: &Client) -> anyhow::Result<()> {
+    /// Checks that `--name` is free, and puts the staged files the host does not have:
+    /// what a job needs before it is submitted.
+    async fn prepare(&self, client: &Client) -> anyhow::Result<()> {
+        if let Some(name) = &self.name
+            && let Some((id, _)) = client
+                .job_names()
+                .await?
+                .into_iter()
+                .find(|(_, n)| n == name)
+        {
+            bail!("the name {name:?} is taken by job {id} (`bramble forget {id}` frees it)");
+        }
         if !self.staged.is_empty() {
             stage::upload(client, &self.staged).await?;
         }
         Ok(())
     }
+}
+
+/// Names a submitted job (`--name`).
+async fn name_job(client: &Client, job: JobId, name: Option<&str>) -> anyhow::Result<()> {
+    if let Some(name) = name {
+        client
+            .name_job(job, name)
+            .await
+            .with_context(|| format!("job {job} runs, but naming it failed"))?;
+    }
+    Ok(())
+}
+
+/// A job name: 1 to 64 characters, not all digits (those are ids), no spaces or control
+/// characters.
+fn check_job_name(name: &str) -> anyhow::Result<String> {
+    let ok = (1..=64).contains(&name.chars().count())
+        && !name.chars().all(|c| c.is_ascii_digit())
+        && !name.chars().any(|c| c.is_whitespace() || c.is_control());
+    if !ok {
+        bail!("--name {name:?}: 1 to 64 characters, not all digits, without spaces");
+    }
+    Ok(name.to_owned())
+}
+
+/// A JOB argument: an id, or the name of a job (`--name`).
+pub(super) async fn resolve_job(client: &Client, job: &str) -> anyhow::Result<JobId> {
+    if let Ok(id) = job.parse::<u64>() {
+        return Ok(JobId(id));
+    }
+    client
+        .job_names()
+        .await?
+        .into_iter()
+        .find(|(_, n)| n == job)
+        .map(|(id, _)| id)
+        .with_context(|| format!("no job named {job:?} (`bramble jobs` lists them)"))
 }
 
 /// `--halt now,fail=N` → N.
@@ -194,13 +244,15 @@ pub(super) fn scatter_job(args: &ScatterArgs) -> anyhow::Result<Job> {
 }
 
 /// Submits and prints the results until the job ends; Ctrl-C cancels it.
-pub(super) async fn run(client: Client, job: Job, json: bool) -> anyhow::Result<ExitCode> {
-    job.put_files(&client).await?;
+pub(super) async fn run(client: Client, mut job: Job, json: bool) -> anyhow::Result<ExitCode> {
+    job.prepare(&client).await?;
     let records = (job.joblog.is_some() || job.results.is_some())
         .then(|| Records::open(job.joblog.as_deref(), job.results.as_deref()))
         .transpose()?;
     let spec = (json || job.tag || records.is_some()).then(|| job.spec.clone());
+    let name = job.name.take();
     let stream = client.submit_and_follow(job.spec, job.order).await?;
+    name_job(&client, stream.job(), name.as_deref()).await?;
     let total = stream.total().unwrap_or(0);
     let mut printer = Printer::new(job.layout, json, spec);
     printer.fetch_dir = job.fetch_dir;
@@ -216,8 +268,9 @@ pub(super) async fn run(client: Client, job: Job, json: bool) -> anyhow::Result<
 
 /// `submit`: prints the job id and leaves the job running.
 pub(super) async fn submit(client: Client, job: Job, json: bool) -> anyhow::Result<ExitCode> {
-    job.put_files(&client).await?;
+    job.prepare(&client).await?;
     let (id, total) = client.submit(job.spec).await?;
+    name_job(&client, id, job.name.as_deref()).await?;
     if json {
         println!("{}", serde_json::json!({ "job": id.0, "total": total }));
     } else {
@@ -229,10 +282,11 @@ pub(super) async fn submit(client: Client, job: Job, json: bool) -> anyhow::Resu
 /// `results JOB [--follow]`, in input order.
 pub(super) async fn results(
     client: Client,
-    job: u64,
+    job: String,
     follow: bool,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
+    let job = resolve_job(&client, &job).await?.0;
     let mut printer = Printer::new(Layout::Lines, json, None);
     if follow {
         let stream = client.follow(JobId(job), Order::Input);
@@ -377,9 +431,10 @@ fn progress_bar(total: u64, json: bool) -> ProgressBar {
 /// `wait JOB [--timeout S]`.
 pub(super) async fn wait(
     client: Client,
-    job: u64,
+    job: String,
     timeout: Option<f64>,
 ) -> anyhow::Result<ExitCode> {
+    let job = resolve_job(&client, &job).await?.0;
     let limit = match timeout_ms(timeout)? {
         0 => Duration::MAX,
         ms => Duration::from_millis(ms),
@@ -397,7 +452,8 @@ pub(super) async fn wait(
 }
 
 /// `cancel JOB`.
-pub(super) async fn cancel(client: Client, job: u64) -> anyhow::Result<ExitCode> {
+pub(super) async fn cancel(client: Client, job: String) -> anyhow::Result<ExitCode> {
+    let job = resolve_job(&client, &job).await?.0;
     client.cancel(JobId(job)).await?;
     println!("cancelled job {job}");
     Ok(ExitCode::SUCCESS)

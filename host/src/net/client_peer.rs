@@ -182,6 +182,16 @@ async fn serve(answer: &mut Answer, req: ClientRequest, ctx: &Ctx, name: &str) -
             let what = Forget::Jobs(jobs);
             ask(ctx, |reply| ToDriver::Forget { what, reply }).await
         }
+        ClientRequest::NameJob { job, name } => {
+            ask(ctx, |reply| ToDriver::NameJob { job, name, reply }).await
+        }
+        ClientRequest::JobNames => match Reader::open(ctx).await {
+            Ok(mut reader) => reader
+                .read(|s| s.job_names().map(ToClient::JobNames))
+                .await
+                .unwrap_or_else(|message| ToClient::Error { message }),
+            Err(message) => ToClient::Error { message },
+        },
         ClientRequest::Prune {
             older_than_ms,
             keep,

@@ -86,6 +86,12 @@ pub(crate) enum ToDriver {
         what: Forget,
         reply: oneshot::Sender<ToClient>,
     },
+    /// `--name`: the store's writer names a job.
+    NameJob {
+        job: JobId,
+        name: String,
+        reply: oneshot::Sender<ToClient>,
+    },
     Drain {
         worker: String,
         draining: bool,
@@ -265,6 +271,16 @@ impl Driver {
                         info!("forgot {} job(s)", jobs.len());
                         ToClient::Forgotten(jobs)
                     }
+                    Ok(Err(message)) => ToClient::Error { message },
+                    Err(e) => ToClient::Error {
+                        message: e.to_string(),
+                    },
+                };
+                let _ = reply.send(answer);
+            }
+            ToDriver::NameJob { job, name, reply } => {
+                let answer = match self.store.name_job(job, &name) {
+                    Ok(Ok(())) => ToClient::Done,
                     Ok(Err(message)) => ToClient::Error { message },
                     Err(e) => ToClient::Error {
                         message: e.to_string(),

@@ -178,9 +178,26 @@ mod tests {
         assert_eq!(gone.unwrap(), [JobId(4)]);
         let left: Vec<u64> = store.jobs(0).unwrap().iter().map(|j| j.job.0).collect();
         assert_eq!(left, [1]);
-        // The newest job and task are gone; after a restart ids go on from 5 and 41.
+        // Names: unique, freed with their job.
+        assert_eq!(store.name_job(JobId(1), "nightly").unwrap(), Ok(()));
+        job(&mut store, 5, Some(4_000));
+        let taken = store.name_job(JobId(5), "nightly").unwrap().unwrap_err();
+        assert!(taken.contains("taken by job 1"), "{taken}");
+        assert_eq!(
+            store.name_job(JobId(9), "x").unwrap(),
+            Err("no job 9".into())
+        );
+        assert_eq!(
+            store.job_names().unwrap(),
+            [(JobId(1), "nightly".to_owned())]
+        );
+        store
+            .forget(&Forget::Jobs(vec![JobId(5)]), 0)
+            .unwrap()
+            .unwrap();
+        // The newest job and task are gone; after a restart ids go on from 6 and 51.
         drop(store);
         let store = Store::open(&dir.path().join("jobs.db")).unwrap();
-        assert_eq!(store.next_ids().unwrap(), (5, 41));
+        assert_eq!(store.next_ids().unwrap(), (6, 51));
     }
 }

@@ -27,6 +27,15 @@ const SUMMARY: &str =
      FROM jobs j";
 
 impl Store {
+    /// The named jobs' names, oldest first.
+    pub fn job_names(&self) -> Result<Vec<(JobId, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, name FROM jobs WHERE name IS NOT NULL ORDER BY id")?;
+        let rows = stmt.query_map([], |r| Ok((JobId(r.get(0)?), r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// All jobs, oldest first.
     pub fn jobs(&self, now_ms: u64) -> Result<Vec<JobSummary>, StoreError> {
         let mut stmt = self.conn.prepare(&format!("{SUMMARY} ORDER BY j.id"))?;

@@ -1,4 +1,6 @@
-//! The schema (`PRAGMA user_version` 2) and the migration from version 1.
+//! The schema (`PRAGMA user_version` 3) and the migrations from versions 1 and 2.
+//!
+//! Version 3: jobs carry an optional unique `name` (`--name`).
 //!
 //! Version 2 (bramble 0.2): results carry `seq`, their position in commit order (the cursor
 //! clients resume from), `value` (what a Python item returned) and `engine`; workers carry
@@ -11,7 +13,7 @@ use serde::Deserialize;
 
 use super::StoreError;
 
-pub(super) const VERSION: i64 = 2;
+pub(super) const VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS workers (
@@ -28,7 +30,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     state       TEXT NOT NULL,
     failed      INTEGER NOT NULL DEFAULT 0,
     created_ms  INTEGER NOT NULL,
-    finished_ms INTEGER
+    finished_ms INTEGER,
+    name        TEXT
 );
 CREATE TABLE IF NOT EXISTS engines (
     name TEXT NOT NULL,
@@ -87,7 +90,11 @@ pub(super) fn create_or_migrate(conn: &mut Connection) -> Result<(), StoreError>
     if version == 1 {
         migrate_from_1(&tx)?;
     }
+    if version == 1 || version == 2 {
+        tx.execute_batch("ALTER TABLE jobs ADD COLUMN name TEXT;")?;
+    }
     tx.execute_batch(SCHEMA)?;
+    tx.execute_batch("CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_name ON jobs(name);")?;
     tx.pragma_update(None, "user_version", VERSION)?;
     tx.commit()?;
     Ok(())

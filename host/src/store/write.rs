@@ -1,8 +1,8 @@
-//! Writing: a batch of scheduler records in one transaction, and the ids `cluster start`
-//! reserves for its local workers.
+//! Writing: a batch of scheduler records in one transaction, the engine ids `cluster start`
+//! reserves for its local workers, and job names.
 
 use bramble_sched::Record;
-use bramble_wire::Attempt;
+use bramble_wire::{Attempt, JobId};
 use rusqlite::params;
 
 use super::{Store, StoreError};
@@ -42,6 +42,36 @@ impl Store {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Names a job (`--name`); names are unique. Inner `Err`: why not, in words.
+    pub fn name_job(&mut self, job: JobId, name: &str) -> Result<Result<(), String>, StoreError> {
+        let holder: Option<u64> = self
+            .conn
+            .query_row("SELECT id FROM jobs WHERE name = ?1", [name], |r| r.get(0))
+            .map(Some)
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                e => Err(e),
+            })?;
+        match holder {
+            Some(id) if id == job.0 => return Ok(Ok(())),
+            Some(id) => {
+                return Ok(Err(format!(
+                    "the name {name:?} is taken by job {id} (`bramble forget {id}` frees it)"
+                )));
+            }
+            None => {}
+        }
+        let changed = self.conn.execute(
+            "UPDATE jobs SET name = ?2 WHERE id = ?1",
+            params![job.0, name],
+        )?;
+        Ok(if changed == 0 {
+            Err(format!("no job {job}"))
+        } else {
+            Ok(())
+        })
     }
 }
 

@@ -167,8 +167,50 @@ fn halt_cancels_after_failures_and_jobs_can_be_listed_by_state_and_forgotten() {
         Some(2),
         "prune needs --older-than or --keep"
     );
+    // Names: a job named at submission is listed and addressed by its name.
+    let out = c.bramble(&[
+        "submit", "map", "--name", "nightly", "--", "sleep", "30", ":::", "a",
+    ]);
+    let nightly = stdout(&out).trim().to_owned();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = c.bramble(&["--json", "jobs", "--state", "running"]);
+    assert!(
+        stdout(&out).contains("\"name\": \"nightly\""),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stdout(&c.bramble(&["jobs"])).contains("nightly"));
+    let out = c.bramble(&[
+        "submit", "map", "--name", "nightly", "--", "true", ":::", "a",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(&format!("taken by job {nightly}")),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        stdout(&c.bramble(&["cancel", "nightly"])),
+        format!("cancelled job {nightly}\n")
+    );
+    assert_eq!(c.bramble(&["wait", "nightly"]).status.code(), Some(1));
+    let out = c.bramble(&["forget", "nightly"]);
+    assert_eq!(
+        stdout(&out),
+        format!("forgot {nightly}\n"),
+        "{}",
+        stderr(&out)
+    );
+    let out = c.bramble(&["wait", "nightly"]);
+    assert!(
+        stderr(&out).contains("no job named \"nightly\""),
+        "{}",
+        stderr(&out)
+    );
+    let out = c.bramble(&["map", "--name", "123", "--", "true", ":::", "a"]);
+    assert_eq!(out.status.code(), Some(2));
     // New jobs never get a forgotten job's id.
     let out = c.bramble(&["submit", "map", "--", "true", ":::", "a"]);
     let next: u64 = stdout(&out).trim().parse().unwrap();
-    assert!(next > running.parse().unwrap(), "{next}");
+    assert!(next > nightly.parse().unwrap(), "{next}");
 }
