@@ -280,6 +280,17 @@ impl Client {
         .await
     }
 
+    /// Winds a job down: nothing of it starts any more; what runs finishes and is recorded.
+    pub async fn wind_down(&self, job: JobId) -> Result<(), ClientError> {
+        match self
+            .ask_again_if_lost(&ClientRequest::WindDown { job })
+            .await?
+        {
+            ToClient::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Names a job (unique among the host's jobs).
     pub async fn name_job(&self, job: JobId, name: &str) -> Result<(), ClientError> {
         let req = ClientRequest::NameJob {

@@ -269,8 +269,9 @@ pub(crate) struct RunOpts {
     /// sources), as GNU parallel's --results.
     #[arg(long, value_name = "DIR")]
     pub(crate) results: Option<PathBuf>,
-    /// `now,fail=N`: cancel the job (killing what runs) once N items have failed.
-    #[arg(long, value_name = "now,fail=N")]
+    /// Once N items have failed: `now,fail=N` cancels the job (killing what runs);
+    /// `soon,fail=N` starts nothing more of it and waits for what runs.
+    #[arg(long, value_name = "now|soon,fail=N")]
     pub(crate) halt: Option<String>,
     /// Where --fetch writes the files (their paths kept; a later item's file of the same name
     /// replaces an earlier one's: name outputs after the item, like `{}.out`).

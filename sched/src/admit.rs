@@ -58,9 +58,19 @@ impl Scheduler {
             targets,
             failed: restored.map_or(0, |r| r.failed),
             open_tasks: BTreeSet::new(),
+            winding_down: false,
         };
         self.jobs.insert(id, job);
         self.install_tasks(id, rows, restored);
+        if let Some(r) = restored.filter(|r| r.winding_down) {
+            // Only what was placed before the restart may still finish.
+            let never_placed: Vec<TaskId> = rows
+                .iter()
+                .map(|row| row.task)
+                .filter(|t| !r.placed_on.contains_key(t))
+                .collect();
+            self.stop_starting(id, &never_placed);
+        }
     }
 
     /// Queues tasks of a job (new, restored, or newly cut), with what a restored job

@@ -284,6 +284,10 @@ impl Scheduler {
                 else {
                     continue;
                 };
+                // A job winding down starts nothing new, backups included.
+                if self.jobs.get(&task.job).is_some_and(|j| j.winding_down) {
+                    continue;
+                }
                 let (Some(started), Some(exp)) = (task.started_at, expected.get(&primary)) else {
                     continue;
                 };

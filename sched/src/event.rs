@@ -59,8 +59,13 @@ pub enum Event {
     },
     /// A client submitted a job.
     JobSubmitted { request: RequestId, spec: JobSpec },
-    /// A client asked to cancel a job.
-    CancelRequested { request: RequestId, job: JobId },
+    /// A client asked to cancel a job: at once (`soon` false: running tasks are killed), or
+    /// by winding it down (`soon`: nothing new starts, what runs finishes and is recorded).
+    CancelRequested {
+        request: RequestId,
+        job: JobId,
+        soon: bool,
+    },
     /// A client asked to drain (or undrain) a worker, by name or id.
     DrainRequested {
         request: RequestId,
@@ -149,6 +154,8 @@ pub enum Record {
     DrainChanged { name: String, draining: bool },
     /// More tasks of a map job were cut from its items (in index order).
     TasksPlanned { job: JobId, tasks: Vec<TaskRow> },
+    /// The job winds down: nothing new starts; it ends, cancelled, when what runs is done.
+    JobWindingDown { job: JobId },
 }
 
 /// Something the driver must do, drained with [`super::Scheduler::poll_action`].

@@ -26,6 +26,9 @@ pub(crate) struct Job {
     pub(crate) failed: u64,
     /// Tasks without a result yet.
     pub(crate) open_tasks: BTreeSet<TaskId>,
+    /// Winding down (`--halt soon`): nothing new starts (no cutting, no retries, no second
+    /// placement); the job ends, cancelled, once what runs is done.
+    pub(crate) winding_down: bool,
 }
 
 /// A placeable unit: a chunk of one job's items.

@@ -96,6 +96,8 @@ pub struct RestoredJob {
     pub attempts: BTreeMap<TaskId, u32>,
     /// Attempts per task that failed and were retried.
     pub failed_attempts: BTreeMap<TaskId, u32>,
+    /// It was winding down (`--halt soon`): tasks never placed are not run.
+    pub winding_down: bool,
     /// Where each task's latest attempt was placed, unless it failed: that worker may still
     /// run it (or hold its result), so it gets the task first when it reconnects.
     pub placed_on: BTreeMap<TaskId, WorkerId>,
@@ -231,8 +233,13 @@ impl Scheduler {
                     });
                 }
             },
-            Event::CancelRequested { request, job } => {
-                let msg = if self.cancel(job) {
+            Event::CancelRequested { request, job, soon } => {
+                let stopped = if soon {
+                    self.wind_down(job)
+                } else {
+                    self.cancel(job)
+                };
+                let msg = if stopped {
                     ToClient::Done
                 } else {
                     ToClient::Error {

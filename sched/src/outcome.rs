@@ -1,6 +1,7 @@
 //! What happens to tasks after they start: results (recorded once, or retried), workers lost,
 //! jobs finished or cancelled.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use bramble_wire::{
@@ -29,8 +30,58 @@ impl Scheduler {
         }
         w.remove_task(task);
         if !t.drop_attempt_on(worker) && !self.queue.contains(&task) {
+            self.requeue(task);
+        }
+    }
+
+    /// Puts a task back at the front of the queue to be placed again, or, if its job winds
+    /// down, drops it: nothing new starts.
+    fn requeue(&mut self, task: TaskId) {
+        let job = self.tasks.get(&task).map(|t| t.job);
+        if let Some(job) = job.filter(|j| self.jobs.get(j).is_some_and(|j| j.winding_down)) {
+            self.stop_starting(job, &[task]);
+        } else {
             self.queue.push_front(task);
         }
+    }
+
+    /// Winds a running job down (`--halt soon`): no more of its items are cut into tasks,
+    /// its queued tasks are dropped, failures are not retried; what workers have been sent
+    /// runs to its end and is recorded, and then the job ends as cancelled. False if it is
+    /// not running.
+    pub(super) fn wind_down(&mut self, id: JobId) -> bool {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return false;
+        };
+        job.winding_down = true;
+        job.planned = job.total;
+        let queued: Vec<TaskId> = job
+            .open_tasks
+            .iter()
+            .filter(|t| self.tasks.get(t).is_some_and(|t| t.running_on.is_none()))
+            .copied()
+            .collect();
+        self.actions
+            .push_back(Action::Record(Record::JobWindingDown { job: id }));
+        self.stop_starting(id, &queued);
+        true
+    }
+
+    /// Drops tasks of a winding-down job that have not started, and ends the job if nothing
+    /// of it runs any more.
+    pub(super) fn stop_starting(&mut self, id: JobId, tasks: &[TaskId]) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        job.winding_down = true;
+        job.planned = job.total;
+        for t in tasks {
+            job.open_tasks.remove(t);
+            self.tasks.remove(t);
+        }
+        let dropped: BTreeSet<TaskId> = tasks.iter().copied().collect();
+        self.queue.retain(|t| !dropped.contains(t));
+        self.finish_job_if_done(id);
     }
 
     /// Records a task's result once; a failed attempt with retries left is re-queued on
@@ -85,7 +136,8 @@ impl Scheduler {
             // and the task moved on. The task's queued or running attempt decides.
             return;
         }
-        if failed && task.retries_left > 0 {
+        let winding = self.jobs.get(&task.job).is_some_and(|j| j.winding_down);
+        if failed && task.retries_left > 0 && !winding {
             let (task_id, attempt) = (result.task, result.attempt);
             self.actions
                 .push_back(Action::Record(Record::AttemptFailed {
@@ -181,7 +233,12 @@ impl Scheduler {
             .is_some_and(|j| j.open_tasks.is_empty() && j.fully_planned())
             && let Some(job) = self.jobs.remove(&id)
         {
-            self.end_job(id, &job, JobState::Done);
+            let state = if job.winding_down {
+                JobState::Cancelled
+            } else {
+                JobState::Done
+            };
+            self.end_job(id, &job, state);
         }
     }
 
@@ -244,7 +301,7 @@ impl Scheduler {
             }
             task.losses += 1;
             if task.losses < self.config.max_losses {
-                self.queue.push_front(*tid);
+                self.requeue(*tid);
                 continue;
             }
             let (job, items) = (task.job, task.items.clone());

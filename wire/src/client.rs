@@ -170,6 +170,10 @@ pub enum ClientRequest {
     NameJob { job: JobId, name: String },
     /// The named jobs; answered with `JobNames`.
     JobNames,
+    /// Wind a job down (`--halt soon`): nothing of it starts any more (no new tasks, retries
+    /// or backups); what workers have been sent runs to its end and is recorded, then the
+    /// job ends as cancelled. Answered with `Done`.
+    WindDown { job: JobId },
 }
 
 /// The host's own state, as `Health` answers it.

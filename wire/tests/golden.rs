@@ -360,6 +360,7 @@ fn python() {
         "11010100",
     );
     check(ToClient::Forgotten(vec![JobId(3)]), "0f0103");
+    check(ClientRequest::WindDown { job: JobId(4) }, "1404");
     check(
         ToClient::JobNames(vec![(JobId(3), "n".into())]),
         "100103016e",

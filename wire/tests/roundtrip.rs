@@ -234,8 +234,11 @@ fn kind(r: &mut Rng) -> JobKind {
 }
 
 fn client_request(r: &mut Rng) -> ClientRequest {
-    match r.below(20) {
+    match r.below(21) {
         0 => ClientRequest::Ids,
+        20 => ClientRequest::WindDown {
+            job: JobId(r.int()),
+        },
         18 => ClientRequest::NameJob {
             job: JobId(r.int()),
             name: r.string(),

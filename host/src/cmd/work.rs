@@ -35,8 +35,8 @@ pub(super) struct Job {
     fetch_dir: Option<PathBuf>,
     /// `--tag`.
     tag: bool,
-    /// `--halt now,fail=N`: cancel once this many items failed.
-    halt_after: Option<u64>,
+    /// `--halt`: what to do once this many items failed.
+    halt: Option<Halt>,
     /// `--joblog`, `--results`.
     joblog: Option<PathBuf>,
     results: Option<PathBuf>,
@@ -70,7 +70,7 @@ impl Job {
             staged,
             fetch_dir: (!run.fetch.is_empty()).then(|| run.fetch_dir.clone()),
             tag: run.tag,
-            halt_after: run.halt.as_deref().map(parse_halt).transpose()?,
+            halt: run.halt.as_deref().map(parse_halt).transpose()?,
             joblog: run.joblog.clone(),
             results: run.results.clone(),
             name: run.name.as_deref().map(check_job_name).transpose()?,
@@ -133,19 +133,30 @@ pub(super) async fn resolve_job(client: &Client, job: &str) -> anyhow::Result<Jo
         .with_context(|| format!("no job named {job:?} (`bramble jobs` lists them)"))
 }
 
-/// `--halt now,fail=N` → N.
-fn parse_halt(s: &str) -> anyhow::Result<u64> {
-    let n = s
-        .strip_prefix("now,fail=")
+/// `--halt now,fail=N` or `soon,fail=N`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Halt {
+    /// `soon`: start nothing more and let what runs finish; `now`: cancel, killing what runs.
+    soon: bool,
+    failures: u64,
+}
+
+fn parse_halt(s: &str) -> anyhow::Result<Halt> {
+    let (when, fail) = s.split_once(',').unwrap_or((s, ""));
+    let failures = fail
+        .strip_prefix("fail=")
         .and_then(|n| n.parse::<u64>().ok())
         .filter(|n| *n > 0);
-    match n {
-        Some(n) => Ok(n),
-        None if s.starts_with("soon") => bail!(
-            "--halt {s}: only `now,fail=N` (tasks are sent to workers ahead of time, so there \
-             is no moment when none has started)"
-        ),
-        None => bail!("--halt {s}: expected now,fail=N with N at least 1"),
+    match (when, failures) {
+        ("now", Some(failures)) => Ok(Halt {
+            soon: false,
+            failures,
+        }),
+        ("soon", Some(failures)) => Ok(Halt {
+            soon: true,
+            failures,
+        }),
+        _ => bail!("--halt {s}: expected now,fail=N or soon,fail=N with N at least 1"),
     }
 }
 
@@ -260,7 +271,7 @@ pub(super) async fn run(client: Client, mut job: Job, json: bool) -> anyhow::Res
     printer.records = records;
     let follow = Follow {
         cancel_on_interrupt: true,
-        halt_after: job.halt_after,
+        halt: job.halt,
         json,
     };
     print_until_end(&client, stream, total, &mut printer, follow).await
@@ -292,7 +303,7 @@ pub(super) async fn results(
         let stream = client.follow(JobId(job), Order::Input);
         let follow = Follow {
             cancel_on_interrupt: false,
-            halt_after: None,
+            halt: None,
             json,
         };
         return print_until_end(&client, stream, 0, &mut printer, follow).await;
@@ -322,8 +333,8 @@ pub(super) async fn results(
 struct Follow {
     /// Ctrl-C cancels the job (it was submitted by this command).
     cancel_on_interrupt: bool,
-    /// `--halt now,fail=N`.
-    halt_after: Option<u64>,
+    /// `--halt`.
+    halt: Option<Halt>,
     json: bool,
 }
 
@@ -337,6 +348,7 @@ async fn print_until_end(
 ) -> anyhow::Result<ExitCode> {
     let job = stream.job();
     let progress = progress_bar(total, follow.json);
+    let mut halted = false;
     let end = loop {
         let event = tokio::select! {
             event = stream.next() => event?,
@@ -356,17 +368,38 @@ async fn print_until_end(
             Some(JobEvent::Item(item)) => {
                 progress.suspend(|| printer.push(item.worker, item.output))?;
                 progress.inc(1);
-                if follow.halt_after.is_some_and(|n| printer.failed >= n) {
-                    progress.finish_and_clear();
-                    printer.finish()?;
-                    eprintln!(
-                        "bramble: --halt: {} item(s) failed; cancelling job {job}",
-                        printer.failed
-                    );
-                    if let Err(e) = client.cancel(job).await {
-                        eprintln!("bramble: could not cancel job {job}: {e}");
+                match follow
+                    .halt
+                    .filter(|h| !halted && printer.failed >= h.failures)
+                {
+                    Some(Halt { soon: false, .. }) => {
+                        progress.finish_and_clear();
+                        printer.finish()?;
+                        eprintln!(
+                            "bramble: --halt: {} item(s) failed; cancelling job {job}",
+                            printer.failed
+                        );
+                        if let Err(e) = client.cancel(job).await {
+                            eprintln!("bramble: could not cancel job {job}: {e}");
+                        }
+                        return Ok(ExitCode::from(TASKS_FAILED));
                     }
-                    return Ok(ExitCode::from(TASKS_FAILED));
+                    Some(Halt { soon: true, .. }) => {
+                        halted = true;
+                        progress.suspend(|| {
+                            eprintln!(
+                                "bramble: --halt: {} item(s) failed; job {job} starts nothing \
+                                 more, waiting for what runs",
+                                printer.failed
+                            );
+                        });
+                        if let Err(e) = client.wind_down(job).await {
+                            progress.suspend(|| {
+                                eprintln!("bramble: could not wind job {job} down: {e}");
+                            });
+                        }
+                    }
+                    None => {}
                 }
             }
             Some(JobEvent::HostNote { message }) => {

@@ -176,7 +176,14 @@ async fn serve(answer: &mut Answer, req: ClientRequest, ctx: &Ctx, name: &str) -
         ClientRequest::SubmitAndFollow(spec) => {
             return submit_and_follow(answer, ctx, name, spec).await;
         }
-        ClientRequest::Cancel { job } => ask(ctx, |reply| ToDriver::Cancel { job, reply }).await,
+        ClientRequest::Cancel { job } => {
+            let soon = false;
+            ask(ctx, |reply| ToDriver::Cancel { job, soon, reply }).await
+        }
+        ClientRequest::WindDown { job } => {
+            let soon = true;
+            ask(ctx, |reply| ToDriver::Cancel { job, soon, reply }).await
+        }
         ClientRequest::Forget { jobs } => {
             info!("client {name:?} forgets jobs {jobs:?}");
             let what = Forget::Jobs(jobs);

@@ -79,6 +79,8 @@ pub(crate) enum ToDriver {
     },
     Cancel {
         job: JobId,
+        /// Wind it down instead (`--halt soon`).
+        soon: bool,
         reply: oneshot::Sender<ToClient>,
     },
     /// `forget`, `prune`: the store's writer removes ended jobs.
@@ -288,10 +290,10 @@ impl Driver {
                 };
                 let _ = reply.send(answer);
             }
-            ToDriver::Cancel { job, reply } => {
+            ToDriver::Cancel { job, soon, reply } => {
                 let request = self.request(reply);
                 self.sched
-                    .handle(now(), Event::CancelRequested { request, job });
+                    .handle(now(), Event::CancelRequested { request, job, soon });
             }
             ToDriver::Drain {
                 worker,

@@ -162,13 +162,15 @@ impl Sim {
         self.submit_spec(spec(kind, items, chunksize, targets))
     }
 
-    pub(crate) fn cancel(&mut self, request: RequestId) {
+    /// Cancels the job submitted by `request`: at once, or winding it down (`soon`).
+    pub(crate) fn cancel(&mut self, request: RequestId, soon: bool) {
         let job = self.jobs[&request].job.expect("job accepted");
         let cancel = RequestId(self.next_request);
         self.next_request += 1;
         self.feed(Event::CancelRequested {
             request: cancel,
             job,
+            soon,
         });
     }
 

@@ -331,13 +331,42 @@ fn cancel_stops_queued_and_running_tasks() {
     let mut sim = cluster(2, 1, 1000, Policy::LeastLoad, 12);
     let c = sim.submit(JobKind::Map, 10, 1, Targets::All);
     sim.run_for(Duration::from_millis(100));
-    sim.cancel(c);
+    sim.cancel(c, false);
     assert_eq!(sim.jobs[&c].ended, Some(JobState::Cancelled));
     assert!(sim.sched.is_idle());
     sim.jobs.remove(&c);
     sim.submit(JobKind::Map, 3, 1, Targets::All);
     sim.run_until_jobs_done(1_000);
     sim.assert_all_results_once();
+}
+
+#[test]
+fn winding_down_finishes_what_runs_and_starts_nothing_new_across_a_restart() {
+    for restart in [false, true] {
+        let mut sim = cluster(2, 1, 1000, Policy::Thermal, 14);
+        let mut job = spec(JobKind::Map, 10, 1, Targets::All);
+        job.retries = 2;
+        let c = sim.submit_spec(job);
+        sim.run_for(Duration::from_millis(100));
+        let started = |sim: &Sim| sim.workers.iter().map(|w| w.started).sum::<u64>();
+        let before = started(&sim);
+        assert!(before >= 2, "both workers run something");
+        sim.cancel(c, true);
+        assert_eq!(sim.jobs[&c].ended, None, "what runs finishes first");
+        if restart {
+            sim.restart_host();
+            sim.run_for(Duration::from_millis(100));
+            for i in 0..2 {
+                sim.connect(i);
+            }
+        }
+        sim.run_until_jobs_done(1_000);
+        assert_eq!(sim.jobs[&c].ended, Some(JobState::Cancelled));
+        // Every item that was sent finished and was recorded; nothing more started.
+        assert_eq!(started(&sim), before, "restart {restart}");
+        assert_eq!(sim.jobs[&c].items.len() as u64, before, "restart {restart}");
+        assert_eq!(sim.jobs[&c].duplicates, 0);
+    }
 }
 
 #[test]

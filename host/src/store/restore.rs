@@ -68,7 +68,7 @@ impl Store {
     /// Every running job with what is left of it, for the scheduler to resume.
     pub fn unfinished_jobs(&self) -> Result<Vec<RestoredJob>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT id, spec, failed, total FROM jobs WHERE state = 'running' ORDER BY id",
+            "SELECT id, spec, failed, total, winding FROM jobs WHERE state = 'running' ORDER BY id",
         )?;
         let jobs = stmt
             .query_map([], |r| {
@@ -77,13 +77,16 @@ impl Store {
                     r.get::<_, Vec<u8>>(1)?,
                     r.get::<_, u64>(2)?,
                     r.get::<_, u64>(3)?,
+                    r.get::<_, bool>(4)?,
                 ))
             })?
             .collect::<Result<Vec<_>, _>>()?;
         let mut out = Vec::with_capacity(jobs.len());
-        for (id, blob, failed, total) in jobs {
+        for (id, blob, failed, total, winding) in jobs {
             let spec = decode_spec(id, blob)?;
-            out.push(self.restore_job(JobId(id), spec, failed, total)?);
+            let mut job = self.restore_job(JobId(id), spec, failed, total)?;
+            job.winding_down = winding;
+            out.push(job);
         }
         Ok(out)
     }
@@ -158,6 +161,7 @@ impl Store {
             attempts,
             failed_attempts,
             placed_on,
+            winding_down: false,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! The schema (`PRAGMA user_version` 3) and the migrations from versions 1 and 2.
 //!
-//! Version 3: jobs carry an optional unique `name` (`--name`).
+//! Version 3: jobs carry an optional unique `name` (`--name`) and `winding` (1 while a job
+//! winds down: `--halt soon`).
 //!
 //! Version 2 (bramble 0.2): results carry `seq`, their position in commit order (the cursor
 //! clients resume from), `value` (what a Python item returned) and `engine`; workers carry
@@ -31,7 +32,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     failed      INTEGER NOT NULL DEFAULT 0,
     created_ms  INTEGER NOT NULL,
     finished_ms INTEGER,
-    name        TEXT
+    name        TEXT,
+    winding     INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS engines (
     name TEXT NOT NULL,
@@ -91,7 +93,10 @@ pub(super) fn create_or_migrate(conn: &mut Connection) -> Result<(), StoreError>
         migrate_from_1(&tx)?;
     }
     if version == 1 || version == 2 {
-        tx.execute_batch("ALTER TABLE jobs ADD COLUMN name TEXT;")?;
+        tx.execute_batch(
+            "ALTER TABLE jobs ADD COLUMN name TEXT;
+             ALTER TABLE jobs ADD COLUMN winding INTEGER NOT NULL DEFAULT 0;",
+        )?;
     }
     tx.execute_batch(SCHEMA)?;
     tx.execute_batch("CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_name ON jobs(name);")?;

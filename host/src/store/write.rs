@@ -117,6 +117,10 @@ fn write_record(
             )?
             .execute(params![name, slot, engine.0])?;
         }
+        Record::JobWindingDown { job } => {
+            tx.prepare_cached("UPDATE jobs SET winding = 1 WHERE id = ?1")?
+                .execute([job.0])?;
+        }
         Record::DrainChanged { name, draining } => {
             tx.prepare_cached("UPDATE workers SET draining = ?2 WHERE name = ?1")?
                 .execute(params![name, draining])?;

@@ -123,7 +123,39 @@ fn halt_cancels_after_failures_and_jobs_can_be_listed_by_state_and_forgotten() {
         "{}",
         stderr(&out)
     );
-    let out = c.bramble(&["map", "--halt", "soon,fail=1", "--", "true", ":::", "a"]);
+    // soon: item 0 fails at once; what runs then finishes, nothing more starts (the other
+    // eleven would take six seconds on two workers).
+    let mut args = vec![
+        "map",
+        "--halt",
+        "soon,fail=1",
+        "--",
+        "sh",
+        "-c",
+        "sleep $0; test $0 = 1",
+    ];
+    args.extend([":::", "0"]);
+    args.extend(std::iter::repeat_n("1", 11));
+    let out = c.bramble(&args);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("job 2 starts nothing more, waiting for what runs"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("job 2 was cancelled"),
+        "{}",
+        stderr(&out)
+    );
+    let out = c.bramble(&["--json", "jobs"]);
+    let jobs: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let (done, total) = (
+        jobs[1]["done"].as_u64().unwrap(),
+        jobs[1]["total"].as_u64().unwrap(),
+    );
+    assert!(done >= 2 && done < total, "{done}/{total}");
+    let out = c.bramble(&["map", "--halt", "later,fail=1", "--", "true", ":::", "a"]);
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
 
@@ -145,22 +177,22 @@ fn halt_cancels_after_failures_and_jobs_can_be_listed_by_state_and_forgotten() {
             .map(|j| j["job"].as_u64().unwrap())
             .collect()
     };
-    assert_eq!(ids("cancelled"), [1]);
-    assert_eq!(ids("done"), [2, 3]);
+    assert_eq!(ids("cancelled"), [1, 2]);
+    assert_eq!(ids("done"), [3, 4]);
     assert_eq!(ids("running"), [running.parse::<u64>().unwrap()]);
 
     let out = c.bramble(&["forget", &running]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("is running"), "{}", stderr(&out));
-    let out = c.bramble(&["forget", "1"]);
-    assert_eq!(stdout(&out), "forgot 1\n", "{}", stderr(&out));
+    let out = c.bramble(&["forget", "1", "2"]);
+    assert_eq!(stdout(&out), "forgot 1, 2\n", "{}", stderr(&out));
     let out = c.bramble(&["results", "1"]);
     assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
     let out = c.bramble(&["prune", "--keep", "1"]);
-    assert_eq!(stdout(&out), "forgot 1 job(s): 2\n", "{}", stderr(&out));
+    assert_eq!(stdout(&out), "forgot 1 job(s): 3\n", "{}", stderr(&out));
     let out = c.bramble(&["prune", "--older-than", "1h"]);
     assert_eq!(stdout(&out), "nothing to prune\n", "{}", stderr(&out));
-    assert_eq!(ids("done"), [3]);
+    assert_eq!(ids("done"), [4]);
     let out = c.bramble(&["prune"]);
     assert_eq!(
         out.status.code(),
