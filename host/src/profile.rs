@@ -345,8 +345,9 @@ fn read(path: &Path) -> anyhow::Result<String> {
 }
 
 /// Without `--public`: a wildcard listen address is reached at this machine's addresses (its
-/// IPv4 addresses other than loopback; loopback when it has none, and `init` says so); any
-/// other at itself.
+/// IPv4 addresses other than loopback, then its `HOSTNAME.local` name for Pis that resolve mDNS,
+/// should the addresses change; loopback when it has none, and `init` says so); any other at
+/// itself.
 fn default_public(listen: SocketAddr) -> Vec<String> {
     if !listen.ip().is_unspecified() {
         return vec![listen.to_string()];
@@ -357,9 +358,27 @@ fn default_public(listen: SocketAddr) -> Vec<String> {
     if lan.is_empty() {
         return vec![format!("127.0.0.1:{}", listen.port())];
     }
-    lan.iter()
+    let mut public: Vec<String> = lan
+        .iter()
         .map(|ip| format!("{ip}:{}", listen.port()))
-        .collect()
+        .collect();
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    if let Some(name) = mdns_name(hostname.trim()) {
+        public.push(format!("{name}:{}", listen.port()));
+    }
+    public
+}
+
+/// `NAME.local` for a plain host name (one label of letters, digits and `-`, not
+/// `localhost`).
+fn mdns_name(hostname: &str) -> Option<String> {
+    let plain = !hostname.is_empty()
+        && hostname.len() <= 63
+        && hostname != "localhost"
+        && hostname
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-');
+    plain.then(|| format!("{hostname}.local"))
 }
 
 /// What a bundle used on this machine dials (the local CLI, `cluster start`'s workers):
@@ -482,6 +501,9 @@ mod tests {
                     Local:\n |-- 192.0.2.2\n /32 host LOCAL\n |-- 10.1.2.3\n /32 host LOCAL\n";
         let got: Vec<String> = local_ipv4(trie).iter().map(ToString::to_string).collect();
         assert_eq!(got, ["192.0.2.2", "10.1.2.3"]);
+        assert_eq!(mdns_name("pi-master").as_deref(), Some("pi-master.local"));
+        assert_eq!(mdns_name("localhost"), None);
+        assert_eq!(mdns_name("a.example.org"), None);
         let config = |listen: &str| HostConfig {
             listen: listen.into(),
             public: vec!["192.0.2.2:7707".into()],
