@@ -1,6 +1,8 @@
-//! Python work: which workers can run it (a usable Python of the client's major.minor, which
-//! cloudpickle needs), refusals that say why (naming both versions on a mismatch), and output
-//! of running items passed on to the job's watchers.
+//! Which workers can run a job's work, and refusals that say why: Python work needs a usable
+//! Python of the client's major.minor, which cloudpickle needs (a mismatch names both
+//! versions); staged commands and GNU parallel's newer placeholders need workers that announce
+//! them (`CAP_STAGE`, `CAP_TEMPLATES`). Also: output of running Python items passed on to the
+//! job's watchers.
 
 use bramble_wire::template;
 use bramble_wire::worker::{CAP_STAGE, CAP_TEMPLATES};

@@ -283,16 +283,7 @@ pub(crate) async fn run_task(
         } else {
             Outcome::StartFailed(why)
         };
-        return TaskResult {
-            task: spec.task,
-            attempt: spec.attempt,
-            outputs: spec
-                .items
-                .iter()
-                .map(|i| ItemOutput::ended(i.index, outcome.clone(), 0))
-                .collect(),
-            engine: None,
-        };
+        return every_item(spec, &outcome);
     }
     if staged.persistent {
         return match stage.job_dir(spec.job, &staged.files) {
@@ -303,7 +294,10 @@ pub(crate) async fn run_task(
                 };
                 coproc::run_task(spec, &staged.command, &limits, pool, cancel).await
             }
-            Err(why) => failed(spec, &why),
+            Err(why) => {
+                let why = format!("cannot prepare the job's directory: {why}");
+                every_item(spec, &Outcome::StartFailed(why))
+            }
         };
     }
     let mut outputs = Vec::with_capacity(spec.items.len());
@@ -345,15 +339,15 @@ pub(crate) async fn run_task(
     }
 }
 
-fn failed(spec: TaskSpec, why: &str) -> TaskResult {
-    let why = format!("cannot prepare the job's directory: {why}");
+/// A task whose every item ended with `outcome` without running.
+fn every_item(spec: TaskSpec, outcome: &Outcome) -> TaskResult {
     TaskResult {
         task: spec.task,
         attempt: spec.attempt,
         outputs: spec
             .items
             .iter()
-            .map(|i| ItemOutput::ended(i.index, Outcome::StartFailed(why.clone()), 0))
+            .map(|i| ItemOutput::ended(i.index, outcome.clone(), 0))
             .collect(),
         engine: None,
     }
