@@ -151,6 +151,9 @@ pub(crate) enum Command {
         /// Keep printing results as they arrive until the job ends.
         #[arg(long)]
         follow: bool,
+        /// Write the files its items brought back (`--fetch`) here.
+        #[arg(long, value_name = "DIR")]
+        fetch_dir: Option<PathBuf>,
     },
     /// Stop a job: queued tasks dropped, running ones killed.
     Cancel {

@@ -122,9 +122,13 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Wait { job, timeout } => {
             client_command(&profile, bundle, |c| work::wait(c, job, timeout))
         }
-        Command::Results { job, follow } => {
-            client_command(&profile, bundle, |c| work::results(c, job, follow, json))
-        }
+        Command::Results {
+            job,
+            follow,
+            fetch_dir,
+        } => client_command(&profile, bundle, |c| {
+            work::results(c, job, follow, fetch_dir, json)
+        }),
         Command::Cancel { job } => client_command(&profile, bundle, |c| work::cancel(c, job)),
     }
 }

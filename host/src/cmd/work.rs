@@ -279,6 +279,12 @@ pub(super) async fn run(client: Client, mut job: Job, json: bool) -> anyhow::Res
 
 /// `submit`: prints the job id and leaves the job running.
 pub(super) async fn submit(client: Client, job: Job, json: bool) -> anyhow::Result<ExitCode> {
+    if job.tag || job.halt.is_some() || job.joblog.is_some() || job.results.is_some() {
+        bail!(
+            "--tag, --halt, --joblog and --results act while a job is followed: use map, apply \
+             or scatter (`bramble results JOB` prints a submitted job's results)"
+        );
+    }
     job.prepare(&client).await?;
     let (id, total) = client.submit(job.spec).await?;
     name_job(&client, id, job.name.as_deref()).await?;
@@ -295,10 +301,12 @@ pub(super) async fn results(
     client: Client,
     job: String,
     follow: bool,
+    fetch_dir: Option<PathBuf>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let job = resolve_job(&client, &job).await?.0;
     let mut printer = Printer::new(Layout::Lines, json, None);
+    printer.fetch_dir = fetch_dir;
     if follow {
         let stream = client.follow(JobId(job), Order::Input);
         let follow = Follow {

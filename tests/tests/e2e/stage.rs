@@ -98,6 +98,40 @@ fn a_script_and_its_data_travel_with_the_job_once_per_worker() {
     let blobs = std::fs::read_dir(c.profile_path("blobs")).unwrap().count();
     assert_eq!(blobs, 6, "the host keeps each staged file once");
 
+    // A submitted job keeps what it fetched with its results: `results --fetch-dir` writes it.
+    let out = c
+        .command(
+            "bramble",
+            &[
+                "submit",
+                "map",
+                "--stage",
+                "count.sh",
+                "data",
+                "--fetch",
+                "*.out",
+                "--",
+                "./count.sh",
+                "{}",
+                ":::",
+                "c",
+            ],
+        )
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    let job = stdout(&out).trim().to_owned();
+    assert!(c.bramble(&["wait", &job]).status.success());
+    let later = tmp.path().join("later");
+    let out = c.bramble(&["results", &job, "--fetch-dir", later.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(later.join("c.out")).unwrap().trim(),
+        "3"
+    );
+    let out = c.bramble(&["submit", "map", "--tag", "--", "true", ":::", "a"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+
     // A co-process runs in its job's directory, with the files.
     let lines = tmp.path().join("lines.sh");
     std::fs::write(
