@@ -100,27 +100,12 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use bramble_sched::Record;
-    use bramble_wire::{Command, JobKind, JobSpec, JobState, Targets, TaskId, Work};
+    use bramble_wire::{JobKind, JobState, Targets, TaskId};
 
     use super::*;
 
     fn job(store: &mut Store, id: u64, ended_ms: Option<u64>) {
-        let spec = JobSpec {
-            kind: JobKind::Map,
-            work: Work::Command {
-                command: Command {
-                    argv: vec!["true".into()],
-                    shell: false,
-                    timeout_ms: 0,
-                },
-                persistent: false,
-            },
-            items: vec![b"a".to_vec()],
-            chunksize: 1,
-            targets: Targets::All,
-            retries: 0,
-            range: None,
-        };
+        let spec = crate::sim::harness::spec(JobKind::Map, 1, 1, Targets::All);
         let created = Record::JobCreated {
             job: JobId(id),
             spec,

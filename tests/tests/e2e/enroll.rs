@@ -1,38 +1,13 @@
-use std::sync::Arc;
-use std::time::Duration;
-
 use bramble_certs::Bundle;
 use bramble_tests::{Cluster, stderr, stdout};
 use bramble_wire::close;
-use quinn::crypto::rustls::QuicClientConfig;
 
-/// A QUIC connection to the cluster's host with `bundle`, from the local address `from` (a
-/// second loopback address stands for a second Pi).
+use crate::peer::{self, closed_by_host};
+
+/// A connection with `bundle` from the local address `from`.
 async fn connect_from(c: &Cluster, bundle: &Bundle, from: &str) -> quinn::Connection {
-    let mut tls = bramble_certs::tls::client_config(bundle).unwrap();
-    tls.alpn_protocols = vec![bramble_wire::ALPN.to_vec()];
-    let endpoint = quinn::Endpoint::client(from.parse().unwrap()).unwrap();
-    let config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
-    let addr = format!("127.0.0.1:{}", c.port).parse().unwrap();
-    endpoint
-        .connect_with(config, addr, bramble_certs::HOST_SERVER_NAME)
-        .unwrap()
-        .await
-        .unwrap()
-}
-
-/// The host's close code and reason for `conn`.
-async fn closed_by_host(conn: &quinn::Connection) -> (u32, String) {
-    let err = tokio::time::timeout(Duration::from_secs(10), conn.closed())
-        .await
-        .expect("host never closed");
-    match err {
-        quinn::ConnectionError::ApplicationClosed(a) => (
-            a.error_code.into_inner() as u32,
-            String::from_utf8_lossy(&a.reason).into_owned(),
-        ),
-        other => panic!("unexpected close: {other}"),
-    }
+    let tls = bramble_certs::tls::client_config(bundle).unwrap();
+    peer::connect_from(c, tls, from).await.unwrap()
 }
 
 fn status_ids(c: &Cluster) -> Vec<(String, u64)> {

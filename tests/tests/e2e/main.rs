@@ -21,6 +21,8 @@ mod jobs;
 mod lost;
 /// GNU parallel's idioms: placeholders, several sources, --tag, --halt; forget and prune.
 mod parallel;
+/// Raw QUIC peers for tests that play a worker or client by hand.
+mod peer;
 /// Refusals: bad bundles, wrong roles, garbage frames, missing certificates.
 mod security;
 /// The first steps of the ipyparallel tutorial, through the CLI.

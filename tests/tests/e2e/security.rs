@@ -1,44 +1,22 @@
-use std::sync::Arc;
 use std::time::Duration;
 
+use crate::peer::{closed_by_host, connect_from};
 use bramble_certs::Bundle;
 use bramble_tests::{Cluster, stderr, stdout};
 use bramble_wire::{ClientRequest, close};
-use quinn::crypto::rustls::QuicClientConfig;
 
 /// A raw QUIC connection to the cluster's host with the given rustls config.
 async fn raw_connect(
     c: &Cluster,
-    mut tls: rustls::ClientConfig,
+    tls: rustls::ClientConfig,
 ) -> Result<quinn::Connection, quinn::ConnectionError> {
-    tls.alpn_protocols = vec![bramble_wire::ALPN.to_vec()];
-    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
-    let addr = format!("127.0.0.1:{}", c.port).parse().unwrap();
-    endpoint
-        .connect_with(config, addr, bramble_certs::HOST_SERVER_NAME)
-        .unwrap()
-        .await
+    connect_from(c, tls, "127.0.0.1:0").await
 }
 
 fn enroll(c: &Cluster, name: &str) -> Bundle {
     let out = c.bramble(&["enroll", name]);
     assert!(out.status.success(), "{}", stderr(&out));
     Bundle::load(&c.profile_path(&format!("workers/{name}.json"))).unwrap()
-}
-
-/// Waits for the host to close `conn`; returns its application close code and reason.
-async fn closed_by_host(conn: &quinn::Connection) -> (u32, String) {
-    let err = tokio::time::timeout(Duration::from_secs(10), conn.closed())
-        .await
-        .expect("host never closed");
-    match err {
-        quinn::ConnectionError::ApplicationClosed(a) => (
-            a.error_code.into_inner() as u32,
-            String::from_utf8_lossy(&a.reason).into_owned(),
-        ),
-        other => panic!("unexpected close: {other}"),
-    }
 }
 
 fn assert_still_serving(c: &Cluster, n: usize) {
