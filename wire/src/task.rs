@@ -391,6 +391,16 @@ pub struct TaskResult {
 }
 
 impl TaskResult {
+    /// The result of `spec` (outside an engine) with these outputs.
+    pub fn of(spec: &TaskSpec, outputs: Vec<ItemOutput>) -> Self {
+        Self {
+            task: spec.task,
+            attempt: spec.attempt,
+            outputs,
+            engine: None,
+        }
+    }
+
     /// Every item it reports exited 0.
     pub fn succeeded(&self) -> bool {
         self.outputs.iter().all(|o| o.outcome.is_success())

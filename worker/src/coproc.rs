@@ -112,12 +112,7 @@ pub(crate) async fn run_task(
         }
         outputs.push(output);
     }
-    TaskResult {
-        task: spec.task,
-        attempt: spec.attempt,
-        outputs,
-        engine: None,
-    }
+    TaskResult::of(&spec, outputs)
 }
 
 fn spawn(command: &Command, limits: &ExecLimits) -> Result<Coproc, String> {

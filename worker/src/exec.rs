@@ -28,12 +28,7 @@ pub(crate) async fn run_task(
         };
         outputs.push(output);
     }
-    TaskResult {
-        task: spec.task,
-        attempt: spec.attempt,
-        outputs,
-        engine: None,
-    }
+    TaskResult::of(&spec, outputs)
 }
 
 pub(crate) async fn run_item(

@@ -331,26 +331,17 @@ pub(crate) async fn run_task(
         }
         outputs.push(output);
     }
-    TaskResult {
-        task: spec.task,
-        attempt: spec.attempt,
-        outputs,
-        engine: None,
-    }
+    TaskResult::of(&spec, outputs)
 }
 
 /// A task whose every item ended with `outcome` without running.
 fn every_item(spec: TaskSpec, outcome: &Outcome) -> TaskResult {
-    TaskResult {
-        task: spec.task,
-        attempt: spec.attempt,
-        outputs: spec
-            .items
-            .iter()
-            .map(|i| ItemOutput::ended(i.index, outcome.clone(), 0))
-            .collect(),
-        engine: None,
-    }
+    let outputs = spec
+        .items
+        .iter()
+        .map(|i| ItemOutput::ended(i.index, outcome.clone(), 0))
+        .collect();
+    TaskResult::of(&spec, outputs)
 }
 
 impl Stage {
