@@ -12,8 +12,8 @@ use bramble_net::{FrameReader, Side};
 use bramble_wire::EncodeError;
 use bramble_wire::codec::encode_frame;
 use bramble_wire::{
-    ClientRequest, EngineInfo, HostHealth, JobId, JobSpec, JobSummary, Refusal, ToClient, WorkerId,
-    WorkerStatus,
+    ClientRequest, EngineInfo, HostHealth, JobId, JobSpec, JobSummary, Refusal, ToClient,
+    WorkerHistory, WorkerId, WorkerStatus,
 };
 
 use crate::stream::JobStream;
@@ -278,6 +278,17 @@ impl Client {
             keep,
         })
         .await
+    }
+
+    /// Every worker's telemetry of the last `within_ms` (the host keeps an hour), by name.
+    pub async fn history(&self, within_ms: u64) -> Result<Vec<WorkerHistory>, ClientError> {
+        match self
+            .ask_again_if_lost(&ClientRequest::History { within_ms })
+            .await?
+        {
+            ToClient::History(list) => Ok(list),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Winds a job down: nothing of it starts any more; what runs finishes and is recorded.

@@ -79,6 +79,9 @@ pub(crate) enum Command {
         /// Placement policy: thermal, leastload or roundrobin [default: from host.toml].
         #[arg(long)]
         policy: Option<String>,
+        /// Also serve Prometheus metrics at http://ADDR/metrics (say 127.0.0.1:9707).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<SocketAddr>,
     },
     /// A host and N local workers in one command.
     Cluster {
@@ -173,6 +176,17 @@ pub(crate) enum Command {
     Drain {
         /// The worker's name or id.
         worker: String,
+    },
+    /// Serve a live web page of the cluster: each Pi's heat, clock and throttling over the last
+    /// ten minutes, its tasks, and the jobs (a client of the host: it needs only the bundle).
+    Dashboard {
+        /// Where to serve it; another address than loopback lets other machines see it
+        /// (read-only).
+        #[arg(long, default_value = "127.0.0.1:8707")]
+        listen: SocketAddr,
+        /// Open it in the desktop's browser.
+        #[arg(long)]
+        open: bool,
     },
     /// Write man pages (bramble.1, and bramble-COMMAND.1 for each command) into DIR, e.g.
     /// `bramble man ~/.local/share/man/man1`.

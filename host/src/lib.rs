@@ -12,6 +12,7 @@ static COUNTING: bramble_wire::fuzz::Counting = bramble_wire::fuzz::Counting;
 
 pub mod blobs;
 pub mod enrolled;
+pub mod http;
 pub mod net;
 pub mod profile;
 pub mod store;

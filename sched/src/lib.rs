@@ -20,6 +20,7 @@ mod admit;
 mod dispatch;
 mod event;
 mod forecast;
+mod history;
 mod invariants;
 mod job;
 mod membership;
@@ -37,13 +38,15 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bramble_wire::{
-    EngineId, EngineInfo, JobId, JobSpec, TaskId, ToClient, ToWorker, WorkerId, WorkerStatus,
+    EngineId, EngineInfo, JobId, JobSpec, TaskId, ToClient, ToWorker, WorkerHistory, WorkerId,
+    WorkerStatus,
 };
 
 pub use event::{Action, DisconnectReason, Event, Record, RequestId, SessionId, TaskRow};
 pub use job::MAX_CHUNKSIZE;
 pub use placement::Policy;
 
+use history::History;
 use job::{Job, Task};
 use worker::WorkerEntry;
 
@@ -132,6 +135,8 @@ pub struct Scheduler {
     /// since moves its own deadline, not this). Recomputed at each timeout, so a thousand
     /// workers' telemetry does not cost a walk over all of them per message.
     silence_check: Option<Instant>,
+    /// Each worker name's telemetry over the last hour (bounded per name).
+    histories: BTreeMap<String, History>,
 }
 
 impl Scheduler {
@@ -154,6 +159,7 @@ impl Scheduler {
             keep_until: None,
             dispatch_at: None,
             silence_check: None,
+            histories: BTreeMap::new(),
         }
     }
 
@@ -175,6 +181,20 @@ impl Scheduler {
                 }
             }
             Event::TelemetryReceived { session, telemetry } => {
+                let worker = self
+                    .sessions
+                    .get(&session)
+                    .and_then(|id| self.workers.get(id));
+                if let Some(name) = worker.map(|w| w.name.as_str()) {
+                    match self.histories.get_mut(name) {
+                        Some(h) => h.record(now, &telemetry),
+                        None => {
+                            let mut h = History::default();
+                            h.record(now, &telemetry);
+                            self.histories.insert(name.to_owned(), h);
+                        }
+                    }
+                }
                 if let Some(w) = self.touch(now, session) {
                     w.speed.observe_telemetry(now, &telemetry);
                     w.telemetry = Some(telemetry);
@@ -324,6 +344,18 @@ impl Scheduler {
     }
 
     /// One status row per connected worker, by id.
+    /// Every worker's telemetry of the last `within` (an hour at most is kept), by name.
+    pub fn history(&self, now: Instant, within: Duration) -> Vec<WorkerHistory> {
+        self.histories
+            .iter()
+            .map(|(name, h)| WorkerHistory {
+                name: name.clone(),
+                id: self.names.get(name).copied(),
+                samples: h.samples(now, within),
+            })
+            .collect()
+    }
+
     pub fn status(&self, now: Instant) -> Vec<WorkerStatus> {
         let fastest = self
             .workers

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{EngineId, JobId, WorkerId};
 use crate::serde_bounded::{byte_vecs, bytes, seq};
 use crate::task::{ItemOutput, Work};
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Megahertz, MilliCelsius, Telemetry, ThrottleFlags};
 use crate::worker::PythonReport;
 
 /// Which workers a job may use.
@@ -174,6 +174,9 @@ pub enum ClientRequest {
     /// or backups); what workers have been sent runs to its end and is recorded, then the
     /// job ends as cancelled. Answered with `Done`.
     WindDown { job: JobId },
+    /// Every worker's telemetry of the last `within_ms` (the host keeps an hour); answered
+    /// with `History`.
+    History { within_ms: u64 },
 }
 
 /// The host's own state, as `Health` answers it.
@@ -340,4 +343,27 @@ pub enum ToClient {
     Forgotten(#[serde(with = "seq")] Vec<JobId>),
     /// The named jobs, oldest first.
     JobNames(#[serde(with = "seq")] Vec<(JobId, String)>),
+    History(#[serde(with = "seq")] Vec<WorkerHistory>),
+}
+
+/// One worker's telemetry over time, as `History` answers it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerHistory {
+    /// The worker's name, and its id once it has one.
+    pub name: String,
+    pub id: Option<WorkerId>,
+    /// Oldest first: up to one a second for the last ten minutes, one per ten seconds before.
+    #[serde(with = "seq")]
+    pub samples: Vec<HistorySample>,
+}
+
+/// A telemetry sample in a worker's history.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistorySample {
+    /// How long before the answer it was taken.
+    pub ago_ms: u64,
+    pub cpu_temp: Option<MilliCelsius>,
+    pub arm_clock: Option<Megahertz>,
+    pub arm_max: Option<Megahertz>,
+    pub throttle: Option<ThrottleFlags>,
 }

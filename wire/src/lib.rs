@@ -26,8 +26,8 @@ pub mod template;
 pub mod worker;
 
 pub use client::{
-    ClientRequest, EngineInfo, HostHealth, ItemRange, JobKind, JobSpec, JobState, JobSummary,
-    Refusal, Targets, ToClient, WorkerStatus,
+    ClientRequest, EngineInfo, HistorySample, HostHealth, ItemRange, JobKind, JobSpec, JobState,
+    JobSummary, Refusal, Targets, ToClient, WorkerHistory, WorkerStatus,
 };
 pub use codec::{DecodeError, EncodeError, FrameDecoder, MAX_FRAME_LEN};
 pub use ids::{Attempt, EngineId, JobId, TaskId, WorkerId};

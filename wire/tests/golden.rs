@@ -361,6 +361,21 @@ fn python() {
     );
     check(ToClient::Forgotten(vec![JobId(3)]), "0f0103");
     check(ClientRequest::WindDown { job: JobId(4) }, "1404");
+    check(ClientRequest::History { within_ms: 5 }, "1505");
+    check(
+        ToClient::History(vec![WorkerHistory {
+            name: "w".into(),
+            id: Some(WorkerId(1)),
+            samples: vec![HistorySample {
+                ago_ms: 2,
+                cpu_temp: Some(MilliCelsius(3)),
+                arm_clock: None,
+                arm_max: Some(Megahertz(4)),
+                throttle: Some(ThrottleFlags(5)),
+            }],
+        }]),
+        "110101770101010201060001040105",
+    );
     check(
         ToClient::JobNames(vec![(JobId(3), "n".into())]),
         "100103016e",

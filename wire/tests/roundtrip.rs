@@ -234,8 +234,9 @@ fn kind(r: &mut Rng) -> JobKind {
 }
 
 fn client_request(r: &mut Rng) -> ClientRequest {
-    match r.below(21) {
+    match r.below(22) {
         0 => ClientRequest::Ids,
+        21 => ClientRequest::History { within_ms: r.int() },
         20 => ClientRequest::WindDown {
             job: JobId(r.int()),
         },
@@ -305,7 +306,20 @@ fn client_request(r: &mut Rng) -> ClientRequest {
 }
 
 fn to_client(r: &mut Rng) -> ToClient {
-    match r.below(17) {
+    match r.below(18) {
+        17 => ToClient::History(vec![WorkerHistory {
+            name: r.string(),
+            id: r.opt(|r| WorkerId(r.next() as u32)),
+            samples: (0..r.below(3))
+                .map(|_| HistorySample {
+                    ago_ms: r.int(),
+                    cpu_temp: r.opt(|r| MilliCelsius(r.next() as i32)),
+                    arm_clock: r.opt(|r| Megahertz(r.next() as u32)),
+                    arm_max: r.opt(|r| Megahertz(r.next() as u32)),
+                    throttle: r.opt(|r| ThrottleFlags(r.next() as u32)),
+                })
+                .collect(),
+        }]),
         16 => ToClient::JobNames(vec![(JobId(r.int()), r.string())]),
         15 => ToClient::Forgotten((0..r.below(3)).map(|_| JobId(r.int())).collect()),
         14 => ToClient::MissingBlobs((0..r.below(3)).map(|_| sha(r)).collect()),

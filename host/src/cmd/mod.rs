@@ -3,6 +3,7 @@
 //! these only turn arguments into requests and answers into text.
 
 mod admin;
+mod dashboard;
 mod inputs;
 mod output;
 mod query;
@@ -46,9 +47,13 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             admin::enroll(&profile, &name, out, again, json)
         }
         Command::ClientBundle { name, out } => admin::client_bundle(&profile, &name, out, json),
-        Command::Serve { listen, policy } => {
+        Command::Serve {
+            listen,
+            policy,
+            metrics,
+        } => {
             bramble_net::logging::init(tracing::Level::INFO);
-            multi_thread()?.block_on(serve::serve(&profile, listen, policy))
+            multi_thread()?.block_on(serve::serve(&profile, listen, policy, metrics))
         }
         Command::Cluster {
             action:
@@ -80,6 +85,9 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let written = admin::man_pages(crate::cli::command(), &dir)?;
             println!("wrote {written} man pages into {}", dir.display());
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Dashboard { listen, open } => {
+            client_command(&profile, bundle, |c| dashboard::run(c, listen, open))
         }
         Command::Ids => client_command(&profile, bundle, query::ids),
         Command::Status { watch } => {

@@ -210,8 +210,15 @@ pub(super) fn jobs_json(
     jobs: &[JobSummary],
     names: &BTreeMap<JobId, String>,
 ) -> serde_json::Result<String> {
-    let rows: Vec<serde_json::Value> = jobs
-        .iter()
+    serde_json::to_string_pretty(&jobs_values(jobs, names))
+}
+
+/// `jobs --json`'s objects (the dashboard sends them too).
+pub(super) fn jobs_values(
+    jobs: &[JobSummary],
+    names: &BTreeMap<JobId, String>,
+) -> Vec<serde_json::Value> {
+    jobs.iter()
         .map(|j| {
             json!({
                 "job": j.job.0,
@@ -225,14 +232,17 @@ pub(super) fn jobs_json(
                 "command": j.command,
             })
         })
-        .collect();
-    serde_json::to_string_pretty(&rows)
+        .collect()
 }
 
 /// `status --json`.
 pub(super) fn status_json(rows: &[WorkerStatus]) -> serde_json::Result<String> {
-    let rows: Vec<serde_json::Value> = rows
-        .iter()
+    serde_json::to_string_pretty(&status_values(rows))
+}
+
+/// `status --json`'s objects (the dashboard sends them too).
+pub(super) fn status_values(rows: &[WorkerStatus]) -> Vec<serde_json::Value> {
+    rows.iter()
         .map(|r| {
             let t = r.telemetry.as_ref();
             json!({
@@ -264,8 +274,7 @@ pub(super) fn status_json(rows: &[WorkerStatus]) -> serde_json::Result<String> {
                 })),
             })
         })
-        .collect();
-    serde_json::to_string_pretty(&rows)
+        .collect()
 }
 
 #[cfg(test)]

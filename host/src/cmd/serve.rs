@@ -18,6 +18,7 @@ async fn start_host(
     profile: &Profile,
     listen: Option<SocketAddr>,
     policy: Option<String>,
+    metrics: Option<SocketAddr>,
 ) -> anyhow::Result<Host> {
     let config = profile.config()?;
     let listen = match listen {
@@ -51,9 +52,13 @@ async fn start_host(
         revoked: profile.revoked_path(),
         enrolled: profile.enrolled_path(),
         blobs: profile.blobs_path(),
+        metrics,
         reset_key: profile.reset_key()?,
     })
     .await?;
+    if let Some(addr) = host.metrics_addr() {
+        info!("Prometheus metrics on http://{addr}/metrics");
+    }
     if listen.port() == 0 {
         profile.settle_address(host.local_addr()?)?;
     }
@@ -69,10 +74,11 @@ pub(super) async fn serve(
     profile: &Profile,
     listen: Option<SocketAddr>,
     policy: Option<String>,
+    metrics: Option<SocketAddr>,
 ) -> anyhow::Result<ExitCode> {
     // Stoppable while it waits for a full disk.
     let host = tokio::select! {
-        host = start_host(profile, listen, policy) => host?,
+        host = start_host(profile, listen, policy, metrics) => host?,
         stop = stop_signal() => return stop.map(|()| ExitCode::SUCCESS),
     };
     stop_signal().await?;
@@ -118,7 +124,7 @@ pub(super) async fn cluster(profile: &Profile, local: Local) -> anyhow::Result<E
     }
     // Engine ids follow names too, rather than the order workers join.
     Store::open(&profile.store_path())?.reserve_engine_ids(&names, slots)?;
-    let host = start_host(profile, None, policy).await?;
+    let host = start_host(profile, None, policy, None).await?;
     let mut children = Vec::new();
     for bundle in &bundles {
         let mut worker = tokio::process::Command::new(&worker_bin);

@@ -223,6 +223,14 @@ async fn serve(answer: &mut Answer, req: ClientRequest, ctx: &Ctx, name: &str) -
         }
         ClientRequest::Wait { job } => return wait(answer, ctx, job).await,
         ClientRequest::Refusals => ToClient::Refusals(ctx.gate.refusals()),
+        ClientRequest::History { within_ms } => {
+            let within = std::time::Duration::from_millis(within_ms);
+            ask(ctx, |reply| ToDriver::Query {
+                query: Query::History { within },
+                reply,
+            })
+            .await
+        }
         ClientRequest::Revoke { name: revoked } => {
             info!("client {name:?} revoked {revoked:?}");
             match ctx.gate.revoke(&revoked) {

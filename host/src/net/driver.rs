@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use super::follow::FollowTx;
+use super::metrics::Counters;
 use crate::store::{Forget, Store};
 
 /// Messages handled per batch at most, so a flood cannot starve the flush.
@@ -52,6 +53,7 @@ pub(crate) enum Query {
     Status,
     Engines,
     Health,
+    History { within: Duration },
 }
 
 /// Messages to the driver.
@@ -88,6 +90,8 @@ pub(crate) enum ToDriver {
         what: Forget,
         reply: oneshot::Sender<ToClient>,
     },
+    /// `serve --metrics`: the page, as text.
+    Metrics { reply: oneshot::Sender<String> },
     /// `--name`: the store's writer names a job.
     NameJob {
         job: JobId,
@@ -140,6 +144,8 @@ struct Driver {
     deferred: Vec<(JobId, bool, FollowTx, oneshot::Sender<bool>)>,
     /// Submits that follow their job: the watcher starts with the job's acceptance.
     watched_submits: BTreeMap<RequestId, FollowTx>,
+    /// For `serve --metrics`.
+    counters: Counters,
     next_request: u64,
 }
 
@@ -193,6 +199,7 @@ async fn run(
         watchers: BTreeMap::new(),
         deferred: Vec::new(),
         watched_submits: BTreeMap::new(),
+        counters: Counters::default(),
         next_request: 1,
     };
     // Jobs resumed from the store may have tasks to place as soon as workers join; a
@@ -246,6 +253,9 @@ impl Driver {
                     Query::Status => ToClient::Status(self.sched.status(now())),
                     Query::Engines => ToClient::Engines(self.sched.engines()),
                     Query::Health => ToClient::Health(self.health()),
+                    Query::History { within } => {
+                        ToClient::History(self.sched.history(now(), within))
+                    }
                 };
                 let _ = reply.send(answer);
             }
@@ -279,6 +289,10 @@ impl Driver {
                     },
                 };
                 let _ = reply.send(answer);
+            }
+            ToDriver::Metrics { reply } => {
+                let text = super::metrics::render(&self.sched.status(now()), &self.counters);
+                let _ = reply.send(text);
             }
             ToDriver::NameJob { job, name, reply } => {
                 let answer = match self.store.name_job(job, &name) {
@@ -340,6 +354,8 @@ impl Driver {
         self.unwritten
             .extend(std::iter::from_fn(|| self.sched.poll_action()));
         let pass = started.elapsed();
+        self.counters.passes += 1;
+        self.counters.pass_seconds += pass.as_secs_f64();
         let now = now();
         if self.stall.as_ref().is_some_and(|s| now < s.retry_at) {
             return pass;
@@ -502,6 +518,14 @@ impl Driver {
                 engine,
                 output,
             }) => {
+                *self
+                    .counters
+                    .results
+                    .entry(output.outcome.word())
+                    .or_default() += 1;
+                if !output.outcome.is_success() {
+                    self.counters.failed += 1;
+                }
                 if let Some(seq) = seq {
                     let msg = ToClient::ItemDone {
                         job,
@@ -522,6 +546,11 @@ impl Driver {
                 for w in self.watchers.remove(&job).unwrap_or_default() {
                     let _ = w.tx.send(msg.clone());
                 }
+                let word = match state {
+                    JobState::Cancelled => "cancelled",
+                    JobState::Done | JobState::Running => "done",
+                };
+                *self.counters.jobs.entry(word).or_default() += 1;
                 info!("job {job} ended: {state:?}, {failed} failed");
             }
             Action::Record(Record::IdAssigned { worker, name }) => {

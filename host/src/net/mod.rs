@@ -5,6 +5,7 @@ mod client_peer;
 mod driver;
 mod follow;
 mod gate;
+mod metrics;
 mod worker_peer;
 
 use std::net::SocketAddr;
@@ -59,6 +60,8 @@ pub struct HostOptions {
     pub enrolled: PathBuf,
     /// Staged files (`blobs/`).
     pub blobs: PathBuf,
+    /// Where to serve Prometheus metrics (`serve --metrics`), if anywhere.
+    pub metrics: Option<SocketAddr>,
     /// Secret for QUIC stateless resets. Kept across restarts, so that a restarted host
     /// resets the connections of the previous run at their next packet and workers and
     /// clients reconnect at once instead of waiting out the idle timeout.
@@ -68,6 +71,7 @@ pub struct HostOptions {
 /// A bound, running host.
 pub struct Host {
     endpoint: quinn::Endpoint,
+    metrics: Option<SocketAddr>,
     to_driver: mpsc::Sender<ToDriver>,
     driver: driver::Running,
 }
@@ -113,9 +117,21 @@ impl Host {
             gate,
             blobs: crate::blobs::Blobs::new(&opts.blobs),
         };
+        let metrics = match opts.metrics {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot serve metrics on {addr}"))?;
+                let bound = listener.local_addr()?;
+                tokio::spawn(metrics::serve(listener, to_driver.clone()));
+                Some(bound)
+            }
+            None => None,
+        };
         tokio::spawn(accept_loop(endpoint.clone(), ctx, Budget::new(READ_BUDGET)));
         Ok(Self {
             endpoint,
+            metrics,
             to_driver,
             driver,
         })
@@ -124,6 +140,11 @@ impl Host {
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
         Ok(self.endpoint.local_addr()?)
+    }
+
+    /// Where Prometheus metrics are served (`/metrics`), if they are.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
     }
 
     /// Closes every connection and stops.

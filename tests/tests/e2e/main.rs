@@ -7,6 +7,8 @@
 mod aarch64;
 /// The CLI's rough edges: --version, help texts, a host that is down, status into a file.
 mod cli;
+/// The live dashboard in headless Chromium, and Prometheus metrics.
+mod dashboard;
 /// Installing on a Pi: install-worker.sh into a root directory, the systemd unit.
 mod deploy;
 /// Draining a worker: running tasks finish, no new work, kept across restarts.
