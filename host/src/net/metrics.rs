@@ -27,10 +27,13 @@ pub(crate) struct Counters {
     pub pass_seconds: f64,
 }
 
+/// A per-worker gauge: its name, its help text and how to read it from a status row.
+type Gauge = (&'static str, &'static str, fn(&WorkerStatus) -> Option<f64>);
+
 /// The metrics page.
 pub(crate) fn render(workers: &[WorkerStatus], c: &Counters) -> String {
     let mut out = String::new();
-    let gauges: [(&str, &str, fn(&WorkerStatus) -> Option<f64>); 7] = [
+    let gauges: [Gauge; 7] = [
         (
             "bramble_worker_connected",
             "1 for each connected worker",
