@@ -22,7 +22,9 @@ bin=$PWD/target/debug
 export BRAMBLE_HOME
 BRAMBLE_HOME=$(mktemp -d)
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$BRAMBLE_HOME"' EXIT
+cleanup() { kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$BRAMBLE_HOME"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 "$bin/bramble" init --listen 127.0.0.1:0 >/dev/null
 "$bin/bramble" serve 2>"$BRAMBLE_HOME/host.log" &
@@ -47,4 +49,6 @@ for _ in $(seq 100); do
 done
 "$bin/bramble" submit map --name heat --range 0..100000 -- sleep 0.2 >/dev/null
 echo "four simulated Pis are busy (job \"heat\"); the dashboard follows. Ctrl-C stops all."
-"$bin/bramble" dashboard --listen "127.0.0.1:$port" "${open[@]}"
+"$bin/bramble" dashboard --listen "127.0.0.1:$port" "${open[@]}" &
+pids+=($!)
+wait $!
