@@ -52,6 +52,8 @@ pub enum Event {
         session: SessionId,
         report: PythonReport,
     },
+    /// A worker said what board it runs on.
+    BoardReported { session: SessionId, model: String },
     /// A running Python item printed something.
     OutputReceived {
         session: SessionId,

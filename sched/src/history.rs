@@ -1,4 +1,4 @@
-//! Each worker's telemetry over time, bounded whatever the uptime: the last ten minutes at up
+//! Each worker's telemetry over time (and its board), bounded whatever the uptime: the last ten minutes at up
 //! to one sample a second, and before that one sample per ten seconds for fifty minutes more.
 //! Kept by name, so a worker that reconnects (or is gone) keeps its past. Sans-IO: the time
 //! is an argument.
@@ -22,11 +22,13 @@ struct Sample {
     report: HistorySample,
 }
 
-/// One worker's history.
+/// One worker's history, and its board.
 #[derive(Debug, Default)]
 pub(crate) struct History {
     fine: VecDeque<Sample>,
     coarse: VecDeque<Sample>,
+    /// What the worker said it runs on (`ToHost::Board`).
+    pub(crate) model: Option<String>,
 }
 
 impl History {

@@ -231,6 +231,13 @@ impl Scheduler {
                     w.python = Some(report);
                 }
             }
+            Event::BoardReported { session, model } => {
+                if let Some(w) = self.touch(now, session) {
+                    let name = w.name.clone();
+                    let model: String = model.chars().take(120).collect();
+                    self.histories.entry(name).or_default().model = Some(model);
+                }
+            }
             Event::OutputReceived { session, chunk } => {
                 let from = self.sessions.get(&session).copied();
                 self.touch(now, session);
@@ -351,6 +358,7 @@ impl Scheduler {
             .map(|(name, h)| WorkerHistory {
                 name: name.clone(),
                 id: self.names.get(name).copied(),
+                model: h.model.clone(),
                 samples: h.samples(now, within),
             })
             .collect()

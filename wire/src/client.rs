@@ -352,6 +352,8 @@ pub struct WorkerHistory {
     /// The worker's name, and its id once it has one.
     pub name: String,
     pub id: Option<WorkerId>,
+    /// Its board, if it said (`ToHost::Board`).
+    pub model: Option<String>,
     /// Oldest first: up to one a second for the last ten minutes, one per ten seconds before.
     #[serde(with = "seq")]
     pub samples: Vec<HistorySample>,

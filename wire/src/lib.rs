@@ -59,4 +59,6 @@ pub mod close {
 }
 
 /// Minor protocol version, sent in `Hello` and `Welcome`. Bumped when messages are appended.
-pub const PROTOCOL_MINOR: u16 = 0;
+/// 1: `ToHost::FetchBlob` (sent only for staged work, which only `CAP_STAGE` workers get) and
+/// `ToHost::Board` (sent only to a host of minor 1 or later).
+pub const PROTOCOL_MINOR: u16 = 1;

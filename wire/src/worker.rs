@@ -75,6 +75,9 @@ pub enum ToHost {
     /// of its own: the 32-byte hash, the size as 8 bytes little-endian ([`BLOB_MISSING`] if it
     /// does not have it), then the content.
     FetchBlob { sha256: [u8; 32] },
+    /// What board the worker runs on (`/proc/device-tree/model`, say "Raspberry Pi 4 Model B
+    /// Rev 1.4"), sent once after the welcome, only to hosts of protocol minor 1 or later.
+    Board { model: String },
 }
 
 /// The size a host gives for a staged file it does not have.

@@ -366,6 +366,7 @@ fn python() {
         ToClient::History(vec![WorkerHistory {
             name: "w".into(),
             id: Some(WorkerId(1)),
+            model: None,
             samples: vec![HistorySample {
                 ago_ms: 2,
                 cpu_temp: Some(MilliCelsius(3)),
@@ -374,7 +375,7 @@ fn python() {
                 throttle: Some(ThrottleFlags(5)),
             }],
         }]),
-        "110101770101010201060001040105",
+        "11010177010100010201060001040105",
     );
     check(
         ToClient::JobNames(vec![(JobId(3), "n".into())]),

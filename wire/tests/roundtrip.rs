@@ -135,8 +135,9 @@ fn telemetry(r: &mut Rng) -> Telemetry {
 }
 
 fn to_host(r: &mut Rng) -> ToHost {
-    match r.below(8) {
+    match r.below(9) {
         7 => ToHost::FetchBlob { sha256: sha(r) },
+        8 => ToHost::Board { model: r.string() },
         0 => ToHost::Hello(Hello {
             protocol_minor: r.next() as u16,
             capabilities: r.int(),
@@ -310,6 +311,7 @@ fn to_client(r: &mut Rng) -> ToClient {
         17 => ToClient::History(vec![WorkerHistory {
             name: r.string(),
             id: r.opt(|r| WorkerId(r.next() as u32)),
+            model: r.opt(|r| r.string()),
             samples: (0..r.below(3))
                 .map(|_| HistorySample {
                     ago_ms: r.int(),

@@ -77,6 +77,8 @@ pub(crate) struct Worker {
     /// Staged files, and the ones to ask the host for.
     stage: Stage,
     stage_asks: mpsc::UnboundedReceiver<[u8; 32]>,
+    /// The board, as the host's dashboard shows it.
+    board: Option<String>,
 }
 
 /// The open control stream of a connection.
@@ -135,6 +137,7 @@ impl Worker {
             sim,
             stage,
             stage_asks,
+            board: board(config.sim.as_ref()),
         }
     }
 
@@ -202,6 +205,9 @@ impl Worker {
                     w.worker, w.heartbeat_ms
                 );
                 watchdog::status(&format!("connected as worker {}", w.worker));
+                if let Some(model) = self.board.clone().filter(|_| w.protocol_minor >= 1) {
+                    write_msg(&mut link, &ToHost::Board { model }).await?;
+                }
             }
             Some(ToWorker::Reject { reason }) => return Err(Lost(format!("rejected: {reason}"))),
             Some(other) => return Err(Lost(format!("expected welcome, got {other:?}"))),
@@ -383,6 +389,25 @@ impl Worker {
             }
         });
     }
+}
+
+/// What board this is: the simulated one, or the device tree's model (a Pi's
+/// `/proc/device-tree/model`, NUL-terminated); `None` elsewhere.
+fn board(sim: Option<&crate::sim::SimConfig>) -> Option<String> {
+    if let Some(sim) = sim {
+        return Some(match &sim.preset {
+            Some(p) => format!("simulated {}", p.name),
+            None => "simulated".to_owned(),
+        });
+    }
+    let model = std::fs::read_to_string("/proc/device-tree/model").ok()?;
+    let model: String = model
+        .trim_end_matches('\0')
+        .trim()
+        .chars()
+        .take(120)
+        .collect();
+    (!model.is_empty()).then_some(model)
 }
 
 /// Probes the worker's Python in the background; the receiver holds the report once known.

@@ -156,7 +156,7 @@ async fn snapshot(client: &Client, within: Duration, public: bool) -> Value {
                     ])
                 })
                 .collect();
-            json!({ "name": h.name, "id": h.id.map(|i| i.0), "points": points })
+            json!({ "name": h.name, "id": h.id.map(|i| i.0), "model": h.model, "points": points })
         })
         .collect();
     json!({

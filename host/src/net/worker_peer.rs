@@ -169,6 +169,7 @@ async fn forward(
             attempt,
         },
         ToHost::Python(report) => Event::PythonReported { session, report },
+        ToHost::Board { model } => Event::BoardReported { session, model },
         ToHost::Output(chunk) => Event::OutputReceived { session, chunk },
         ToHost::Goodbye => return Some(End::Gone("worker said goodbye".into())),
         ToHost::FetchBlob { .. } => return None, // answered by the connection (`send_blob`)
@@ -210,6 +211,7 @@ fn kind(msg: &ToHost) -> &'static str {
         ToHost::Python(_) => "Python",
         ToHost::Output(_) => "Output",
         ToHost::FetchBlob { .. } => "FetchBlob",
+        ToHost::Board { .. } => "Board",
     }
 }
 

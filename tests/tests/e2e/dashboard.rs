@@ -102,6 +102,7 @@ fn the_dashboard_shows_a_rack_heating_up_and_throttling_in_a_real_browser() {
         "{w0}"
     );
     assert!(w0.contains("<polyline"), "w0 has a temperature chart: {w0}");
+    assert!(w0.contains("simulated pi4-bare"), "the board: {w0}");
     assert!(
         dom.contains("class=\"bar"),
         "jobs with progress bars: {dom}"
