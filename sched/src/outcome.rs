@@ -50,11 +50,9 @@ impl Scheduler {
     /// runs to its end and is recorded, and then the job ends as cancelled. False if it is
     /// not running.
     pub(super) fn wind_down(&mut self, id: JobId) -> bool {
-        let Some(job) = self.jobs.get_mut(&id) else {
+        let Some(job) = self.jobs.get(&id) else {
             return false;
         };
-        job.winding_down = true;
-        job.planned = job.total;
         let queued: Vec<TaskId> = job
             .open_tasks
             .iter()

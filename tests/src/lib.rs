@@ -228,6 +228,25 @@ fn terminate(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// Worker flags of a small simulated rack: worker 0 a bare Pi 4 in a hot rack (35 °C ambient,
+/// thermal time 60×, two slots), the others constant-speed workers at half a Pi 5's speed.
+pub fn hot_pi4_and_steady(i: usize) -> Vec<String> {
+    let flags: &[&str] = match i {
+        0 => &[
+            "--slots",
+            "2",
+            "--sim",
+            "pi4-bare",
+            "--sim-ambient",
+            "35",
+            "--sim-time-scale",
+            "60",
+        ],
+        _ => &["--sim-speed", "0.5"],
+    };
+    flags.iter().map(|f| (*f).to_owned()).collect()
+}
+
 /// Split mode: the host and each worker as their own processes, so tests can kill, stop and
 /// restart them one by one. Workers are enrolled as `w0`, `w1`, …; logs go to `<name>.log`.
 impl Cluster {

@@ -107,16 +107,12 @@ pub fn fill(arg: &str, index: u64, value: Option<&str>, quote: bool) -> String {
             Slot::Index => index.to_string(),
             Slot::Value(_, _) if value.is_none() => arg[start..end].to_owned(),
             Slot::Value(None, form) if values.len() > 1 => {
-                let each: Vec<String> = values.iter().map(|v| transform(v, form)).collect();
-                let joined = each.join(" ");
-                out.push_str(&if quote {
-                    each.iter()
-                        .map(|v| crate::shell_quote(v))
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                } else {
-                    joined
-                });
+                let each: Vec<String> = values
+                    .iter()
+                    .map(|v| transform(v, form))
+                    .map(|v| if quote { crate::shell_quote(&v) } else { v })
+                    .collect();
+                out.push_str(&each.join(" "));
                 continue;
             }
             Slot::Value(None, form) => transform(values.first().copied().unwrap_or(""), form),

@@ -264,6 +264,33 @@ impl Stage {
         }
         Ok(dir)
     }
+    /// The directory a job's co-processes run in on this worker (made once).
+    fn job_dir(&self, job: JobId, files: &[StagedFile]) -> Result<PathBuf, String> {
+        let dir = self.inner.runs.join(format!("job-{job}"));
+        if dir.is_dir() {
+            return Ok(dir);
+        }
+        let made = self.make_dir(&format!("job-{job}.new"), files)?;
+        match std::fs::rename(&made, &dir) {
+            Ok(()) => Ok(dir),
+            // Another slot made it first.
+            Err(_) if dir.is_dir() => {
+                let _ = std::fs::remove_dir_all(&made);
+                Ok(dir)
+            }
+            Err(e) => Err(format!("{}: {e}", dir.display())),
+        }
+    }
+
+    /// The job ended: its co-processes' directory goes.
+    pub(crate) fn end_job(&self, job: JobId) {
+        let dir = self.inner.runs.join(format!("job-{job}"));
+        if dir.exists()
+            && let Err(e) = std::fs::remove_dir_all(&dir)
+        {
+            warn!("cannot remove {}: {e}", dir.display());
+        }
+    }
 }
 
 /// Runs a staged command's task: the files first (fetched if need be), then every item in a
@@ -342,36 +369,6 @@ fn every_item(spec: TaskSpec, outcome: &Outcome) -> TaskResult {
         .map(|i| ItemOutput::ended(i.index, outcome.clone(), 0))
         .collect();
     TaskResult::of(&spec, outputs)
-}
-
-impl Stage {
-    /// The directory a job's co-processes run in on this worker (made once).
-    fn job_dir(&self, job: JobId, files: &[StagedFile]) -> Result<PathBuf, String> {
-        let dir = self.inner.runs.join(format!("job-{job}"));
-        if dir.is_dir() {
-            return Ok(dir);
-        }
-        let made = self.make_dir(&format!("job-{job}.new"), files)?;
-        match std::fs::rename(&made, &dir) {
-            Ok(()) => Ok(dir),
-            // Another slot made it first.
-            Err(_) if dir.is_dir() => {
-                let _ = std::fs::remove_dir_all(&made);
-                Ok(dir)
-            }
-            Err(e) => Err(format!("{}: {e}", dir.display())),
-        }
-    }
-
-    /// The job ended: its co-processes' directory goes.
-    pub(crate) fn end_job(&self, job: JobId) {
-        let dir = self.inner.runs.join(format!("job-{job}"));
-        if dir.exists()
-            && let Err(e) = std::fs::remove_dir_all(&dir)
-        {
-            warn!("cannot remove {}: {e}", dir.display());
-        }
-    }
 }
 
 /// The files of an item's directory that match a fetch pattern and were not staged, within

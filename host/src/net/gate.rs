@@ -139,8 +139,8 @@ impl<T: Default> Watched<T> {
     }
 }
 
+/// A live connection (its name is its key in `Gate::live`).
 struct Live {
-    name: String,
     role: Role,
     fingerprint: String,
     conn: quinn::Connection,
@@ -262,7 +262,7 @@ impl Gate {
             let facts: Vec<LiveFacts<'_>> = same
                 .iter()
                 .map(|l| LiveFacts {
-                    name: &l.name,
+                    name: &identity.name,
                     role: l.role,
                     fingerprint: &l.fingerprint,
                     address: l.conn.remote_address(),
@@ -283,7 +283,6 @@ impl Gate {
                     );
                 }
                 same.push(Live {
-                    name: identity.name.clone(),
                     role: identity.role,
                     fingerprint: fingerprint.to_owned(),
                     conn: conn.clone(),

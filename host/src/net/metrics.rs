@@ -81,28 +81,26 @@ pub(crate) fn render(workers: &[WorkerStatus], c: &Counters) -> String {
             }
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP bramble_results_total results recorded since the host started, by outcome\n\
-         # TYPE bramble_results_total counter"
+    counter_family(
+        &mut out,
+        "bramble_results_total",
+        "results recorded since the host started, by outcome",
+        "outcome",
+        &c.results,
     );
-    for (outcome, n) in &c.results {
-        let _ = writeln!(out, "bramble_results_total{{outcome=\"{outcome}\"}} {n}");
-    }
     let _ = writeln!(
         out,
         "# HELP bramble_results_failed_total results that did not succeed\n\
          # TYPE bramble_results_failed_total counter\nbramble_results_failed_total {}",
         c.failed
     );
-    let _ = writeln!(
-        out,
-        "# HELP bramble_jobs_ended_total jobs ended since the host started, by state\n\
-         # TYPE bramble_jobs_ended_total counter"
+    counter_family(
+        &mut out,
+        "bramble_jobs_ended_total",
+        "jobs ended since the host started, by state",
+        "state",
+        &c.jobs,
     );
-    for (state, n) in &c.jobs {
-        let _ = writeln!(out, "bramble_jobs_ended_total{{state=\"{state}\"}} {n}");
-    }
     let _ = writeln!(
         out,
         "# HELP bramble_scheduler_pass_seconds time the scheduler took to place work per batch\n\
@@ -111,6 +109,20 @@ pub(crate) fn render(workers: &[WorkerStatus], c: &Counters) -> String {
         c.pass_seconds, c.passes
     );
     out
+}
+
+/// A counter with one sample per value of `label`.
+fn counter_family(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    counts: &BTreeMap<&'static str, u64>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (value, n) in counts {
+        let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {n}");
+    }
 }
 
 /// A label value with `\`, `"` and line breaks escaped.

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use bramble_tests::{Cluster, lease_port, stderr, stdout};
+use bramble_tests::{Cluster, hot_pi4_and_steady, lease_port, stderr, stdout};
 
 /// One GET over plain HTTP/1.1; the body.
 fn get(port: u16, path: &str) -> Option<String> {
@@ -44,21 +44,7 @@ fn the_dashboard_shows_a_rack_heating_up_and_throttling_in_a_real_browser() {
     let mut c = Cluster::init();
     c.spawn_host_with(&["--metrics", &metrics_flag]);
     // w0: a bare Pi 4 in a hot rack, thermal time 60x; w1: a constant-speed worker.
-    c.add_workers(2, |i| match i {
-        0 => [
-            "--slots",
-            "2",
-            "--sim",
-            "pi4-bare",
-            "--sim-ambient",
-            "35",
-            "--sim-time-scale",
-            "60",
-        ]
-        .map(String::from)
-        .to_vec(),
-        _ => ["--sim-speed", "0.5"].map(String::from).to_vec(),
-    });
+    c.add_workers(2, hot_pi4_and_steady);
     let listen = format!("127.0.0.1:{}", web.port);
     let dashboard = c.command("bramble", &["dashboard", "--listen", &listen]);
     c.spawn_logged("dashboard", dashboard);

@@ -1,4 +1,4 @@
-use bramble_tests::{Cluster, stderr, stdout};
+use bramble_tests::{Cluster, hot_pi4_and_steady, stderr, stdout};
 
 fn status(c: &Cluster) -> Vec<serde_json::Value> {
     let rows: serde_json::Value =
@@ -9,21 +9,7 @@ fn status(c: &Cluster) -> Vec<serde_json::Value> {
 #[test]
 fn a_simulated_cluster_throttles_visibly_in_status() {
     // w0: a bare Pi 4 in a hot rack, thermal time 60x; w1: a constant-speed worker.
-    let c = Cluster::start_split(2, |i| match i {
-        0 => [
-            "--slots",
-            "2",
-            "--sim",
-            "pi4-bare",
-            "--sim-ambient",
-            "35",
-            "--sim-time-scale",
-            "60",
-        ]
-        .map(String::from)
-        .to_vec(),
-        _ => ["--sim-speed", "0.5"].map(String::from).to_vec(),
-    });
+    let c = Cluster::start_split(2, hot_pi4_and_steady);
     let out = c.bramble(&[
         "apply",
         "--targets",
